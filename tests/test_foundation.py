@@ -1,0 +1,201 @@
+"""The launcher, the client, the breaker and the cost meter, on real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis
+
+from cachelab.client import ClientOptions, ResilientRedis, validate_redis_url
+from cachelab.config import ConfigError, load_settings
+from cachelab.harness import CostMeter, RedisServer, RedisServerConfig, RedisServerNotFound
+from cachelab.harness.redis_server import find_redis_server
+from cachelab.resilience import (
+    BackgroundTasks,
+    BreakerState,
+    CircuitBreaker,
+    CircuitOpenError,
+    RedisUnavailable,
+)
+
+
+def test_launcher_starts_configured_server_and_removes_it_on_exit():
+    config = RedisServerConfig(appendonly=True, maxmemory="10mb", maxmemory_policy="allkeys-lru")
+    with RedisServer(config) as server:
+        client = server.client(decode_responses=True)
+        assert client.ping()
+        conf = client.config_get("*")
+        assert conf["appendonly"] == "yes"
+        assert conf["maxmemory-policy"] == "allkeys-lru"
+        assert int(conf["maxmemory"]) == 10 * 1024 * 1024
+        assert conf["bind"].startswith("127.0.0.1")
+        directory, proc = server.directory, server.proc
+        client.close()
+    assert proc.poll() is not None
+    assert not directory.exists()
+
+
+def test_launcher_error_says_how_to_install(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("CACHELAB_REDIS_SERVER", raising=False)
+    monkeypatch.setattr("cachelab.harness.redis_server._bundled_redis_server", lambda: None)
+    with pytest.raises(RedisServerNotFound) as err:
+        find_redis_server()
+    assert "apt-get install" in str(err.value)
+    assert "brew install redis" in str(err.value)
+    assert "docker compose up -d redis" in str(err.value)
+
+
+def test_two_launched_servers_get_different_free_ports():
+    with RedisServer() as a, RedisServer() as b:
+        assert a.port != b.port
+        a.client().set("k", "a")
+        assert b.client().get("k") is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://localhost:1", "redis://", "redis://host:notaport/0", "redis://host:1/db", "localhost"],
+)
+def test_bad_redis_url_is_a_clear_config_error(url):
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        validate_redis_url(url)
+
+
+def test_settings_name_the_bad_variable(monkeypatch):
+    monkeypatch.setenv("CACHELAB_BREAKER_FAILURE_THRESHOLD", "zero")
+    with pytest.raises(ConfigError, match="breaker_failure_threshold"):
+        load_settings()
+    monkeypatch.delenv("CACHELAB_BREAKER_FAILURE_THRESHOLD")
+    monkeypatch.setenv("REDIS_URL", "mysql://nope")
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        load_settings()
+
+
+def test_redis_url_with_credentials_and_rediss_are_accepted():
+    validate_redis_url("redis://default:secret@127.0.0.1:1/0")
+    validate_redis_url("rediss://user:pw@example.invalid:6380/2")
+
+
+def test_password_is_redacted_from_errors():
+    with pytest.raises(ConfigError) as err:
+        validate_redis_url("redis://user:hunter2@host:bad/0")
+    assert "hunter2" not in str(err.value)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_breaker_opens_after_threshold_then_half_opens_and_closes():
+    clock = FakeClock()
+    breaker = CircuitBreaker(failure_threshold=2, reset_timeout=5, clock=clock)
+
+    async def boom() -> None:
+        raise redis.ConnectionError("down")
+
+    async def ok() -> str:
+        return "ok"
+
+    for _ in range(2):
+        with pytest.raises(RedisUnavailable):
+            await breaker.call(boom)
+    assert breaker.state is BreakerState.OPEN
+    with pytest.raises(CircuitOpenError):
+        await breaker.call(ok)
+    assert breaker.stats.short_circuited == 1
+
+    clock.now = 5.0
+    assert breaker.state is BreakerState.HALF_OPEN
+    with pytest.raises(RedisUnavailable):
+        await breaker.call(boom)  # failed probe: open again
+    assert breaker.state is BreakerState.OPEN
+
+    clock.now = 10.0
+    assert await breaker.call(ok) == "ok"
+    assert breaker.state is BreakerState.CLOSED
+    assert breaker.stats.times_opened == 2
+
+
+async def test_breaker_ignores_application_errors():
+    breaker = CircuitBreaker(failure_threshold=1)
+
+    async def wrongtype() -> None:
+        raise redis.ResponseError("WRONGTYPE")
+
+    with pytest.raises(redis.ResponseError):
+        await breaker.call(wrongtype)
+    assert breaker.state is BreakerState.CLOSED
+
+
+async def test_background_tasks_drop_past_their_ceiling():
+    bg = BackgroundTasks(max_pending=2)
+    gate = asyncio.Event()
+    accepted = [bg.submit(gate.wait) for _ in range(5)]
+    assert accepted == [True, True, False, False, False]
+    assert bg.stats.dropped == 3
+    gate.set()
+    await bg.drain()
+    assert bg.stats.completed == 2
+    assert bg.pending == 0
+
+
+async def test_breaker_makes_calls_fail_fast_while_redis_is_down(private_redis: RedisServer):
+    options = ClientOptions(connect_timeout=0.3, command_timeout=0.3, retries=1)
+    rr = ResilientRedis.from_url(
+        private_redis.url,
+        options=options,
+        breaker=CircuitBreaker(failure_threshold=2, reset_timeout=0.5),
+    )
+    try:
+        assert await rr.call(rr.client.set, "k", "v")
+        private_redis.pause()  # hung: every command would wait for its timeout
+        for _ in range(2):
+            with pytest.raises(RedisUnavailable):
+                await rr.call(rr.client.get, "k")
+        assert rr.breaker.state is BreakerState.OPEN
+        started = time.perf_counter()
+        for _ in range(50):
+            with pytest.raises(CircuitOpenError):
+                await rr.call(rr.client.get, "k")
+        # 50 short-circuited calls together take less than one command timeout.
+        assert time.perf_counter() - started < options.command_timeout
+        private_redis.resume()
+        await asyncio.sleep(0.6)
+        assert await rr.call(rr.client.get, "k") == b"v"
+        assert rr.breaker.state is BreakerState.CLOSED
+    finally:
+        private_redis.resume()
+        await rr.aclose()
+
+
+async def test_cost_meter_counts_round_trips_commands_and_bytes(rredis, cost_meter: CostMeter):
+    await rredis.client.ping()
+    with cost_meter.measure() as cost:
+        await rredis.client.set("k", "x" * 1000)
+        pipe = rredis.client.pipeline(transaction=False)
+        for _ in range(10):
+            pipe.get("k")
+        await pipe.execute()
+    assert cost.round_trips == 2
+    assert cost.commands == {"set": 1, "get": 10}
+    assert cost.total_commands == 11
+    assert cost.keyspace_hits == 10
+    assert cost.bytes_out >= 10 * 1000
+    assert 1000 <= cost.bytes_in < 1400
+    assert cost.server_usec >= 0
+
+
+def test_cost_meter_subtracts_its_own_info_calls(redis_url, redis_admin):
+    meter = CostMeter(redis_url)
+    with meter.measure() as cost:
+        pass
+    assert cost.total_commands == 0
+    assert cost.bytes_in < 64 and cost.bytes_out < 256
+    meter.close()
