@@ -28,8 +28,8 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
+from redis.asyncio.connection import BlockingConnectionPool as AsyncBlockingConnectionPool
 from redis.asyncio.connection import Connection as AsyncConnection
-from redis.asyncio.connection import ConnectionPool as AsyncConnectionPool
 from redis.asyncio.connection import SSLConnection as AsyncSSLConnection
 from redis.asyncio.connection import UnixDomainSocketConnection as AsyncUnixConnection
 from redis.asyncio.connection import parse_url as async_parse_url
@@ -51,9 +51,7 @@ def validate_redis_url(url: str) -> None:
     """Raise :class:`ConfigError` with a readable reason if ``url`` cannot be a Redis URL."""
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme not in SCHEMES:
-        raise ConfigError(
-            f"REDIS_URL must start with redis://, rediss:// or unix:// (got {_redact(url)!r})"
-        )
+        raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix:// (got {_redact(url)!r})")
     if parsed.scheme != "unix" and not parsed.hostname:
         raise ConfigError(f"REDIS_URL has no host: {_redact(url)!r}")
     try:
@@ -114,6 +112,7 @@ class ClientOptions:
     command_timeout: float = 0.5
     retries: int = 1
     max_connections: int = 100
+    pool_timeout: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ClientOptions:
@@ -139,9 +138,12 @@ def create_async_client(
     if base not in (AsyncConnection, AsyncSSLConnection, AsyncUnixConnection):
         base = AsyncConnection
     conn_cls = _counting_async(base, counter) if counter is not None else base
-    pool = AsyncConnectionPool(
+    # Blocking pool: past max_connections a caller waits (bounded) for a free
+    # connection instead of failing at once and tripping the breaker.
+    pool = AsyncBlockingConnectionPool(
         connection_class=conn_cls,
         max_connections=options.max_connections,
+        timeout=options.pool_timeout,
         socket_connect_timeout=options.connect_timeout,
         socket_timeout=options.command_timeout,
         retry=options.retry(),
@@ -161,9 +163,10 @@ def create_sync_client(
     url_options = redis.connection.parse_url(url)
     base = url_options.pop("connection_class", None) or redis.Connection
     conn_cls = _counting_sync(base, counter) if counter is not None else base
-    pool = redis.ConnectionPool(
+    pool = redis.BlockingConnectionPool(
         connection_class=conn_cls,
         max_connections=options.max_connections,
+        timeout=options.pool_timeout,
         socket_connect_timeout=options.connect_timeout,
         socket_timeout=options.command_timeout,
         retry=options.retry(),
@@ -175,9 +178,7 @@ def create_sync_client(
 
 def read_lua(name: str) -> str:
     """The text of ``cachelab/patterns/lua/<name>.lua``."""
-    return (
-        importlib.resources.files("cachelab.patterns").joinpath("lua", f"{name}.lua").read_text()
-    )
+    return importlib.resources.files("cachelab.patterns").joinpath("lua", f"{name}.lua").read_text()
 
 
 class ResilientRedis:

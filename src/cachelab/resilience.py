@@ -141,8 +141,7 @@ class CircuitBreaker:
         self.stats.failures += 1
         self._consecutive_failures += 1
         if self._state is BreakerState.HALF_OPEN or (
-            self._state is BreakerState.CLOSED
-            and self._consecutive_failures >= self.failure_threshold
+            self._state is BreakerState.CLOSED and self._consecutive_failures >= self.failure_threshold
         ):
             self._transition(BreakerState.OPEN)
 

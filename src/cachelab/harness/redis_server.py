@@ -162,12 +162,18 @@ class RedisServer:
             self._tmp = tempfile.TemporaryDirectory(prefix="cachelab-redis-")
         args = [
             self.binary,
-            "--port", str(self.port),
-            "--bind", self.host,
-            "--dir", self._tmp.name,
-            "--daemonize", "no",
-            "--protected-mode", "yes",
-            "--logfile", "redis.log",
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--dir",
+            self._tmp.name,
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--logfile",
+            "redis.log",
         ]
         for name, value in self.config.directives().items():
             args += [f"--{name}", value]
@@ -194,8 +200,10 @@ class RedisServer:
                         return
                 except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
                     time.sleep(0.02)
-            raise RedisServerFailed(f"redis-server on port {self.port} did not answer within "
-                                    f"{self.startup_timeout}s:\n{self.log_tail()}")
+            raise RedisServerFailed(
+                f"redis-server on port {self.port} did not answer within "
+                f"{self.startup_timeout}s:\n{self.log_tail()}"
+            )
         finally:
             client.close()
 
