@@ -167,6 +167,8 @@ class SessionStore:
             raise ValueError("max_bytes, tombstone_ttl and batch_size must be positive")
         self.rr = rr
         self.prefix = prefix
+        self.idle_timeout = float(idle_timeout)
+        self.absolute_lifetime = float(absolute_lifetime)
         self.idle_ms = max(1, math.ceil(idle_timeout * 1000))
         self.absolute_ms = max(1, math.ceil(absolute_lifetime * 1000))
         self.max_bytes = max_bytes
