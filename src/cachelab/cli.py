@@ -26,6 +26,20 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="run even if the server's maxmemory-policy could evict queue keys",
     )
+    p.add_argument(
+        "--handlers",
+        action="append",
+        metavar="MODULE:ATTR",
+        help="extra job handlers: a {job_type: async fn(payload)} mapping, or a callable returning "
+        "one (repeatable; built-ins: echo, sleep)",
+    )
+    p.add_argument("--lease-seconds", type=float, default=30.0,
+                   help="visibility timeout before a silent worker's job is re-delivered (default: 30)")
+    p.add_argument("--max-deliveries", type=int, default=5,
+                   help="deliveries before a job is dead-lettered (default: 5)")
+    p.add_argument("--grace-period", type=float, default=8.0,
+                   help="seconds to finish jobs in hand after SIGTERM before handing them back "
+                   "(default: 8, inside docker's 10 s stop timeout)")
 
     def run(args: argparse.Namespace) -> int:
         from cachelab.worker import main as worker_main

@@ -1,0 +1,336 @@
+"""``cachelab worker``: runs job handlers against a :class:`~cachelab.patterns.queue.JobQueue`.
+
+The seed's worker is ``while (true) { BRPOP; process }``: no way to stop it
+without losing the job in hand. A :class:`Worker` here:
+
+* runs ``concurrency`` jobs at once, each with its lease extended in the
+  background (so a slow job is not reaped while alive);
+* calls the handler registered for ``payload["type"]``; success acks with the
+  handler's result (which must be JSON), an exception fails the job (retry
+  with backoff, dead-letter after ``max_deliveries``);
+* runs a reaper tick, so jobs of crashed workers come back even when every
+  other worker is busy;
+* on SIGTERM/SIGINT stops reserving, lets jobs in hand finish within
+  ``grace_period``, hands back the rest (due at once, delivery not counted),
+  and exits 0. A second signal ends the grace period at once.
+
+Handlers: ``async def handler(payload: dict) -> result``. Built-ins ``echo``
+and ``sleep`` exist for tests and smoke checks; more come from
+``--handlers module:attr`` where ``attr`` is a mapping ``{type: handler}`` or
+a zero-argument callable returning one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+
+from cachelab.patterns.queue import EvictingRedisError, Job, JobQueue
+from cachelab.resilience import RedisUnavailable
+
+log = logging.getLogger("cachelab.worker")
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+class UnknownJobType(LookupError):
+    """No handler is registered for the job's type (it will be retried, maybe by a newer worker)."""
+
+
+async def echo_handler(payload: dict[str, Any]) -> Any:
+    """Return ``payload["data"]`` (or the payload): the smallest possible job."""
+    return payload.get("data", payload)
+
+
+async def sleep_handler(payload: dict[str, Any]) -> Any:
+    """Sleep ``payload["seconds"]`` (at most an hour): a stand-in for slow work."""
+    seconds = min(float(payload.get("seconds", 0.1)), 3600.0)
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
+BUILTIN_HANDLERS: dict[str, Handler] = {"echo": echo_handler, "sleep": sleep_handler}
+
+
+def load_handlers(specs: list[str] | None) -> dict[str, Handler]:
+    """The built-in handlers plus those named by ``module:attr`` specs."""
+    handlers = dict(BUILTIN_HANDLERS)
+    for spec in specs or []:
+        module_name, sep, attr = spec.partition(":")
+        if not sep or not module_name or not attr:
+            raise ValueError(f"--handlers expects module:attr, got {spec!r}")
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        if callable(obj) and not isinstance(obj, Mapping):
+            obj = obj()
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"{spec} is not a mapping of job type to handler")
+        handlers.update(obj)
+    return handlers
+
+
+class Worker:
+    """Processes jobs from one queue until stopped (or, in burst mode, until none is due)."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        handlers: Mapping[str, Handler],
+        *,
+        concurrency: int = 1,
+        grace_period: float = 8.0,
+        burst: bool = False,
+        poll_timeout: float = 1.0,
+        job_timeout: float | None = None,
+        reaper_interval: float | None = None,
+        consumer_prefix: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.queue = queue
+        self.handlers = dict(handlers)
+        self.concurrency = concurrency
+        self.grace_period = grace_period
+        self.burst = burst
+        self.poll_timeout = poll_timeout
+        self.job_timeout = job_timeout
+        self.reaper_interval = reaper_interval or max(0.05, queue.lease_seconds / 2)
+        self.consumer_prefix = consumer_prefix or f"{socket.gethostname()}:{os.getpid()}"
+        self.processed = 0
+        self.failed = 0
+        self.handed_back = 0
+        self._stopping = asyncio.Event()
+        self._force = asyncio.Event()
+        self._grace_timer: asyncio.TimerHandle | None = None
+
+    # -- shutdown ----------------------------------------------------------
+    def request_stop(self) -> None:
+        """First call: stop reserving and start the grace period. Second call: end it now."""
+        if self._stopping.is_set():
+            log.warning("second stop request: handing back jobs in progress now")
+            self._force.set()
+            return
+        log.info("stopping: finishing jobs in hand (grace period %.1fs)", self.grace_period)
+        self._stopping.set()
+        loop = asyncio.get_running_loop()
+        self._grace_timer = loop.call_later(self.grace_period, self._force.set)
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    # -- main loop ---------------------------------------------------------
+    async def run(self) -> int:
+        """Run until stopped; returns the process exit code (0 after a graceful stop)."""
+        slots = [asyncio.create_task(self._slot(i)) for i in range(self.concurrency)]
+        reaper = asyncio.create_task(self._reaper())
+        try:
+            await asyncio.gather(*slots)
+        finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
+        return 0
+
+    async def _slot(self, index: int) -> None:
+        consumer = f"{self.consumer_prefix}:{index}"
+        backoff = 0.05
+        while not self._stopping.is_set():
+            try:
+                job = await self.queue.reserve(consumer, timeout=self.poll_timeout)
+            except RedisUnavailable as exc:
+                log.warning("reserve failed (%s); retrying in %.2fs", exc, backoff)
+                await self._sleep_unless_stopping(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            if job is None:
+                if self.burst:
+                    return
+                continue
+            await self._process(job)
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _reaper(self) -> None:
+        while True:
+            await asyncio.sleep(self.reaper_interval)
+            try:
+                requeued, dead = await self.queue.reap()
+            except RedisUnavailable as exc:
+                log.debug("reaper tick failed: %s", exc)
+                continue
+            if requeued or dead:
+                log.info("reaper: %d job(s) re-queued, %d dead-lettered after lost leases",
+                         requeued, dead)
+
+    async def _run_handler(self, job: Job) -> Any:
+        handler = self.handlers.get(job.type or "")
+        if handler is None:
+            raise UnknownJobType(f"no handler for job type {job.type!r}")
+        if self.job_timeout is None:
+            return await handler(job.payload)
+        async with asyncio.timeout(self.job_timeout):
+            return await handler(job.payload)
+
+    async def _extend_lease(self, job: Job) -> None:
+        interval = max(0.02, self.queue.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if not await self.queue.extend_lease(job):
+                    log.warning("job %s: lease lost while running; it may run twice", job.id)
+                    return
+            except RedisUnavailable as exc:
+                log.warning("job %s: could not extend lease: %s", job.id, exc)
+
+    async def _process(self, job: Job) -> None:
+        task = asyncio.create_task(self._run_handler(job))
+        extender = asyncio.create_task(self._extend_lease(job))
+        force = asyncio.create_task(self._force.wait())
+        try:
+            await asyncio.wait({task, force}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                await self._settle(self.queue.release, job)
+                self.handed_back += 1
+                log.info("job %s handed back at shutdown", job.id)
+                return
+            exc = task.exception()
+            if exc is None:
+                try:
+                    result = orjson.loads(orjson.dumps(task.result()))
+                except TypeError as err:
+                    exc = err
+            if exc is None:
+                await self._settle(self.queue.ack, job, result)
+                self.processed += 1
+            else:
+                self.failed += 1
+                error = f"{type(exc).__name__}: {exc}"
+                outcome = await self._settle(self.queue.fail, job, error)
+                log.info("job %s failed on delivery %d (%s): %s", job.id, job.deliveries, outcome, error)
+        finally:
+            force.cancel()
+            extender.cancel()
+            for t in (force, extender):
+                with contextlib.suppress(BaseException):
+                    await t
+
+    async def _settle(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """ack/fail/release with a few retries; if Redis stays away the lease expiry recovers the job."""
+        delay = 0.05
+        for attempt in range(5):
+            try:
+                return await fn(*args)
+            except RedisUnavailable as exc:
+                if attempt == 4:
+                    log.error("giving up on %s for job %s: %s; it will be re-delivered",
+                              fn.__name__, args[0].id, exc)
+                    return None
+                await asyncio.sleep(delay)
+                delay *= 2
+        return None
+
+
+# -- command line ------------------------------------------------------------
+async def _connect_and_check(queue: JobQueue, worker: Worker, allow_evicting: bool) -> str | None:
+    """Eviction check, waiting (up to 30 s, or until stopped) for Redis to come up."""
+    delay = 0.1
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while True:
+        try:
+            await queue.check_eviction_policy(allow_evicting)
+            return None
+        except RedisUnavailable as exc:
+            if worker._stopping.is_set() or loop.time() > deadline:
+                return f"cannot reach Redis: {exc}"
+            log.warning("waiting for Redis: %s", exc)
+            await worker._sleep_unless_stopping(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def _amain(args: argparse.Namespace) -> int:
+    from cachelab.client import ResilientRedis, redact_url
+    from cachelab.config import get_settings
+
+    settings = get_settings()
+    if not settings.redis_url:
+        print(
+            "cachelab worker: REDIS_URL is not set. Set REDIS_URL to the same Redis the app uses "
+            "(e.g. REDIS_URL=redis://127.0.0.1:6379/0): a worker must share the app's queue.",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        handlers = load_handlers(getattr(args, "handlers", None))
+    except (ImportError, AttributeError, ValueError) as exc:
+        print(f"cachelab worker: cannot load handlers: {exc}", file=sys.stderr)
+        return 2
+    rr = ResilientRedis.from_settings(settings)
+    try:
+        queue = JobQueue(
+            rr,
+            args.queue,
+            lease_seconds=getattr(args, "lease_seconds", 30.0),
+            max_deliveries=getattr(args, "max_deliveries", 5),
+            allow_evicting=args.allow_evicting_redis,
+        )
+        worker = Worker(
+            queue,
+            handlers,
+            concurrency=args.concurrency,
+            grace_period=getattr(args, "grace_period", 8.0),
+            burst=args.burst,
+        )
+        worker.install_signal_handlers()
+        try:
+            problem = await _connect_and_check(queue, worker, args.allow_evicting_redis)
+        except EvictingRedisError as exc:
+            print(f"cachelab worker: {exc}", file=sys.stderr)
+            return 2
+        if problem:
+            print(f"cachelab worker: {problem} ({redact_url(settings.redis_url)})", file=sys.stderr)
+            return 1
+        log.info("worker %s: queue %r, concurrency %d, handlers %s", worker.consumer_prefix,
+                 args.queue, args.concurrency, sorted(handlers))
+        code = await worker.run()
+        log.info("worker stopped: %d done, %d failed, %d handed back",
+                 worker.processed, worker.failed, worker.handed_back)
+        return code
+    finally:
+        await rr.aclose()
+
+
+def main(args: argparse.Namespace) -> int:
+    """Entry point of ``cachelab worker`` (wired in :mod:`cachelab.cli`)."""
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return asyncio.run(_amain(args))
+
+
+if __name__ == "__main__":  # ``python -m cachelab.worker ...`` == ``cachelab worker ...``
+    from cachelab.cli import main as cli_main
+
+    sys.exit(cli_main(["worker", *sys.argv[1:]]))
