@@ -1,0 +1,386 @@
+"""Rate limiting: five algorithms, one EVALSHA per check, an explicit failure policy.
+
+The seed's version
+------------------
+``checkRateLimit(id, limit, window)`` does ``INCR rate:<id>``, then, if the count
+is 1, ``EXPIRE rate:<id> window`` in a second call, and returns ``true`` when
+there is no Redis client. Its flaws:
+
+* two round trips, not atomic: a process that dies (or a connection that drops)
+  between INCR and EXPIRE leaves a counter with no TTL, and that identifier is
+  locked out forever once it reaches the limit;
+* a fixed window: a client can spend the whole limit at the end of one window
+  and again at the start of the next, 2× the limit within moments;
+* it always fails open, silently: an outage switches rate limiting off;
+* the raw identifier goes into the key (``x-forwarded-for`` is client-chosen).
+
+The fix
+-------
+* Every check is one EVALSHA (``lua/ratelimit_<algorithm>.lua``) that reads the
+  server's clock (``TIME``; all processes share one clock), decides, writes and
+  sets the key's expiry in the same atomic step: no key is ever left without a
+  TTL, and no client clock skew enters the decision.
+* Five algorithms with different trade-offs (measured in ``tests/test_ratelimit.py``):
+
+  ========================  ======================  ==============================================
+  algorithm                 state per identifier    worst case
+  ========================  ======================  ==============================================
+  ``fixed_window``          hash (window, count)    2 × limit within moments across a window edge
+  ``sliding_log``           zset, one member/unit   exact: ≤ limit in any interval of one period
+  ``sliding_window``        hash (two counts)       ≤ limit + limit·d/period in any interval d;
+                                                    approximates the log, may admit up to ~2×
+                                                    limit over a full period if the previous
+                                                    window's traffic was all at its end
+  ``token_bucket``          hash (tokens, time)     ≤ burst + limit·d/period in any interval d
+  ``gcra``                  one float (TAT)         as token bucket, in one string key
+  ========================  ======================  ==============================================
+
+  With ``burst=1`` the token bucket and GCRA become strict pacers: ≤ limit in
+  any interval of one period, but no burst at all.
+* Each check may carry a ``cost`` (an expensive endpoint costs 5); a cost the
+  limiter can never admit (more than ``limit``, or than ``burst``) is a
+  :class:`ValueError`, not a silent eternal 429.
+* Keys are ``make_key(prefix, identifier, "rl", algorithm[, name])``: the
+  identifier is escaped (``*``, ``:``, ``{`` cannot collide or glob) and is the
+  hash tag, so a Redis Cluster routes each check to one slot.
+* The failure policy is explicit: ``"open"`` (admit), ``"closed"`` (deny) or
+  ``"local"`` (an in-process GCRA with the same limit: N processes give up to
+  N × limit; see :mod:`cachelab.patterns.ratelimit_local`). Checks go through
+  the breaker, so during an outage the policy answers at once.
+
+Cost: one round trip, one EVALSHA, per check (0 when the policy answers).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import redis.asyncio
+
+from cachelab.client import ResilientRedis
+from cachelab.patterns.keys import DEFAULT_PREFIX, make_key
+from cachelab.patterns.ratelimit_local import LocalGCRA
+from cachelab.resilience import RedisUnavailable
+
+FailurePolicy = Literal["open", "closed", "local"]
+FAILURE_POLICIES: tuple[str, ...] = ("open", "closed", "local")
+SOURCES: tuple[str, ...] = ("redis", "fallback-open", "fallback-closed", "local")
+
+
+# -- result and headers -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitResult:
+    """One decision. Times are in seconds; ``retry_after`` is 0 when allowed.
+
+    ``reset_after`` is the time until the identifier's quota is whole again.
+    ``server_time_us`` is the Redis clock at the decision (None when Redis was
+    not consulted), which is what experiments need to place decisions in time.
+    """
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: float
+    retry_after: float
+    source: str
+    server_time_us: int | None = None
+
+    def headers(self) -> dict[str, str]:
+        return rate_limit_headers(self)
+
+
+def rate_limit_headers(result: RateLimitResult) -> dict[str, str]:
+    """``X-RateLimit-*`` headers (reset as delta seconds) and ``Retry-After`` on a denial."""
+    headers = {
+        "X-RateLimit-Limit": str(result.limit),
+        "X-RateLimit-Remaining": str(max(0, result.remaining)),
+        "X-RateLimit-Reset": str(math.ceil(result.reset_after)),
+    }
+    if not result.allowed:
+        headers["Retry-After"] = str(max(1, math.ceil(result.retry_after)))
+    return headers
+
+
+# -- limit strings ------------------------------------------------------------
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_LIMIT_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|m|h|d)\s*$")
+
+
+def parse_limit(text: str) -> tuple[int, float]:
+    """``"100/60s"`` → ``(100, 60.0)``; also ``"5/1m"``, ``"10/s"``, ``"1000/1h"``, ``"3/500ms"``."""
+    match = _LIMIT_RE.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(
+            f"malformed rate limit {text!r}: expected '<count>/<number><unit>' with unit "
+            f"ms, s, m, h or d, e.g. '100/60s' or '5/1m'"
+        )
+    count, number, unit = match.groups()
+    limit = int(count)
+    period = float(number or 1) * _UNITS[unit]
+    if limit < 1 or period <= 0:
+        raise ValueError(f"rate limit {text!r} must have a count >= 1 and a period > 0")
+    return limit, period
+
+
+# -- metrics ------------------------------------------------------------------
+
+
+@dataclass
+class RateLimitStats:
+    """Decisions by outcome and by who made them (for a metrics endpoint)."""
+
+    allowed: int = 0
+    denied: int = 0
+    by_source: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SOURCES, 0))
+
+    def record(self, result: RateLimitResult) -> None:
+        if result.allowed:
+            self.allowed += 1
+        else:
+            self.denied += 1
+        self.by_source[result.source] = self.by_source.get(result.source, 0) + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"allowed": self.allowed, "denied": self.denied, "by_source": dict(self.by_source)}
+
+
+# -- limiters -----------------------------------------------------------------
+
+
+class RateLimiter:
+    """A limit of ``limit`` units per ``period`` seconds per identifier, enforced in Redis.
+
+    Subclasses name the algorithm and its Lua script; :meth:`check` is the
+    whole API. The per-check Python work is a key build, an argument list and
+    one awaited EVALSHA (the script object is cached by ``ResilientRedis``).
+    """
+
+    algorithm: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        rr: ResilientRedis,
+        limit: int,
+        period: float,
+        *,
+        failure_policy: FailurePolicy = "open",
+        prefix: str = DEFAULT_PREFIX,
+        name: str | None = None,
+        local_max_keys: int = 100_000,
+    ) -> None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
+        if period < 0.001:
+            raise ValueError(f"period must be at least 1 ms, got {period!r} s")
+        if failure_policy not in FAILURE_POLICIES:
+            raise ValueError(f"failure_policy must be one of {FAILURE_POLICIES}, got {failure_policy!r}")
+        self.rr = rr
+        self.limit = limit
+        self.period = float(period)
+        self.period_us = round(period * 1_000_000)
+        self.failure_policy = failure_policy
+        self.prefix = prefix
+        self.name = name
+        self.script = f"ratelimit_{self.algorithm}"
+        self.stats = RateLimitStats()
+        self.local: LocalGCRA | None = None
+        if failure_policy == "local":
+            self.local = LocalGCRA(limit, self.period, burst=self.capacity, max_keys=local_max_keys)
+
+    @property
+    def capacity(self) -> int:
+        """The largest cost one check may have: what the limiter can admit at once."""
+        return self.limit
+
+    def key(self, identifier: object) -> str:
+        parts: tuple[object, ...] = ("rl", self.algorithm)
+        if self.name is not None:
+            parts = (*parts, self.name)
+        return make_key(self.prefix, identifier, *parts)
+
+    def _args(self, cost: int) -> list[int]:
+        return [self.limit, self.period_us, cost]
+
+    def _validate_cost(self, cost: int) -> None:
+        if not isinstance(cost, int) or isinstance(cost, bool) or cost < 1:
+            raise ValueError(f"cost must be an integer >= 1, got {cost!r}")
+        if cost > self.capacity:
+            raise ValueError(
+                f"cost {cost} exceeds what this {self.algorithm} limiter can ever admit at once "
+                f"({self.capacity}); raise the limit/burst or lower the cost"
+            )
+
+    async def check(self, identifier: object, cost: int = 1) -> RateLimitResult:
+        """Spend ``cost`` units of ``identifier``'s quota if they are all available."""
+        self._validate_cost(cost)
+        key = self.key(identifier)
+        try:
+            reply = await self.rr.run_script(self.script, [key], self._args(cost))
+        except RedisUnavailable:
+            result = self._fallback(key, cost)
+        else:
+            allowed, remaining, reset_us, retry_us, now_us = reply
+            result = RateLimitResult(
+                allowed=bool(allowed),
+                limit=self.limit,
+                remaining=int(remaining),
+                reset_after=reset_us / 1_000_000,
+                retry_after=retry_us / 1_000_000 if not allowed else 0.0,
+                source="redis",
+                server_time_us=int(now_us),
+            )
+        self.stats.record(result)
+        return result
+
+    def _fallback(self, key: str, cost: int) -> RateLimitResult:
+        if self.local is not None:
+            d = self.local.check(key, cost)
+            return RateLimitResult(d.allowed, self.limit, d.remaining, d.reset_after, d.retry_after, "local")
+        if self.failure_policy == "open":
+            return RateLimitResult(True, self.limit, self.limit, 0.0, 0.0, "fallback-open")
+        # Closed: suggest retrying when the breaker will next probe Redis.
+        wait = min(self.period, self.rr.breaker.reset_timeout)
+        return RateLimitResult(False, self.limit, 0, wait, wait, "fallback-closed")
+
+
+class FixedWindowLimiter(RateLimiter):
+    """Epoch-aligned windows of one period; cheapest, but 2× limit across an edge."""
+
+    algorithm = "fixed_window"
+
+
+class SlidingLogLimiter(RateLimiter):
+    """Exact sliding window over a log of admissions; memory O(limit) per identifier."""
+
+    algorithm = "sliding_log"
+
+
+class SlidingWindowCounterLimiter(RateLimiter):
+    """Weighted current + previous window counts; O(1) memory, approximate."""
+
+    algorithm = "sliding_window"
+
+
+class _BurstLimiter(RateLimiter):
+    """Rate ``limit/period`` with a separate ``burst`` (defaults to ``limit``)."""
+
+    def __init__(self, rr: ResilientRedis, limit: int, period: float, *, burst: int | None = None,
+                 **kwargs: Any) -> None:
+        burst = limit if burst is None else burst
+        if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
+            raise ValueError(f"burst must be an integer >= 1, got {burst!r}")
+        self.burst = burst
+        super().__init__(rr, limit, period, **kwargs)
+
+    @property
+    def capacity(self) -> int:
+        return self.burst
+
+    def _args(self, cost: int) -> list[int]:
+        return [self.limit, self.period_us, cost, self.burst]
+
+
+class TokenBucketLimiter(_BurstLimiter):
+    """A bucket of ``burst`` tokens refilled at ``limit/period``."""
+
+    algorithm = "token_bucket"
+
+
+class GCRALimiter(_BurstLimiter):
+    """Generic cell rate algorithm: token-bucket behaviour in one string key."""
+
+    algorithm = "gcra"
+
+
+ALGORITHMS: dict[str, type[RateLimiter]] = {
+    cls.algorithm: cls
+    for cls in (
+        FixedWindowLimiter,
+        SlidingLogLimiter,
+        SlidingWindowCounterLimiter,
+        TokenBucketLimiter,
+        GCRALimiter,
+    )
+}
+_ALIASES = {"sliding_window_counter": "sliding_window", "fixed": "fixed_window", "log": "sliding_log"}
+
+
+def algorithm_name(algorithm: str) -> str:
+    """The canonical name (``"Sliding-Window-Counter"`` → ``"sliding_window"``), or ValueError."""
+    name = algorithm.strip().lower().replace("-", "_")
+    name = _ALIASES.get(name, name)
+    if name not in ALGORITHMS:
+        raise ValueError(f"unknown rate-limit algorithm {algorithm!r}; choose one of {sorted(ALGORITHMS)}")
+    return name
+
+
+def create_limiter(
+    rr: ResilientRedis,
+    algorithm: str,
+    limit: int | str,
+    period: float | None = None,
+    failure_policy: FailurePolicy = "open",
+    prefix: str = DEFAULT_PREFIX,
+    **kwargs: Any,
+) -> RateLimiter:
+    """A limiter by algorithm name; ``limit`` may be a string like ``"100/60s"`` (then no period)."""
+    cls = ALGORITHMS[algorithm_name(algorithm)]
+    if isinstance(limit, str):
+        if period is not None:
+            raise ValueError("give either a limit string like '100/60s' or limit and period, not both")
+        limit, period = parse_limit(limit)
+    if period is None:
+        raise ValueError("period (seconds) is required when limit is a number")
+    return cls(rr, limit, period, failure_policy=failure_policy, prefix=prefix, **kwargs)
+
+
+# -- measuring ----------------------------------------------------------------
+
+
+def max_in_window(times_us: Sequence[int], window_us: int) -> int:
+    """The largest number of events in any half-open interval ``[t, t + window)``.
+
+    Used to measure the worst burst a limiter admitted: feed it the
+    ``server_time_us`` of the allowed results (one entry per unit of cost).
+    """
+    ordered = sorted(times_us)
+    best = start = 0
+    for end, t in enumerate(ordered):
+        while t - ordered[start] >= window_us:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+# -- the seed's version, for comparison only ---------------------------------
+
+
+async def naive_fixed_window(
+    redis_client: redis.asyncio.Redis,
+    identifier: object,
+    limit: int,
+    window: int,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    between: Callable[[], Awaitable[None]] | None = None,
+) -> bool:
+    """The seed's limiter: INCR, then EXPIRE in a second call if the count is 1. Do not use.
+
+    Two round trips and not atomic: if the caller dies between them (``between``
+    lets a test stop there) the counter never expires. Only the INCR/EXPIRE
+    flaw is reproduced; the key is still escaped so benchmarks stay safe.
+    """
+    key = make_key(prefix, identifier, "rl", "naive")
+    current = await redis_client.incr(key)
+    if between is not None:
+        await between()
+    if current == 1:
+        await redis_client.expire(key, window)
+    return current <= limit

@@ -1,0 +1,412 @@
+"""Rate limiters on real redis-server: atomicity, expiry, window edges, cost, outages.
+
+The strongest tests race 100 checks against a limit of 50 (tasks, then
+processes), SIGKILL the seed's limiter between its INCR and EXPIRE, and
+measure each algorithm's worst burst across a window edge on the server's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import multiprocessing
+import os
+import queue as queue_mod
+import signal
+import sys
+import time
+from collections.abc import Iterable
+
+import pytest
+import redis
+
+from cachelab.client import ClientOptions, ResilientRedis
+from cachelab.harness import RedisServer
+from cachelab.patterns.keys import make_key
+from cachelab.patterns.ratelimit import (
+    ALGORITHMS,
+    GCRALimiter,
+    RateLimiter,
+    RateLimitResult,
+    SlidingLogLimiter,
+    TokenBucketLimiter,
+    create_limiter,
+    max_in_window,
+    naive_fixed_window,
+    parse_limit,
+    rate_limit_headers,
+)
+from cachelab.patterns.ratelimit_local import LocalGCRA
+from cachelab.resilience import BreakerState, CircuitBreaker
+
+ALGOS = sorted(ALGORITHMS)
+
+
+# -- parsing, construction, headers -------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("100/60s", (100, 60.0)), ("10/1s", (10, 1.0)), ("5/1m", (5, 60.0)), ("10/s", (10, 1.0)),
+     ("1000/1h", (1000, 3600.0)), ("3/500ms", (3, 0.5)), (" 7 / 2.5s ", (7, 2.5)), ("1/1d", (1, 86400.0))],
+)
+def test_parse_limit_reads_count_and_period(text, expected):
+    assert parse_limit(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "100", "100/", "/60s", "100/60", "100/60x", "-1/1s", "0/1s",
+                                  "1.5/1s", "100 per minute", "10/0s", "a/1s"])
+def test_parse_limit_rejects_malformed_strings_clearly(text):
+    with pytest.raises(ValueError, match="rate limit"):
+        parse_limit(text)
+
+
+async def test_factory_validates_algorithm_policy_and_impossible_costs(rredis):
+    assert isinstance(create_limiter(rredis, "sliding-window-counter", "10/1s"), RateLimiter)
+    assert create_limiter(rredis, "GCRA", 10, 1.0).algorithm == "gcra"
+    with pytest.raises(ValueError, match="unknown rate-limit algorithm"):
+        create_limiter(rredis, "leaky", 10, 1.0)
+    with pytest.raises(ValueError, match="failure_policy"):
+        create_limiter(rredis, "gcra", 10, 1.0, failure_policy="maybe")
+    with pytest.raises(ValueError, match="period"):
+        create_limiter(rredis, "gcra", 10)
+    for algorithm in ALGOS:
+        limiter = create_limiter(rredis, algorithm, 10, 60)
+        with pytest.raises(ValueError, match="exceeds"):
+            await limiter.check("u", cost=11)
+        with pytest.raises(ValueError, match="cost"):
+            await limiter.check("u", cost=0)
+    with pytest.raises(ValueError, match="exceeds"):
+        await TokenBucketLimiter(rredis, 10, 60, burst=3).check("u", cost=4)
+    assert rredis.round_trips.value == 0  # refused before touching Redis
+
+
+def test_headers_carry_limit_remaining_reset_and_retry_after_only_when_denied():
+    ok = RateLimitResult(True, 100, 42, 12.3, 0.0, "redis")
+    assert rate_limit_headers(ok) == {
+        "X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "42", "X-RateLimit-Reset": "13"}
+    denied = RateLimitResult(False, 100, 0, 30.0, 0.2, "redis")
+    assert denied.headers()["Retry-After"] == "1"
+    assert denied.headers()["X-RateLimit-Remaining"] == "0"
+
+
+# -- atomicity under concurrency ----------------------------------------------------------
+@pytest.mark.parametrize("algorithm", ALGOS)
+async def test_hundred_concurrent_tasks_against_limit_fifty_admit_exactly_fifty(rredis, algorithm):
+    # A long period: the token bucket and GCRA refill one unit per 72 s, never during the race.
+    limiter = create_limiter(rredis, algorithm, 50, 3600)
+    results = await asyncio.gather(*(limiter.check("shared") for _ in range(100)))
+    admitted = [r for r in results if r.allowed]
+    assert len(admitted) == 50
+    # Each admission saw a distinct count: the decisions were serialised.
+    assert sorted(r.remaining for r in admitted) == list(range(50))
+    assert all(r.retry_after > 0 for r in results if not r.allowed)
+    assert limiter.stats.allowed == 50 and limiter.stats.denied == 50
+    assert limiter.stats.by_source["redis"] == 100
+
+
+PROCESSES = 8
+CHECKS = [13, 13, 13, 13, 12, 12, 12, 12]  # 100 in all
+
+
+def _process_worker(url: str, prefix: str, checks: int, barrier, results) -> None:
+    """A spawned process: its own client; one synchronised burst per algorithm."""
+    asyncio.run(_process_main(url, prefix, checks, barrier, results))
+
+
+async def _process_main(url: str, prefix: str, checks: int, barrier, results) -> None:
+    rr = ResilientRedis.from_url(url, options=ClientOptions(command_timeout=5.0, connect_timeout=5.0))
+    try:
+        limiters = {a: create_limiter(rr, a, 50, 3600, prefix=prefix) for a in ALGOS}
+        # Open the connections before the start line so the race is between checks.
+        await asyncio.gather(*(rr.client.ping() for _ in range(checks)))
+        for algorithm in ALGOS:
+            barrier.wait(30)
+            replies = await asyncio.gather(*(limiters[algorithm].check("shared") for _ in range(checks)))
+            results.put((algorithm, os.getpid(), sum(r.allowed for r in replies)))
+    finally:
+        await rr.aclose()
+
+
+async def test_hundred_checks_from_eight_processes_admit_exactly_fifty(redis_url, rredis):
+    prefix = "mp"
+    for algorithm in ALGOS:  # load every script once so no process pays NOSCRIPT mid-race
+        await create_limiter(rredis, algorithm, 50, 3600, prefix=prefix).check("warm-up")
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(PROCESSES)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_process_worker, args=(redis_url, prefix, n, barrier, results))
+             for n in CHECKS]
+    for p in procs:
+        p.start()
+    admitted: dict[str, int] = dict.fromkeys(ALGOS, 0)
+    reports = 0
+    try:
+        deadline = time.monotonic() + 90
+        while reports < PROCESSES * len(ALGOS):
+            try:
+                algorithm, _pid, n = await asyncio.to_thread(results.get, True, 1.0)
+            except queue_mod.Empty:
+                assert time.monotonic() < deadline, "worker processes did not report in time"
+                assert any(p.is_alive() for p in procs), "all worker processes exited early"
+                continue
+            admitted[algorithm] += n
+            reports += 1
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+    assert admitted == dict.fromkeys(ALGOS, 50)
+    assert [p.exitcode for p in procs] == [0] * PROCESSES
+
+
+# -- expiry: the seed's crash window, and ours -------------------------------------------
+NAIVE_CRASHER = """
+import asyncio, sys
+import redis.asyncio
+from cachelab.patterns.ratelimit import naive_fixed_window
+
+async def main():
+    client = redis.asyncio.Redis.from_url(sys.argv[1])
+
+    async def between_incr_and_expire():
+        print("INCR-DONE", flush=True)
+        await asyncio.sleep(60)  # SIGKILLed here
+
+    await naive_fixed_window(client, sys.argv[2], 10, 60, between=between_incr_and_expire)
+
+asyncio.run(main())
+"""
+
+
+async def test_naive_limiter_killed_between_incr_and_expire_leaves_a_key_that_never_expires(
+    redis_url, redis_admin, rredis
+):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", NAIVE_CRASHER, redis_url, "victim", stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert line.strip() == b"INCR-DONE"
+        os.kill(proc.pid, signal.SIGKILL)  # after INCR, before EXPIRE
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        await asyncio.wait_for(proc.wait(), 10)
+    assert proc.returncode == -signal.SIGKILL
+    key = make_key("cl", "victim", "rl", "naive")
+    assert redis_admin.get(key) == b"1"
+    assert redis_admin.ttl(key) == -1  # this identifier's counter now lives forever
+
+    # Without the crash the same code does set the TTL: the flaw is the gap between the calls.
+    assert await naive_fixed_window(rredis.client, "survivor", 10, 60)
+    assert redis_admin.ttl(make_key("cl", "survivor", "rl", "naive")) > 0
+
+
+def _all_keys(admin: redis.Redis) -> list[bytes]:
+    return list(admin.scan_iter(count=1000))
+
+
+async def test_every_key_our_limiters_create_has_a_ttl_and_goes_away(rredis, redis_admin):
+    def limiters(prefix: str, period: float) -> list[RateLimiter]:
+        made = [create_limiter(rredis, a, 3, period, prefix=prefix) for a in ALGOS]
+        return [*made, GCRALimiter(rredis, 3, period, burst=1, name="paced", prefix=prefix),
+                TokenBucketLimiter(rredis, 3, period, burst=2, name="paced", prefix=prefix)]
+
+    slow, fast = limiters("slow", 60), limiters("fast", 0.5)
+    for limiter in slow + fast:
+        for ident in ("alice", "bob", "*", "{x}"):
+            for cost in (1, 2, 1, 3, 1):  # admissions and denials, single and weighted
+                await limiter.check(ident, cost=min(cost, limiter.capacity))
+    slow_keys = list(redis_admin.scan_iter(match="slow:*", count=1000))
+    assert len(slow_keys) == len(slow) * 4
+    pttls = {key: redis_admin.pttl(key) for key in _all_keys(redis_admin)}
+    # -1 would be a key without expiry; -2 a fast key that expired between SCAN and PTTL.
+    assert all(ttl > 0 or ttl == -2 for ttl in pttls.values()), pttls
+    assert all(0 < pttls[k] <= 120_000 for k in slow_keys)  # never longer than two periods
+    # Nothing outlives two periods (the sliding-window counter needs the previous window).
+    await asyncio.sleep(1.1)
+    assert list(redis_admin.scan_iter(match="fast:*", count=1000)) == []
+    assert sorted(_all_keys(redis_admin)) == sorted(slow_keys)
+
+
+# -- window edges -------------------------------------------------------------------------
+EDGE_LIMIT = 10
+EDGE_PERIOD_US = 1_000_000
+
+
+async def _hammer(limiter: RateLimiter, start_local: float, stop_us: int) -> list[int]:
+    """Check every ~4 ms from ``start_local`` until the server clock passes ``stop_us``."""
+    await asyncio.sleep(max(0.0, start_local - time.time()))
+    admitted: list[int] = []
+    wall_deadline = time.monotonic() + 8
+    for _ in range(3000):
+        result = await limiter.check("edge")
+        if result.allowed:
+            admitted.append(result.server_time_us)
+        if result.server_time_us >= stop_us or time.monotonic() > wall_deadline:
+            break
+        await asyncio.sleep(0.004)
+    return admitted
+
+
+def _worst(times: Iterable[int]) -> tuple[int, int]:
+    times = list(times)
+    return max_in_window(times, EDGE_PERIOD_US), max_in_window(times, EDGE_PERIOD_US // 2)
+
+
+async def test_window_edge_worst_bursts_fixed_window_doubles_the_others_do_not(rredis):
+    """Idle, then hammer from 0.3 period before a window edge to 1.3 periods after it.
+
+    Windows are epoch-aligned on the server clock, so the edge is known. Reported
+    per algorithm: the most admissions in any interval of one period, and of half.
+    """
+    limiters: dict[str, RateLimiter] = {a: create_limiter(rredis, a, EDGE_LIMIT, 1) for a in ALGOS}
+    limiters["token_bucket(burst=1)"] = TokenBucketLimiter(rredis, EDGE_LIMIT, 1, burst=1, name="b1")
+    limiters["gcra(burst=1)"] = GCRALimiter(rredis, EDGE_LIMIT, 1, burst=1, name="b1")
+    for limiter in limiters.values():  # load the scripts (on another identifier)
+        await limiter.check("warm-up")
+
+    sec, usec = await rredis.client.time()
+    server_now = sec * 1_000_000 + usec
+    offset_us = server_now - time.time() * 1_000_000  # same host: ~0, but use the server's clock
+    edge = math.ceil((server_now + EDGE_PERIOD_US // 2) / EDGE_PERIOD_US) * EDGE_PERIOD_US
+    start_local = (edge - 0.3 * EDGE_PERIOD_US - offset_us) / 1_000_000
+    stop_us = edge + int(1.3 * EDGE_PERIOD_US)
+    runs = await asyncio.gather(*(_hammer(lim, start_local, stop_us) for lim in limiters.values()))
+    worst = {name: _worst(times) for name, times in zip(limiters, runs, strict=True)}
+
+    print("\nworst admissions (limit 10 per 1 s): name, any 1 s, any 0.5 s")
+    for name, (period, half) in worst.items():
+        print(f"  {name:24s} {period:3d} {half:3d}")
+
+    fixed = runs[ALGOS.index("fixed_window")]
+    assert sum(t < edge for t in fixed) == EDGE_LIMIT and sum(t >= edge for t in fixed) >= EDGE_LIMIT
+    assert worst["fixed_window"] == (2 * EDGE_LIMIT, 2 * EDGE_LIMIT)  # 2× within half a period
+    assert worst["sliding_log"][0] == EDGE_LIMIT  # exact
+    assert worst["token_bucket(burst=1)"][0] <= EDGE_LIMIT
+    assert worst["gcra(burst=1)"][0] <= EDGE_LIMIT
+    for name in ("sliding_window", "token_bucket", "gcra"):
+        period, half = worst[name]
+        # At most limit + limit·d/period in any interval d, never 2× at an edge.
+        assert half <= EDGE_LIMIT + EDGE_LIMIT // 2, (name, worst[name])
+        assert period <= 2 * EDGE_LIMIT - 1, (name, worst[name])
+
+
+def test_max_in_window_counts_half_open_intervals():
+    assert max_in_window([], 10) == 0
+    assert max_in_window([0, 10, 20], 10) == 1
+    assert max_in_window([0, 9, 10, 19], 10) == 2
+    assert max_in_window([5, 0, 3, 100], 10) == 3
+
+
+# -- cost ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("algorithm", ALGOS)
+async def test_a_check_with_cost_five_consumes_five_units(rredis, algorithm):
+    limiter = create_limiter(rredis, algorithm, 10, 60)
+    first = await limiter.check("u", cost=5)
+    assert (first.allowed, first.remaining) == (True, 5)
+    too_big = await limiter.check("u", cost=6)  # refused whole, nothing spent
+    assert (too_big.allowed, too_big.remaining) == (False, 5)
+    assert too_big.retry_after > 0
+    second = await limiter.check("u", cost=5)
+    assert (second.allowed, second.remaining) == (True, 0)
+    assert not (await limiter.check("u")).allowed
+    assert (await limiter.check("other", cost=10)).allowed  # per identifier
+
+
+async def test_sliding_log_stores_one_entry_per_unit_of_cost(rredis, redis_admin):
+    limiter = SlidingLogLimiter(rredis, 10, 60)
+    await limiter.check("u", cost=5)
+    await limiter.check("u", cost=3)
+    assert redis_admin.zcard(limiter.key("u")) == 8
+
+
+# -- failure policies -----------------------------------------------------------------------
+@pytest.mark.parametrize("fault", ["kill", "pause"])
+async def test_failure_policies_open_closed_and_local_when_redis_is_lost(private_redis: RedisServer, fault):
+    rr = ResilientRedis.from_url(
+        private_redis.url,
+        options=ClientOptions(connect_timeout=0.2, command_timeout=0.2),
+        breaker=CircuitBreaker(failure_threshold=2, reset_timeout=60),
+    )
+    try:
+        open_ = create_limiter(rr, "token_bucket", 3, 60, "open", prefix="p-open")
+        closed = create_limiter(rr, "token_bucket", 3, 60, "closed", prefix="p-closed")
+        local = create_limiter(rr, "token_bucket", 3, 60, "local", prefix="p-local")
+        for limiter in (open_, closed, local):
+            assert (await limiter.check("u")).source == "redis"
+
+        private_redis.kill() if fault == "kill" else private_redis.pause()
+
+        opened = [await open_.check("u") for _ in range(5)]
+        assert rr.breaker.state is BreakerState.OPEN  # the first failures opened it
+        denied = [await closed.check("u") for _ in range(5)]
+        locals_u = [await local.check("u") for _ in range(5)]
+        local_v = await local.check("v")
+
+        assert all(r.allowed and r.source == "fallback-open" for r in opened)
+        assert all(not r.allowed and r.source == "fallback-closed" and r.retry_after > 0 for r in denied)
+        assert [r.allowed for r in locals_u] == [True, True, True, False, False]  # the limit, in process
+        assert all(r.source == "local" for r in locals_u)
+        assert locals_u[-1].retry_after > 0 and locals_u[0].remaining == 2
+        assert local_v.allowed and local_v.source == "local"
+        assert rr.breaker.stats.short_circuited >= 13  # the policy answered without waiting
+
+        assert open_.stats.snapshot() == {
+            "allowed": 6, "denied": 0,
+            "by_source": {"redis": 1, "fallback-open": 5, "fallback-closed": 0, "local": 0}}
+        assert closed.stats.snapshot() == {
+            "allowed": 1, "denied": 5,
+            "by_source": {"redis": 1, "fallback-open": 0, "fallback-closed": 5, "local": 0}}
+        assert local.stats.snapshot() == {
+            "allowed": 5, "denied": 2,
+            "by_source": {"redis": 1, "fallback-open": 0, "fallback-closed": 0, "local": 6}}
+    finally:
+        private_redis.resume()
+        await rr.aclose()
+
+
+def test_local_fallback_refills_and_keeps_memory_bounded():
+    now = [0.0]
+    local = LocalGCRA(2, 1.0, max_keys=3, clock=lambda: now[0])
+    assert [local.check("a").allowed for _ in range(3)] == [True, True, False]
+    now[0] = 0.5  # one unit back every 0.5 s
+    assert local.check("a").allowed and not local.check("a").allowed
+    for key in "bcde":
+        local.check(key)
+    assert len(local) <= 3
+    now[0] = 10.0
+    local.check("z")
+    assert len(local) == 1  # idle entries are pruned
+
+
+# -- cost in round trips, hostile identifiers ---------------------------------------------
+@pytest.mark.parametrize("algorithm", ALGOS)
+async def test_one_check_is_one_round_trip_and_one_evalsha(rredis, cost_meter, algorithm):
+    limiter = create_limiter(rredis, algorithm, 10, 60)
+    await limiter.check("warm")  # loads the script on first use
+    with cost_meter.measure() as cost:
+        await limiter.check("u")
+    assert cost.round_trips == 1
+    assert cost.commands.get("evalsha") == 1
+    assert not {"eval", "script|load"} & cost.commands.keys()
+
+
+HOSTILE = ["*", "?", "[", "]", ":", "{", "}", "a:b", "a", "{a}", "a*", "%2A", "", "a b", "ü"]
+
+
+@pytest.mark.parametrize("algorithm", ALGOS)
+async def test_hostile_identifiers_get_separate_counters_and_one_hash_tag(rredis, redis_admin, algorithm):
+    limiter = create_limiter(rredis, algorithm, 2, 60)
+    outcomes: dict[str, list[bool]] = {ident: [] for ident in HOSTILE}
+    for _ in range(3):  # interleaved: a collision would exhaust someone else's quota early
+        for ident in HOSTILE:
+            outcomes[ident].append((await limiter.check(ident)).allowed)
+    assert all(v == [True, True, False] for v in outcomes.values()), outcomes
+    keys = {k.decode() for k in _all_keys(redis_admin)}
+    assert keys == {limiter.key(ident) for ident in HOSTILE}
+    assert all(k.count("{") == 1 and k.count("}") == 1 for k in keys)
+    assert all(not set("*?[]: ") & set(k.split("{", 1)[1].split("}", 1)[0]) for k in keys)
