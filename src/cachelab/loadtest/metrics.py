@@ -1,0 +1,186 @@
+"""Per-endpoint counters and histograms kept beside Locust's own statistics.
+
+Locust counts requests and failures; a cache study also needs to know *how*
+each response was served. For every request this records the status, the
+``X-Cache`` outcome (HIT / MISS / STALE / BYPASS), whether it was a 429 the
+scenario expected (an abusive client) or one it did not, and its latency in
+microseconds — raw, and for paced (open-model) users also from the request's
+*intended* start, which is what a user waiting behind a stall experiences.
+
+Workers :meth:`LoadMetrics.drain` their data into each report to the master
+(counters as deltas, histograms encoded), and the master
+:meth:`LoadMetrics.merge_report`\\ s them, so the totals of a distributed run
+equal those of one process recording everything.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from cachelab.loadtest.histograms import LatencyHistogram
+
+CACHE_OUTCOMES = ("HIT", "MISS", "STALE", "BYPASS")
+TOTAL = "Aggregated"
+
+
+def hit_ratio(x_cache: Counter[str] | dict[str, int]) -> float | None:
+    """Share of cacheable responses served from the cache: (HIT + STALE) / (HIT + STALE + MISS).
+
+    STALE counts as a hit because it spared the database; BYPASS (cache off)
+    is not cacheable and is left out. None when nothing was cacheable.
+    """
+    served = x_cache.get("HIT", 0) + x_cache.get("STALE", 0)
+    total = served + x_cache.get("MISS", 0)
+    return round(served / total, 4) if total else None
+
+
+@dataclass
+class EndpointMetrics:
+    requests: int = 0
+    failures: int = 0
+    rate_limited: int = 0  # every 429
+    rate_limited_expected: int = 0  # 429s the scenario wanted (marked as successes)
+    statuses: Counter[str] = field(default_factory=Counter)
+    x_cache: Counter[str] = field(default_factory=Counter)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    corrected: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    def merge(self, other: EndpointMetrics) -> None:
+        self.requests += other.requests
+        self.failures += other.failures
+        self.rate_limited += other.rate_limited
+        self.rate_limited_expected += other.rate_limited_expected
+        self.statuses.update(other.statuses)
+        self.x_cache.update(other.x_cache)
+        self.latency.merge(other.latency)
+        self.corrected.merge(other.corrected)
+
+    def to_report(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "failures": self.failures,
+            "rate_limited": self.rate_limited,
+            "rate_limited_expected": self.rate_limited_expected,
+            "statuses": dict(self.statuses),
+            "x_cache": dict(self.x_cache),
+            "latency": self.latency.encode() if self.latency.count else None,
+            "corrected": self.corrected.encode() if self.corrected.count else None,
+        }
+
+    @classmethod
+    def from_report(cls, data: dict[str, Any]) -> EndpointMetrics:
+        m = cls(
+            requests=int(data["requests"]),
+            failures=int(data["failures"]),
+            rate_limited=int(data["rate_limited"]),
+            rate_limited_expected=int(data["rate_limited_expected"]),
+            statuses=Counter({str(k): int(v) for k, v in data["statuses"].items()}),
+            x_cache=Counter({str(k): int(v) for k, v in data["x_cache"].items()}),
+        )
+        if data.get("latency"):
+            m.latency.merge_encoded(data["latency"])
+        if data.get("corrected"):
+            m.corrected.merge_encoded(data["corrected"])
+        return m
+
+    def summary(self, duration_s: float) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "failures": self.failures,
+            "error_rate": round(self.failures / self.requests, 6) if self.requests else 0.0,
+            "rps": round(self.requests / duration_s, 3) if duration_s > 0 else 0.0,
+            "rate_limited": self.rate_limited,
+            "rate_limited_expected": self.rate_limited_expected,
+            "statuses": dict(sorted(self.statuses.items())),
+            "x_cache": {k: self.x_cache.get(k, 0) for k in CACHE_OUTCOMES},
+            "hit_ratio": hit_ratio(self.x_cache),
+            "latency_ms": self.latency.summary_ms(),
+            "corrected_latency_ms": self.corrected.summary_ms(),
+        }
+
+
+def endpoint_key(method: str, name: str) -> str:
+    """``"GET /api/tenants/{t}/kpis"``: how endpoints are named in results and thresholds."""
+    return f"{method.upper()} {name}"
+
+
+class LoadMetrics:
+    """Everything recorded in one process (or, on the master, merged from the workers)."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[str, EndpointMetrics] = {}
+
+    def _endpoint(self, key: str) -> EndpointMetrics:
+        m = self.endpoints.get(key)
+        if m is None:
+            m = self.endpoints[key] = EndpointMetrics()
+        return m
+
+    def record(
+        self,
+        method: str,
+        name: str,
+        response_time_ms: float,
+        *,
+        status: int | None,
+        x_cache: str | None,
+        failed: bool,
+        lag_s: float | None = None,
+    ) -> None:
+        """One request. ``lag_s`` (paced users only) is how late it started against its schedule."""
+        m = self._endpoint(endpoint_key(method, name))
+        m.requests += 1
+        if failed:
+            m.failures += 1
+        code = str(status) if status else "error"
+        m.statuses[code] += 1
+        if status == 429:
+            m.rate_limited += 1
+            if not failed:
+                m.rate_limited_expected += 1
+        if x_cache:
+            m.x_cache[x_cache.upper()] += 1
+        m.latency.record_ms(response_time_ms)
+        if lag_s is not None:
+            m.corrected.record_ms(response_time_ms + max(0.0, lag_s) * 1000.0)
+
+    def drain(self) -> dict[str, Any]:
+        """This process's data since the last drain, for a report to the master; then reset."""
+        report = {key: m.to_report() for key, m in self.endpoints.items() if m.requests}
+        self.endpoints = {}
+        return report
+
+    def merge_report(self, report: dict[str, Any]) -> None:
+        for key, data in report.items():
+            self._endpoint(key).merge(EndpointMetrics.from_report(data))
+
+    def merge(self, other: LoadMetrics) -> None:
+        for key, m in other.endpoints.items():
+            self._endpoint(key).merge(m)
+
+    def reset(self) -> None:
+        self.endpoints = {}
+
+    def total(self) -> EndpointMetrics:
+        total = EndpointMetrics()
+        for m in self.endpoints.values():
+            total.merge(m)
+        return total
+
+    def summary(self, duration_s: float) -> dict[str, Any]:
+        """Per endpoint (sorted by name) and ``Aggregated``, as plain JSON-able dicts."""
+        out = {key: self.endpoints[key].summary(duration_s) for key in sorted(self.endpoints)}
+        out[TOTAL] = self.total().summary(duration_s)
+        return out
+
+    def histograms(self) -> dict[str, dict[str, str | None]]:
+        """Encoded histograms per endpoint, so later tools can merge runs exactly."""
+        return {
+            key: {
+                "latency": m.latency.encode() if m.latency.count else None,
+                "corrected": m.corrected.encode() if m.corrected.count else None,
+            }
+            for key, m in sorted(self.endpoints.items())
+        }
