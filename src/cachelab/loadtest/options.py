@@ -51,7 +51,8 @@ def parse_think_time(text: str | None) -> tuple[float, float]:
 
 def add_arguments(parser: Any) -> None:
     """Add cachelab's options to Locust's (configargparse) parser."""
-    group = parser.add_argument_group("cachelab", "Initiative Dashboard scenario options (cachelab.loadtest)")
+    # On the parser itself, not a group: only Locust's parser knows ``include_in_web_ui``.
+    group = parser
     group.add_argument("--mix", dest="cachelab_mix", env_var="CACHELAB_MIX", default=DEFAULT_MIX,
                        help=f"user-type weights, e.g. {DEFAULT_MIX}")
     group.add_argument("--think-time", dest="cachelab_think_time", env_var="CACHELAB_THINK_TIME",

@@ -1,0 +1,54 @@
+"""Locust scenarios for the sample Initiative Dashboard API (``cachelab serve``).
+
+    locust -f locustfiles/dashboard.py                      # web UI, http://127.0.0.1:8000
+    locust -f locustfiles/dashboard.py --headless -u 20 -r 5 -t 30s \\
+        --mix viewer=5,browser=10,editor=1 --results-dir results/manual --csv results/manual/locust
+    locust -f locustfiles/dashboard.py --headless -u 20 -t 30s --shape constant --arrival-rate 200
+
+Standard Locust flags work unchanged (--processes, --master/--worker, --csv,
+--html). cachelab's own options (--mix, --shape, --arrival-rate, --think-time,
+--seed, --results-dir, --redis-url, --threshold, --thresholds-file) are
+described in locustfiles/README.md and appear in the web UI's custom
+parameters (Locust prints --help before it imports a locustfile, so they are
+not listed there). Everything this file declares is implemented, and tested,
+in :mod:`cachelab.loadtest`.
+"""
+
+from locust import events
+from shapes import DashboardShape  # noqa: F401  (Locust picks the shape class up from this module)
+
+from cachelab.loadtest import plugin
+from cachelab.loadtest.users import (
+    AbuserBehaviour,
+    BrowserBehaviour,
+    EditorBehaviour,
+    LeaderboardBehaviour,
+    ReporterBehaviour,
+    ViewerBehaviour,
+)
+
+plugin.install(events)
+
+
+class DashboardViewer(ViewerBehaviour):
+    """Logs in as a real user, reads the dashboard and KPIs (--mix viewer=N)."""
+
+
+class InitiativeBrowser(BrowserBehaviour):
+    """Zipf-skewed list pages, rows, areas, stats (--mix browser=N)."""
+
+
+class InitiativeEditor(EditorBehaviour):
+    """PATCHes progress/status, which invalidates cached reads (--mix editor=N)."""
+
+
+class ReportRequester(ReporterBehaviour):
+    """POSTs a report job and polls it (--mix reporter=N)."""
+
+
+class LeaderboardUpdater(LeaderboardBehaviour):
+    """Posts scores and reads the top 10 with a rank (--mix leaderboard=N)."""
+
+
+class AbusiveClient(AbuserBehaviour):
+    """Hammers one endpoint; its 429s are expected, not failures (--mix abuser=N)."""

@@ -1,0 +1,381 @@
+"""The simulated users of the Initiative Dashboard, as abstract Locust classes.
+
+The locustfile declares one concrete subclass of each (so Locust lists them
+by name) and nothing else; the behaviour lives here, where it is imported,
+type-checked and tested like the rest of cachelab.
+
+Every user:
+
+* talks to ``host`` (default http://127.0.0.1:8000, or ``--host``);
+* sends its own ``X-Forwarded-For`` address from the TEST-NET ranges
+  (RFC 5737; a header only, no traffic goes there), so the app's per-IP rate
+  limit sees many clients, as in production, not one (the load generator);
+* chooses tenants, pages and rows by Zipf popularity with a per-user seed
+  derived from ``--seed``, so runs are comparable request for request;
+* waits ``--think-time`` between tasks, or, under ``--shape constant``, keeps
+  to a :class:`~cachelab.loadtest.pacing.Pacer` schedule and reports how late
+  each task started (the ``cachelab_lag`` request context).
+
+Expected 429s (the abusive client) are marked successes and counted as
+``rate_limited_expected``; a 429 anywhere else is a failure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Any, ClassVar
+
+import gevent
+from locust import FastHttpUser, task
+
+from cachelab.loadtest.options import parse_think_time
+from cachelab.loadtest.pacing import Pacer
+from cachelab.loadtest.shapes import normalize_shape
+from cachelab.loadtest.zipf import ZipfSampler
+
+DEFAULT_HOST = "http://127.0.0.1:8000"
+STATUSES = ("in_progress", "planning", "at_risk", "on_hold", "completed")  # by popularity in filters
+TERMINAL_JOB_STATES = {"completed", "failed", "dead"}
+_TEST_NETS = ("198.51.100", "203.0.113", "192.0.2")  # RFC 5737 documentation ranges
+_user_numbers = itertools.count()
+
+# Route templates: what results, thresholds and Locust's tables are keyed by.
+TENANTS = "/api/tenants"
+USERS = "/api/tenants/{t}/users"
+KPIS = "/api/tenants/{t}/kpis"
+AREAS = "/api/tenants/{t}/areas"
+STATS = "/api/tenants/{t}/stats"
+INITIATIVES = "/api/tenants/{t}/initiatives"
+INITIATIVE = "/api/tenants/{t}/initiatives/{id}"
+LOGIN = "/api/login"
+ME = "/api/me"
+DASHBOARD = "/api/dashboard"
+REPORTS = "/api/tenants/{t}/reports"
+JOB = "/api/jobs/{id}"
+LEADERBOARD = "/api/tenants/{t}/leaderboard"
+
+
+def client_address(n: int) -> str:
+    """The ``n``-th simulated client's address: 762 distinct TEST-NET hosts, then reused."""
+    net, host = divmod(n % (len(_TEST_NETS) * 254), 254)
+    return f"{_TEST_NETS[net]}.{host + 1}"
+
+
+class DashboardUser(FastHttpUser):
+    """Shared plumbing: identity, Zipf choices, think time or pacing, JSON helpers."""
+
+    abstract = True
+    host = DEFAULT_HOST
+    mix_key: ClassVar[str] = ""
+    paced: ClassVar[bool] = True  # follows the --shape constant schedule
+    network_timeout = 10.0
+    connection_timeout = 5.0
+
+    def __init__(self, environment: Any) -> None:
+        opts = environment.parsed_options
+        runner = environment.runner
+        worker = int(getattr(runner, "worker_index", 0) or 0)
+        self.number = next(_user_numbers)
+        # 128 addresses per worker process before two users share one (and a rate-limit bucket).
+        self.address = client_address(worker * 128 + self.number)
+        self.default_headers = {
+            "X-Forwarded-For": self.address,
+            "User-Agent": f"cachelab-locust/{self.number}",
+        }
+        super().__init__(environment)
+        seed = getattr(opts, "cachelab_seed", 1)
+        self.rng = random.Random(f"{seed}:{worker}:{self.number}:{type(self).__name__}")
+        zipf_s = float(getattr(opts, "cachelab_zipf_s", 1.1))
+        self.zipf = ZipfSampler(1, s=zipf_s, seed=self.rng.randrange(2**32))
+        self.think = parse_think_time(getattr(opts, "cachelab_think_time", None))
+        self.pacer: Pacer | None = None
+        self.run_paced = normalize_shape(getattr(opts, "cachelab_shape", "none")) == "constant"
+        self.tenants: list[str] = []
+
+    # -- timing ----------------------------------------------------------------
+    def wait_time(self) -> float:
+        if self.pacer is not None:
+            return self.pacer.wait()
+        low, high = self.think
+        return self.rng.uniform(low, high) if high > 0 else 0.0
+
+    def context(self) -> dict[str, Any]:
+        # In a paced run every request gets a corrected latency (lag 0 outside the schedule, e.g.
+        # log-in, or for a user that does not pace), so raw and corrected cover the same requests.
+        if self.pacer is not None and self.pacer.tasks:
+            return {"cachelab_lag": self.pacer.lag()}
+        if self.run_paced:
+            return {"cachelab_lag": 0.0}
+        return {}
+
+    def start_pacing(self) -> None:
+        """Under ``--shape constant``: each of the ``-u`` users takes an equal share of the rate."""
+        opts = self.environment.parsed_options
+        if not self.paced or not self.run_paced:
+            return
+        rate = float(getattr(opts, "cachelab_arrival_rate", 0) or 0)
+        users = int(getattr(opts, "cachelab_pace_users", 0) or getattr(opts, "num_users", 0) or 1)
+        if rate > 0:
+            self.pacer = Pacer(users / rate, rng=self.rng)
+            gevent.sleep(self.pacer.wait())
+
+    # -- helpers ---------------------------------------------------------------
+    def get_json(self, path: str, name: str) -> Any:
+        """GET and decode; None when the request failed (Locust has already counted the failure)."""
+        response = self.client.get(path, name=name)
+        if response.status_code != 200:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            return None
+
+    def tenant(self) -> str | None:
+        return self.zipf.choice(self.tenants) if self.tenants else None
+
+    def load_tenants(self) -> None:
+        tenants = self.get_json(TENANTS, TENANTS) or []
+        self.tenants = sorted(str(t["id"]) for t in tenants if "id" in t)
+
+    def on_start(self) -> None:
+        self.load_tenants()
+        self.setup()
+        self.start_pacing()
+
+    def setup(self) -> None:
+        """Per-type start-up (log in, learn ids) before the first task."""
+
+
+class ViewerBehaviour(DashboardUser):
+    """Logs in once as a real user of a tenant, then reads the dashboard and the tenant's KPIs."""
+
+    abstract = True
+    mix_key = "viewer"
+
+    def setup(self) -> None:
+        self.my_tenant = self.tenant()
+        self.logged_in = False
+        if self.my_tenant is None:
+            return
+        users = self.get_json(USERS.replace("{t}", self.my_tenant), USERS) or []
+        emails = [u["email"] for u in users if u.get("email")]
+        if emails:
+            self.email = self.zipf.choice(emails)
+            self.login()
+
+    def login(self) -> None:
+        response = self.client.post(LOGIN, json={"email": self.email}, name=LOGIN)
+        self.logged_in = response.status_code == 200
+
+    @task(4)
+    def dashboard(self) -> None:
+        if not self.logged_in:
+            return
+        response = self.client.get(DASHBOARD, name=DASHBOARD)
+        if response.status_code == 401:  # session expired: log in again, as a browser would
+            self.login()
+
+    @task(2)
+    def kpis(self) -> None:
+        if self.my_tenant:
+            self.client.get(KPIS.replace("{t}", self.my_tenant), name=KPIS)
+
+    @task(1)
+    def me(self) -> None:
+        if self.logged_in:
+            self.client.get(ME, name=ME)
+
+
+class BrowserBehaviour(DashboardUser):
+    """Browses initiative lists (popular pages and filters more often), rows, areas and stats."""
+
+    abstract = True
+    mix_key = "browser"
+
+    def setup(self) -> None:
+        self.pages: dict[tuple[str, str], int] = {}  # (tenant, filter) -> page count seen
+        self.rows: dict[str, list[int]] = {}  # tenant -> initiative ids seen on list pages
+        self.areas: dict[str, list[int]] = {}
+
+    def _filter(self, tenant: str) -> tuple[str, str]:
+        roll = self.rng.random()
+        if roll < 0.15:
+            return "status", self.zipf.choice(STATUSES)
+        if roll < 0.30 and self.areas.get(tenant):
+            return "area_id", str(self.zipf.choice(self.areas[tenant]))
+        return "", ""
+
+    @task(6)
+    def list_initiatives(self) -> None:
+        tenant = self.tenant()
+        if tenant is None:
+            return
+        key, value = self._filter(tenant)
+        pages = self.pages.get((tenant, f"{key}={value}"), 1)
+        page = self.zipf.sample(pages) + 1
+        query = f"?{key}={value}&page={page}" if key else f"?page={page}"
+        body = self.get_json(INITIATIVES.replace("{t}", tenant) + query, INITIATIVES)
+        if not body:
+            return
+        size = max(1, int(body.get("page_size") or 1))
+        self.pages[(tenant, f"{key}={value}")] = max(1, -(-int(body.get("total") or 0) // size))
+        ids = [int(i["id"]) for i in body.get("items", []) if "id" in i]
+        if ids and page == 1 and not key:
+            self.rows[tenant] = ids
+
+    @task(3)
+    def initiative(self) -> None:
+        tenant = self.tenant()
+        if tenant is None:
+            return
+        ids = self.rows.get(tenant)
+        if not ids:
+            self.list_initiatives()
+            return
+        row = self.zipf.choice(ids)
+        self.client.get(INITIATIVE.replace("{t}", tenant).replace("{id}", str(row)), name=INITIATIVE)
+
+    @task(1)
+    def areas_list(self) -> None:
+        tenant = self.tenant()
+        if tenant is None:
+            return
+        areas = self.get_json(AREAS.replace("{t}", tenant), AREAS)
+        if isinstance(areas, list):
+            self.areas[tenant] = [int(a["id"]) for a in areas if isinstance(a, dict) and "id" in a]
+
+    @task(1)
+    def stats(self) -> None:
+        if (tenant := self.tenant()) is not None:
+            self.client.get(STATS.replace("{t}", tenant), name=STATS)
+
+    @task(1)
+    def kpis(self) -> None:
+        if (tenant := self.tenant()) is not None:
+            self.client.get(KPIS.replace("{t}", tenant), name=KPIS)
+
+
+class EditorBehaviour(DashboardUser):
+    """Updates initiatives' progress and status (each write invalidates cached lists, KPIs, dashboards)."""
+
+    abstract = True
+    mix_key = "editor"
+
+    def setup(self) -> None:
+        self.rows: dict[str, list[int]] = {}
+
+    def _rows(self, tenant: str) -> list[int]:
+        if tenant not in self.rows:
+            body = self.get_json(INITIATIVES.replace("{t}", tenant) + "?page=1", INITIATIVES) or {}
+            self.rows[tenant] = [int(i["id"]) for i in body.get("items", []) if "id" in i]
+        return self.rows[tenant]
+
+    @task(3)
+    def update_progress(self) -> None:
+        tenant = self.tenant()
+        if tenant is None or not (rows := self._rows(tenant)):
+            return
+        row = self.zipf.choice(rows)
+        body: dict[str, Any] = {"progress": self.rng.randint(0, 100)}
+        if self.rng.random() < 0.2:
+            body["status"] = self.rng.choice(STATUSES)
+        path = INITIATIVE.replace("{t}", tenant).replace("{id}", str(row))
+        self.client.patch(path, json=body, name=INITIATIVE)
+
+    @task(1)
+    def read_back(self) -> None:
+        tenant = self.tenant()
+        if tenant is None or not (rows := self._rows(tenant)):
+            return
+        row = self.zipf.choice(rows)
+        self.client.get(INITIATIVE.replace("{t}", tenant).replace("{id}", str(row)), name=INITIATIVE)
+
+
+class ReporterBehaviour(DashboardUser):
+    """Requests a report (202 + job id) and polls the job a bounded number of times."""
+
+    abstract = True
+    mix_key = "reporter"
+    max_polls: ClassVar[int] = 10
+    poll_interval: ClassVar[float] = 0.25
+
+    @task
+    def request_report(self) -> None:
+        tenant = self.tenant()
+        if tenant is None:
+            return
+        response = self.client.post(REPORTS.replace("{t}", tenant), json={}, name=REPORTS)
+        if response.status_code != 202:
+            return
+        job_id = response.json().get("job_id")
+        for _ in range(self.max_polls):
+            job = self.get_json(JOB.replace("{id}", str(job_id)), JOB)
+            if not job or job.get("status") in TERMINAL_JOB_STATES:
+                return
+            gevent.sleep(self.poll_interval)
+
+
+class LeaderboardBehaviour(DashboardUser):
+    """Posts scores for a tenant's users and reads the top 10 with their own rank."""
+
+    abstract = True
+    mix_key = "leaderboard"
+
+    def setup(self) -> None:
+        self.members: dict[str, list[int]] = {}
+
+    def _members(self, tenant: str) -> list[int]:
+        if tenant not in self.members:
+            users = self.get_json(USERS.replace("{t}", tenant), USERS) or []
+            self.members[tenant] = [int(u["id"]) for u in users if "id" in u]
+        return self.members[tenant]
+
+    @task(2)
+    def post_score(self) -> None:
+        tenant = self.tenant()
+        if tenant is None or not (members := self._members(tenant)):
+            return
+        body = {"user_id": self.zipf.choice(members), "score": round(self.rng.uniform(0, 1000), 2)}
+        self.client.post(LEADERBOARD.replace("{t}", tenant), json=body, name=LEADERBOARD)
+
+    @task(3)
+    def read_top(self) -> None:
+        tenant = self.tenant()
+        if tenant is None or not (members := self._members(tenant)):
+            return
+        me = self.zipf.choice(members)
+        self.client.get(LEADERBOARD.replace("{t}", tenant) + f"?limit=10&user_id={me}", name=LEADERBOARD)
+
+
+class AbuserBehaviour(DashboardUser):
+    """A client that ignores Retry-After and hammers one endpoint: it *should* get 429s.
+
+    Its 429s are marked successes (and counted as ``rate_limited_expected``);
+    anything else that fails still fails. It never paces.
+    """
+
+    abstract = True
+    mix_key = "abuser"
+    paced = False
+
+    def wait_time(self) -> float:
+        return 0.0
+
+    @task
+    def hammer(self) -> None:
+        tenant = self.tenants[0] if self.tenants else None
+        if tenant is None:
+            self.load_tenants()
+            gevent.sleep(0.05)
+            return
+        with self.client.get(KPIS.replace("{t}", tenant), name=KPIS, catch_response=True) as response:
+            if response.status_code == 429:
+                response.success()
+
+    def on_start(self) -> None:
+        with self.client.get(TENANTS, name=TENANTS, catch_response=True) as response:
+            if response.status_code == 429:
+                response.success()
+            elif response.status_code == 200:
+                self.tenants = sorted(str(t["id"]) for t in response.json())
