@@ -33,18 +33,96 @@ def _add_worker(sub: argparse._SubParsersAction) -> None:
         help="extra job handlers: a {job_type: async fn(payload)} mapping, or a callable returning "
         "one (repeatable; built-ins: echo, sleep)",
     )
-    p.add_argument("--lease-seconds", type=float, default=30.0,
-                   help="visibility timeout before a silent worker's job is re-delivered (default: 30)")
-    p.add_argument("--max-deliveries", type=int, default=5,
-                   help="deliveries before a job is dead-lettered (default: 5)")
-    p.add_argument("--grace-period", type=float, default=8.0,
-                   help="seconds to finish jobs in hand after SIGTERM before handing them back "
-                   "(default: 8, inside docker's 10 s stop timeout)")
+    p.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=30.0,
+        help="visibility timeout before a silent worker's job is re-delivered (default: 30)",
+    )
+    p.add_argument(
+        "--max-deliveries", type=int, default=5, help="deliveries before a job is dead-lettered (default: 5)"
+    )
+    p.add_argument(
+        "--grace-period",
+        type=float,
+        default=8.0,
+        help="seconds to finish jobs in hand after SIGTERM before handing them back "
+        "(default: 8, inside docker's 10 s stop timeout)",
+    )
 
     def run(args: argparse.Namespace) -> int:
         from cachelab.worker import main as worker_main
 
         return worker_main(args)
+
+    p.set_defaults(handler=run)
+
+
+def _add_seed_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tenants", type=int, default=5, help="tenants to generate when seeding (default 5)")
+    p.add_argument(
+        "--initiatives-per-tenant",
+        type=int,
+        default=2000,
+        help="initiatives per tenant when seeding (default 2000)",
+    )
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the sample Initiative Dashboard API",
+        description=(
+            "Run the sample API under uvicorn. Without REDIS_URL a private redis-server is launched; "
+            "without DATABASE_URL a SQLite file (./cachelab.db) is created and seeded. Settings come from "
+            "the environment / .env: REDIS_URL, DATABASE_URL, CACHELAB_CACHE_MODE (off, cache-aside, "
+            "refresh-ahead, swr, xfetch, lock), CACHELAB_RATE_LIMIT ('<requests>/<seconds>s'), "
+            "CACHELAB_RATE_LIMIT_ALGORITHM (fixed_window, sliding_log, sliding_window, token_bucket, gcra), "
+            "CACHELAB_RATE_LIMIT_FAILURE (open, closed, local), CACHELAB_BREAKER_ENABLED, "
+            "CACHELAB_BREAKER_FAILURE_THRESHOLD, CACHELAB_BREAKER_RESET_TIMEOUT, "
+            "CACHELAB_REDIS_CONNECT_TIMEOUT, CACHELAB_REDIS_COMMAND_TIMEOUT, CACHELAB_KPI_TTL, "
+            "CACHELAB_AREAS_TTL, CACHELAB_LIST_TTL, "
+            "CACHELAB_DASHBOARD_SOFT_TTL, CACHELAB_DASHBOARD_TTL, CACHELAB_TTL_JITTER, CACHELAB_DB_DELAY_MS."
+        ),
+    )
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    p.add_argument(
+        "--job-workers", type=int, default=1, help="report-job worker processes to run (default 1)"
+    )
+    p.add_argument("--cache-mode", default=None, help="override CACHELAB_CACHE_MODE")
+    p.add_argument("--rate-limit", default=None, help="override CACHELAB_RATE_LIMIT, e.g. 1000/60s")
+    p.add_argument(
+        "--db-delay-ms",
+        type=float,
+        default=None,
+        help="model a remote database: added delay per query in ms (off by default)",
+    )
+    p.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
+
+    _add_seed_flags(p)
+
+    def run(args: argparse.Namespace) -> int:
+        from cachelab.app.serve import serve_command
+
+        return serve_command(args)
+
+    p.set_defaults(handler=run)
+
+
+def _add_seed_db(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "seed-db", help="fill the database (DATABASE_URL, default ./cachelab.db) with sample data"
+    )
+    p.add_argument("--reset", action="store_true", help="drop and recreate existing tables first")
+
+    _add_seed_flags(p)
+
+    def run(args: argparse.Namespace) -> int:
+        from cachelab.app.serve import seed_db_command
+
+        return seed_db_command(args)
 
     p.set_defaults(handler=run)
 
@@ -55,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cachelab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_serve(sub)
+    _add_seed_db(sub)
     _add_worker(sub)
     return parser
 

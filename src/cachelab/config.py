@@ -70,6 +70,21 @@ class Settings(BaseSettings):
         validate_redis_url(value)
         return value
 
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        from cachelab.patterns.ratelimit import parse_limit
+
+        parse_limit(value)
+        return value
+
+    @field_validator("rate_limit_algorithm")
+    @classmethod
+    def _check_algorithm(cls, value: str) -> str:
+        from cachelab.patterns.ratelimit import algorithm_name
+
+        return algorithm_name(value)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -218,7 +218,7 @@ class Worker:
             exc = task.exception()
             if exc is None:
                 try:
-                    result = orjson.loads(orjson.dumps(task.result()))
+                    result = orjson.loads(orjson.dumps(task.result(), option=orjson.OPT_NON_STR_KEYS))
                 except TypeError as err:
                     exc = err
             if exc is None:

@@ -300,7 +300,7 @@ class JobQueue:
         returns the first job's id and adds nothing.
         """
         await self._ensure_safe()
-        body = orjson.dumps(payload)
+        body = orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
         job_id = uuid.uuid4().hex
         job_key = self.job_key(job_id)
         idem_key = self.idempotency_key(idempotency_key) if idempotency_key is not None else job_key
@@ -373,7 +373,7 @@ class JobQueue:
         done = await self.rr.run_script(
             "queue_ack",
             [self.leases_key, self.job_key(job.id), self.stats_key],
-            [job.id, job.token, orjson.dumps(result), _ms(self.status_ttl)],
+            [job.id, job.token, orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS), _ms(self.status_ttl)],
         )
         if not done:
             log.warning("queue %s: ack of job %s refused: its lease was lost", self.name, job.id)

@@ -1,0 +1,5 @@
+import sys
+
+from cachelab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,119 @@
+"""The FastAPI application: one Redis pool, one database engine, per process.
+
+Run it with ``cachelab serve`` (which also launches Redis and seeds SQLite
+when nothing is configured), or under any ASGI server as the factory
+``cachelab.app.main:create_app``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cachelab import __version__
+from cachelab.app.api import api, public
+from cachelab.app.db import Database
+from cachelab.app.metrics import CONTENT_TYPE, AppMetrics
+from cachelab.app.state import AppState
+from cachelab.client import ResilientRedis
+from cachelab.config import Settings, load_settings
+from cachelab.harness.redis_server import RedisServer
+from cachelab.resilience import RedisUnavailable
+
+log = logging.getLogger("cachelab.app")
+
+
+class MetricsMiddleware:
+    """Counts requests, latency and X-Cache outcomes per route template (pure ASGI, cheap)."""
+
+    def __init__(self, app: ASGIApp, metrics: AppMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status, x_cache = 500, None
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, x_cache
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name == b"x-cache":
+                        x_cache = value.decode()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(path, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+            if x_cache:
+                self.metrics.x_cache.labels(path, x_cache).inc()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; Redis and the database are connected in the lifespan."""
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_redis: RedisServer | None = None
+        url = settings.redis_url
+        if not url:
+            own_redis = RedisServer().start()
+            url = own_redis.url
+            log.warning("REDIS_URL not set: launched a private redis-server at %s", url)
+        rr = ResilientRedis.from_settings(settings, url=url)
+        db = Database.from_url(settings.database_url, delay_ms=settings.db_delay_ms)
+        await db.create_schema()
+        app.state.cachelab = AppState.build(settings, rr, db)
+        try:
+            yield
+        finally:
+            await rr.aclose()
+            await db.close()
+            if own_redis is not None:
+                own_redis.stop()
+
+    app = FastAPI(
+        title="cachelab Initiative Dashboard",
+        version=__version__,
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    metrics = AppMetrics(lambda: getattr(app.state, "cachelab", None))
+    app.state.metrics = metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.include_router(public)
+    app.include_router(api)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus(request: Request) -> Response:
+        state: AppState = request.app.state.cachelab
+        try:
+            state.queue_stats = (await state.queue.stats()).as_dict()
+        except RedisUnavailable:
+            state.queue_stats = None
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> ORJSONResponse:
+        # 422 with the problems, never echoing the raw input back (it may be huge or hostile).
+        errors: list[dict[str, Any]] = [{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors()]
+        return ORJSONResponse({"detail": errors}, status_code=422)
+
+    return app

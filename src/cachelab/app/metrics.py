@@ -1,0 +1,127 @@
+"""``GET /metrics``: Prometheus text built from the patterns' own counters.
+
+The caches, limiters and breaker already count what they do; a custom
+collector reads those counters at scrape time instead of keeping a second,
+drifting copy. Request counts and latencies are ordinary prometheus_client
+metrics. Each app instance has its own registry; with ``--workers N`` each
+worker process reports its own figures (sum them in Prometheus).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_CACHE_COUNTERS = {
+    "hits": "cachelab_cache_hits_total",
+    "misses": "cachelab_cache_misses_total",
+    "stale_served": "cachelab_cache_stale_total",
+    "bypassed": "cachelab_cache_bypass_total",
+    "loader_calls": "cachelab_cache_loader_calls_total",
+    "coalesced": "cachelab_cache_coalesced_total",
+    "early_refreshes": "cachelab_cache_early_refreshes_total",
+    "lock_waits": "cachelab_cache_lock_waits_total",
+    "fills_rejected": "cachelab_cache_fills_rejected_total",
+    "corrupt": "cachelab_cache_corrupt_total",
+    "errors": "cachelab_cache_redis_errors_total",
+}
+
+_BREAKER_STATES = ("closed", "open", "half_open")
+
+
+class PatternCollector(Collector):
+    """Reads the live pattern objects of one app at every scrape."""
+
+    def __init__(self, state_fn: Callable[[], Any]) -> None:
+        self._state_fn = state_fn
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state_fn()
+        if state is None:
+            return
+        families = {
+            name: CounterMetricFamily(metric.removesuffix("_total"), f"cache {name}", labels=["cache"])
+            for name, metric in _CACHE_COUNTERS.items()
+        }
+        for cache_name, cache in state.caches.all().items():
+            for field, family in families.items():
+                family.add_metric([cache_name], getattr(cache.stats, field))
+        yield from families.values()
+
+        breaker = state.rr.breaker
+        gauge = GaugeMetricFamily(
+            "cachelab_breaker_state", "1 for the breaker's current state", labels=["state"]
+        )
+        current = breaker.state.value
+        for s in _BREAKER_STATES:
+            gauge.add_metric([s], 1.0 if s == current else 0.0)
+        yield gauge
+        opened = CounterMetricFamily("cachelab_breaker_opened", "times the breaker opened")
+        opened.add_metric([], breaker.stats.times_opened)
+        yield opened
+        short = CounterMetricFamily("cachelab_breaker_short_circuited", "calls refused while open")
+        short.add_metric([], breaker.stats.short_circuited)
+        yield short
+
+        bg = state.rr.background.stats
+        dropped = CounterMetricFamily("cachelab_background_dropped", "background tasks dropped at the cap")
+        dropped.add_metric([], bg.dropped)
+        yield dropped
+
+        decisions = CounterMetricFamily(
+            "cachelab_ratelimit_decisions", "rate-limit decisions", labels=["limiter", "decision"]
+        )
+        sources = CounterMetricFamily(
+            "cachelab_ratelimit_decisions_by_source",
+            "who decided: redis or a failure policy",
+            labels=["limiter", "source"],
+        )
+        for limiter_name, limiter in state.limiters.items():
+            decisions.add_metric([limiter_name, "allowed"], limiter.stats.allowed)
+            decisions.add_metric([limiter_name, "denied"], limiter.stats.denied)
+            for source, count in limiter.stats.by_source.items():
+                sources.add_metric([limiter_name, source], count)
+        yield decisions
+        yield sources
+
+        db_queries = CounterMetricFamily("cachelab_db_queries", "SQL statements executed")
+        db_queries.add_metric([], state.db.queries)
+        yield db_queries
+
+        if state.queue_stats is not None:
+            for name, value in state.queue_stats.items():
+                if isinstance(value, int | float):
+                    gauge = GaugeMetricFamily(f"cachelab_queue_{name}", f"job queue {name}")
+                    gauge.add_metric([], float(value))
+                    yield gauge
+
+
+class AppMetrics:
+    def __init__(self, state_fn: Callable[[], Any]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "cachelab_http_requests", "HTTP requests", ["route", "method", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "cachelab_http_request_duration_seconds",
+            "request latency",
+            ["route"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.x_cache = Counter(
+            "cachelab_http_x_cache",
+            "X-Cache outcomes per route",
+            ["route", "x_cache"],
+            registry=self.registry,
+        )
+        self.registry.register(PatternCollector(state_fn))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,132 @@
+"""``cachelab serve`` and ``cachelab seed-db``: the sample API with everything it needs.
+
+With nothing configured, ``serve`` launches a private redis-server, creates
+and seeds a SQLite database, starts a report worker, and runs uvicorn; every
+process it started is stopped when it exits. ``REDIS_URL`` and
+``DATABASE_URL`` point it at existing services instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+from cachelab.app.db import Database
+from cachelab.app.seed import seed_database
+from cachelab.client import redact_url
+from cachelab.config import load_settings
+from cachelab.harness.redis_server import RedisServer
+
+DEFAULT_SQLITE = "cachelab.db"
+
+
+async def prepare_database(
+    url: str | None, *, tenants: int, per_tenant: int, reset: bool, only_if_empty: bool
+) -> str:
+    db = Database.from_url(url, default_path=DEFAULT_SQLITE)
+    try:
+        await db.create_schema()
+        if only_if_empty and await db.is_seeded():
+            return "already seeded"
+        counts = await seed_database(db, tenants=tenants, initiatives_per_tenant=per_tenant, reset=reset)
+        return ", ".join(f"{n} {name}" for name, n in counts.items())
+    finally:
+        await db.close()
+
+
+def seed_db_command(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    summary = asyncio.run(
+        prepare_database(
+            settings.database_url,
+            tenants=args.tenants,
+            per_tenant=args.initiatives_per_tenant,
+            reset=args.reset,
+            only_if_empty=False,
+        )
+    )
+    print(f"seeded {redact_url(settings.database_url or 'sqlite:///' + DEFAULT_SQLITE)}: {summary}")
+    return 0
+
+
+@contextlib.contextmanager
+def services(args: argparse.Namespace) -> Iterator[dict[str, str]]:
+    """Redis (launched unless REDIS_URL), the seeded database and job workers; all stopped on exit."""
+    settings = load_settings()
+    env: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        redis_url = settings.redis_url
+        if not redis_url:
+            server = stack.enter_context(RedisServer())
+            redis_url = server.url
+            print(f"launched redis-server {server.url} (private, stops with this command)")
+        database_url = settings.database_url or f"sqlite:///{os.path.abspath(DEFAULT_SQLITE)}"
+        env.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
+        os.environ.update(env)
+        summary = asyncio.run(
+            prepare_database(
+                database_url,
+                tenants=args.tenants,
+                per_tenant=args.initiatives_per_tenant,
+                reset=False,
+                only_if_empty=True,
+            )
+        )
+        print(f"database {redact_url(database_url)}: {summary}")
+        for _ in range(args.job_workers):
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "cachelab",
+                    "worker",
+                    "--queue",
+                    "reports",
+                    "--handlers",
+                    "cachelab.app.jobs:HANDLERS",
+                    "--allow-evicting-redis",
+                ],
+                env={**os.environ, **env},
+            )
+            stack.callback(_stop, proc)
+        yield env
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    for name, value in (
+        ("CACHELAB_CACHE_MODE", args.cache_mode),
+        ("CACHELAB_RATE_LIMIT", args.rate_limit),
+        ("CACHELAB_DB_DELAY_MS", args.db_delay_ms),
+    ):
+        if value is not None:
+            os.environ[name] = str(value)
+    load_settings()  # fail early, with the variable's name, on a bad setting
+    with services(args):
+        base = f"http://{args.host}:{args.port}"
+        print(f"Initiative Dashboard API on {base}  (docs {base}/docs, metrics {base}/metrics)")
+        uvicorn.run(
+            "cachelab.app.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            access_log=False,
+        )
+    return 0

@@ -1,0 +1,57 @@
+"""Everything one app process holds: one Redis pool, one database engine, the patterns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cachelab.app.caching import AppCaches
+from cachelab.app.db import Database
+from cachelab.client import ResilientRedis
+from cachelab.config import Settings
+from cachelab.patterns.leaderboard import Leaderboard
+from cachelab.patterns.queue import JobQueue
+from cachelab.patterns.ratelimit import RateLimiter, create_limiter, parse_limit
+from cachelab.patterns.sessions import SessionStore
+
+REPORT_QUEUE = "reports"
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    rr: ResilientRedis
+    db: Database
+    caches: AppCaches
+    limiters: dict[str, RateLimiter]
+    sessions: SessionStore
+    queue: JobQueue
+    leaderboard: Leaderboard
+    queue_stats: dict[str, Any] | None = field(default=None)
+
+    @classmethod
+    def build(cls, settings: Settings, rr: ResilientRedis, db: Database) -> AppState:
+        limit, period = parse_limit(settings.rate_limit)
+        limiters = {
+            "ip": create_limiter(
+                rr, settings.rate_limit_algorithm, limit, period, settings.rate_limit_failure, prefix="cl:ip"
+            ),
+            "session": create_limiter(
+                rr,
+                settings.rate_limit_algorithm,
+                limit,
+                period,
+                settings.rate_limit_failure,
+                prefix="cl:sess",
+            ),
+        }
+        return cls(
+            settings=settings,
+            rr=rr,
+            db=db,
+            caches=AppCaches.build(rr, settings),
+            limiters=limiters,
+            sessions=SessionStore(rr, idle_timeout=1800, absolute_lifetime=12 * 3600),
+            queue=JobQueue(rr, REPORT_QUEUE, lease_seconds=60, max_deliveries=3, allow_evicting=True),
+            leaderboard=Leaderboard(rr),
+        )

@@ -1,0 +1,193 @@
+"""Run the sample API for an experiment: Redis, a seeded database and uvicorn on free ports.
+
+Tests, Locust runs and reports need the real app over real HTTP, started and
+stopped by code. :class:`AppServer` launches (or uses) Redis, creates and seeds
+a database (SQLite in a temporary directory unless ``database_url`` is given),
+starts uvicorn in a subprocess on a free loopback port, waits for
+``/api/health``, optionally starts report workers, and stops everything it
+started on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from cachelab.harness.redis_server import HOST, RedisServer, RedisServerConfig, free_port
+
+
+class AppServerFailed(RuntimeError):
+    pass
+
+
+class AppServer:
+    def __init__(
+        self,
+        *,
+        redis_url: str | None = None,
+        redis_config: RedisServerConfig | None = None,
+        database_url: str | None = None,
+        env: Mapping[str, str] | None = None,
+        workers: int = 1,
+        job_workers: int = 0,
+        job_worker_args: tuple[str, ...] = (),
+        tenants: int = 3,
+        initiatives_per_tenant: int = 500,
+        port: int | None = None,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.redis_url = redis_url
+        self.redis_config = redis_config
+        self.database_url = database_url
+        self.extra_env = dict(env or {})
+        self.workers = workers
+        self.job_workers = job_workers
+        self.job_worker_args = job_worker_args
+        self.tenants = tenants
+        self.initiatives_per_tenant = initiatives_per_tenant
+        self.port = port or free_port()
+        self.startup_timeout = startup_timeout
+        self.redis: RedisServer | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._job_procs: list[subprocess.Popen[bytes]] = []
+        self.env: dict[str, str] = {}
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> AppServer:
+        from cachelab.app.serve import prepare_database
+
+        try:
+            self._tmp = tempfile.TemporaryDirectory(prefix="cachelab-app-")
+            if self.redis_url is None:
+                self.redis = RedisServer(self.redis_config).start()
+                self.redis_url = self.redis.url
+            if self.database_url is None:
+                self.database_url = f"sqlite:///{Path(self._tmp.name) / 'dashboard.db'}"
+            asyncio.run(
+                prepare_database(
+                    self.database_url,
+                    tenants=self.tenants,
+                    per_tenant=self.initiatives_per_tenant,
+                    reset=False,
+                    only_if_empty=True,
+                )
+            )
+            self.env = {
+                **os.environ,
+                "REDIS_URL": self.redis_url,
+                "DATABASE_URL": self.database_url,
+                **self.extra_env,
+            }
+            self._log = open(Path(self._tmp.name) / "uvicorn.log", "wb")  # noqa: SIM115
+            self._procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "uvicorn",
+                        "cachelab.app.main:create_app",
+                        "--factory",
+                        "--host",
+                        HOST,
+                        "--port",
+                        str(self.port),
+                        "--workers",
+                        str(self.workers),
+                        "--log-level",
+                        "warning",
+                        "--no-access-log",
+                    ],
+                    env=self.env,
+                    stdout=self._log,
+                    stderr=subprocess.STDOUT,
+                    cwd=self._tmp.name,
+                )
+            )
+            for _ in range(self.job_workers):
+                self.start_job_worker(*self.job_worker_args)
+            self._wait_healthy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_job_worker(self, *extra_args: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cachelab",
+                "worker",
+                "--queue",
+                "reports",
+                "--handlers",
+                "cachelab.app.jobs:HANDLERS",
+                "--allow-evicting-redis",
+                *extra_args,
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._job_procs.append(proc)
+        return proc
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self._procs[0].poll() is not None:
+                    raise AppServerFailed(f"uvicorn exited early:\n{self.log_tail()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{self.base_url}/api/health").status_code == 200:
+                        return
+                time.sleep(0.1)
+        raise AppServerFailed(f"app did not become healthy in {self.startup_timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self._tmp is None:
+            return ""
+        path = Path(self._tmp.name) / "uvicorn.log"
+        with contextlib.suppress(OSError):
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self) -> None:
+        for proc in [*self._job_procs, *self._procs]:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in [*self._job_procs, *self._procs]:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        self._procs.clear()
+        self._job_procs.clear()
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> AppServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
