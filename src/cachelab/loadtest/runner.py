@@ -173,7 +173,10 @@ def build_command(
 
 
 class _CpuWatch:
-    """CPU seconds of this process's other children (uvicorn, job workers, redis-server) over a block."""
+    """CPU seconds of this process's other children (uvicorn, job workers, redis-server) over a block.
+
+    Says which side was busy: on one machine the generator and the app compete for the same cores.
+    """
 
     def __init__(self, exclude: set[int]) -> None:
         self.exclude = exclude
@@ -192,8 +195,12 @@ class _CpuWatch:
 
     def _sample(self) -> dict[int, tuple[str, float]]:
         out = {}
+        skip = set(self.exclude)
+        for pid in self.exclude:  # the generator and its forked --processes workers
+            with contextlib.suppress(psutil.Error):
+                skip.update(p.pid for p in psutil.Process(pid).children(recursive=True))
         for proc in psutil.Process().children(recursive=True):
-            if proc.pid in self.exclude:
+            if proc.pid in skip:
                 continue
             with contextlib.suppress(psutil.Error):
                 t = proc.cpu_times()
