@@ -87,11 +87,19 @@ class RoundTripCounter:
             self.value += n
 
 
-def _counting_async(base: type[AsyncConnection], counter: RoundTripCounter) -> type:
+def _counting_async(base: type[AsyncConnection], counter: RoundTripCounter | None) -> type:
     class CountingConnection(base):  # type: ignore[misc, valid-type]
         async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-            counter.add()
-            await super().send_packed_command(command, check_health)
+            if counter is not None:
+                counter.add()
+            try:
+                await super().send_packed_command(command, check_health)
+            except RuntimeError as exc:
+                # uvloop raises RuntimeError ("the handler is closed") when the peer reset the
+                # connection under us; it is a lost connection, and must reach the retry and
+                # the breaker as one rather than surface as a 500.
+                await self.disconnect(nowait=True)
+                raise RedisConnectionError(f"connection lost: {exc}") from exc
 
     CountingConnection.__name__ = f"Counting{base.__name__}"
     return CountingConnection
@@ -137,7 +145,7 @@ def create_async_client(
     base = url_options.pop("connection_class", None) or AsyncConnection
     if base not in (AsyncConnection, AsyncSSLConnection, AsyncUnixConnection):
         base = AsyncConnection
-    conn_cls = _counting_async(base, counter) if counter is not None else base
+    conn_cls = _counting_async(base, counter)
     # Blocking pool: past max_connections a caller waits (bounded) for a free
     # connection instead of failing at once and tripping the breaker.
     pool = AsyncBlockingConnectionPool(

@@ -140,6 +140,8 @@ class CircuitBreaker:
     def record_failure(self) -> None:
         self.stats.failures += 1
         self._consecutive_failures += 1
+        if not self.enabled:
+            return  # counted, but a disabled breaker never opens
         if self._state is BreakerState.HALF_OPEN or (
             self._state is BreakerState.CLOSED and self._consecutive_failures >= self.failure_threshold
         ):

@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cachelab import __version__
@@ -93,7 +93,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="cachelab Initiative Dashboard",
         version=__version__,
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
     metrics = AppMetrics(lambda: getattr(app.state, "cachelab", None))
     app.state.metrics = metrics
@@ -111,9 +110,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # 422 with the problems, never echoing the raw input back (it may be huge or hostile).
         errors: list[dict[str, Any]] = [{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors()]
-        return ORJSONResponse({"detail": errors}, status_code=422)
+        return JSONResponse({"detail": errors}, status_code=422)
 
     return app

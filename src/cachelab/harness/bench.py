@@ -120,27 +120,9 @@ def _cost_calls(ops: int, batch: int, cost_ops: int) -> int:
 
 
 def measure_cost(meter: CostMeter, run: Callable[[], Any]) -> Cost:
-    """The server cost of ``run()``, with the meter's own INFO bytes re-measured just before it.
-
-    ``CostMeter.measure`` subtracts a byte footprint calibrated once, when the
-    meter was made; but ``INFO commandstats`` grows a line for every command
-    name the server sees for the first time, so later in a session each
-    snapshot costs more bytes than calibrated, and a short pass would report
-    hundreds of phantom bytes per operation. Two back-to-back snapshots right
-    before the pass measure today's footprint exactly.
-    """
-    counter = meter.round_trips
-    s0 = meter.snapshot()
-    s1 = meter.snapshot()
-    rt0 = counter.value if counter is not None else 0
-    run()
-    rt1 = counter.value if counter is not None else 0
-    s2 = meter.snapshot()
-    cost = meter.delta(s1, s2, rt1 - rt0)
-    footprint_in = s1.net_input_bytes - s0.net_input_bytes
-    footprint_out = s1.net_output_bytes - s0.net_output_bytes
-    cost.bytes_in = max(0, s2.net_input_bytes - s1.net_input_bytes - footprint_in)
-    cost.bytes_out = max(0, s2.net_output_bytes - s1.net_output_bytes - footprint_out)
+    """The server cost of ``run()`` (the meter re-measures its own INFO footprint first)."""
+    with meter.measure() as cost:
+        run()
     return cost
 
 

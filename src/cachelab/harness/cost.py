@@ -145,8 +145,13 @@ class CostMeter:
     def measure(self) -> Iterator[Cost]:
         """``with meter.measure() as cost: ...`` — ``cost`` is filled in when the block ends."""
         cost = Cost()
+        # INFO commandstats grows as new commands appear, so the meter's own
+        # footprint is re-measured right before each block (one extra snapshot).
+        probe = self.snapshot()
         rt_before = self.round_trips.value if self.round_trips else 0
         before = self.snapshot()
+        self._overhead_in = before.net_input_bytes - probe.net_input_bytes
+        self._overhead_out = before.net_output_bytes - probe.net_output_bytes
         try:
             yield cost
         finally:

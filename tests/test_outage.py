@@ -1,0 +1,70 @@
+"""Outage experiments end to end: the app under paced load while its Redis is faulted.
+
+Each run launches its own redis-server (AOF on), a fault proxy, the app and a
+report worker; the fault sits in the middle of the load and is always undone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cachelab.harness.faults import FaultNotAllowed, FaultSchedule, FaultSpec
+from cachelab.harness.outage import OutageConfig, OutagePlan, run_outage
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = 0.25
+FAST = {
+    "CACHELAB_REDIS_COMMAND_TIMEOUT": str(TIMEOUT),
+    "CACHELAB_REDIS_CONNECT_TIMEOUT": str(TIMEOUT),
+    "CACHELAB_BREAKER_RESET_TIMEOUT": "0.5",
+}
+WITH_BREAKER = OutageConfig("breaker", {**FAST, "CACHELAB_BREAKER_ENABLED": "true"})
+WITHOUT_BREAKER = OutageConfig("no-breaker", {**FAST, "CACHELAB_BREAKER_ENABLED": "false"})
+
+
+def plan(kind: str, **kw) -> OutagePlan:
+    return OutagePlan(FaultSpec(kind, start=2.5, duration=3.0, **kw), duration=9.0, rate=25, warmup=1.0)
+
+
+@pytest.mark.parametrize("kind", ["kill", "pause", "slow", "reset"])
+def test_fail_open_through_each_fault_kind(kind):
+    result = run_outage(plan(kind, rtt=0.6), WITH_BREAKER)
+    s = result.summary
+    # Reads fail open to the database: not one 5xx, whatever the fault.
+    assert s["reads_5xx_during_fault"] == 0, s
+    assert s["transport_errors_during_fault"] == 0, s
+    # Latency stays bounded by the timeouts (x retries x Redis calls per request) plus database time.
+    assert s["p99_fault_ms"] < 4 * 2 * TIMEOUT * 1000 + 500, s
+    # After the fault, caching resumes by itself.
+    assert s["hit_ratio_recovered_after_s"] is not None, s
+    # Report jobs accepted before, during or after the fault all complete (AOF-backed queue).
+    assert s["jobs_lost"] == 0 and s["jobs_completed"] >= 1, s
+    if kind in ("kill", "pause", "reset"):
+        assert s["db_qps_fault"] > s["db_qps_steady"], s  # the database carries the load meanwhile
+
+
+def test_without_the_breaker_a_hung_redis_costs_every_request_its_timeouts():
+    hung = plan("pause")
+    with_breaker = run_outage(hung, WITH_BREAKER).summary
+    without = run_outage(hung, WITHOUT_BREAKER).summary
+    print(
+        f"\np99 during a hung Redis: breaker {with_breaker['p99_fault_ms']:.0f} ms, "
+        f"none {without['p99_fault_ms']:.0f} ms; p50 {with_breaker['p50_fault_ms']:.0f} vs "
+        f"{without['p50_fault_ms']:.0f} ms"
+    )
+    assert with_breaker["breaker_open_after_s"] is not None
+    assert without["p50_fault_ms"] > with_breaker["p50_fault_ms"]
+    assert without["p50_fault_ms"] >= TIMEOUT * 1000  # each request waits at least one timeout
+    assert not math.isnan(without["p99_fault_ms"])
+
+
+def test_process_faults_refuse_servers_we_did_not_launch():
+    with pytest.raises(FaultNotAllowed):
+        FaultSchedule(FaultSpec("kill", 0, 1), server=None).begin()
+    with pytest.raises(FaultNotAllowed):
+        FaultSchedule(FaultSpec("slow", 0, 1), proxy=None).begin()
+    with pytest.raises(ValueError):
+        FaultSpec("meteor", 0, 1)
