@@ -77,6 +77,7 @@ async def cached(
     else:
         result = await cache.fetch(key(cache), loader, tags=tags)
         value, status = result.value, result.status.value
+        response.headers["Age"] = str(int(result.age))  # RFC 9111: how old the served copy is
     response.headers["X-Cache"] = status
     if value is None:
         raise HTTPException(status_code=404, detail=not_found, headers={"X-Cache": status})
@@ -174,6 +175,7 @@ async def stats(tenant_id: str, state: State, response: Response) -> dict[str, A
     else:
         result, _day = await state.caches.stats.fetch(tenant_id, "daily", loader)
         value, status = result.value, result.status.value
+        response.headers["Age"] = str(int(result.age))
     response.headers["X-Cache"] = status
     if value is None:
         raise HTTPException(status_code=404, detail="unknown tenant", headers={"X-Cache": status})

@@ -123,6 +123,7 @@ class CacheStats:
 class CacheResult:
     value: Any
     status: CacheStatus
+    age: float = 0.0  # seconds since the served value was computed (0 for a fresh load)
 
 
 @dataclass
@@ -256,11 +257,11 @@ class Cache:
                 if self._wants_early_refresh(entry, now, policy):
                     self.stats.early_refreshes += 1
                     self._refresh_in_background(key, loader, policy, tag_keys, read)
-                return CacheResult(entry.value, CacheStatus.HIT)
+                return CacheResult(entry.value, CacheStatus.HIT, max(0.0, (now - entry.created_ms) / 1000))
             # Past the soft TTL but the key still exists: stale-while-revalidate.
             self.stats.stale_served += 1
             self._refresh_in_background(key, loader, policy, tag_keys, read)
-            return CacheResult(entry.value, CacheStatus.STALE)
+            return CacheResult(entry.value, CacheStatus.STALE, max(0.0, (now - entry.created_ms) / 1000))
 
         self.stats.misses += 1
         value = await self._miss(key, loader, policy, tag_keys, read)
