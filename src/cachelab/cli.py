@@ -127,6 +127,40 @@ def _add_seed_db(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="SCAN-based census of a Redis: key prefixes, counts, memory, TTLs (read-only)",
+        description="Walks the keyspace with SCAN (never KEYS) and writes nothing.",
+    )
+    p.add_argument("--url", help="Redis URL (default: REDIS_URL)")
+    p.add_argument("--match", default="*", help="SCAN MATCH pattern (default *)")
+    p.add_argument("--depth", type=int, default=3, help="key segments that make a prefix (default 3)")
+    p.add_argument("--max-keys", type=int, default=200_000, help="stop after this many keys (default 200000)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    def run(args: argparse.Namespace) -> int:
+        import json
+
+        from cachelab.census import take_census
+        from cachelab.client import create_sync_client
+        from cachelab.config import load_settings
+
+        url = args.url or load_settings().redis_url
+        if not url:
+            print("cachelab inspect: no Redis to inspect: set REDIS_URL or pass --url", file=sys.stderr)
+            return 2
+        client = create_sync_client(url)
+        try:
+            census = take_census(client, match=args.match, depth=args.depth, max_keys=args.max_keys)
+        finally:
+            client.close()
+        print(json.dumps(census.as_dict(), indent=2) if args.json else census.table())
+        return 0
+
+    p.set_defaults(handler=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cachelab", description="Redis pattern benchmarks, load tests and reports."
@@ -136,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_seed_db(sub)
     _add_worker(sub)
+    _add_inspect(sub)
     return parser
 
 
