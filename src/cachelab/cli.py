@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from cachelab import __version__
 from cachelab.config import ConfigError
@@ -161,6 +162,70 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="run benchmarks, load scenarios, outage experiments and notebooks; write results/<run-id>/",
+        description=(
+            "Runs everything and writes results/<timestamp>-<git-sha>/ with manifest.json, metrics.json, "
+            "summary.md (paste into a PR), report.html (self-contained), raw data and executed notebooks. "
+            "Exit code 1 when an SLO fails or a step could not run."
+        ),
+    )
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_const", const="quick", dest="profile",
+                       help="short runs: under 5 minutes on 2 cores (default)")
+    group.add_argument("--full", action="store_const", const="full", dest="profile",
+                       help="longer runs and more configurations")
+    p.set_defaults(profile="quick")
+    p.add_argument("--baseline", type=Path, help="a previous result folder to show deltas against")
+    p.add_argument("--out", type=Path, help="write here instead of results/<timestamp>-<sha>/")
+    p.add_argument("--slo", action="append", default=[], metavar="METRIC<OP>VALUE",
+                   help="an extra SLO, e.g. 'load.cache_on.p99_ms<200' (repeatable; see metrics.json)")
+    p.add_argument("--plan", action="append", default=[], metavar="NAME:ops=N,net=MBps,mem=MB",
+                   help="a Redis plan to size against (repeatable; default: two example plans)")
+    p.add_argument("--skip", action="append", default=[], choices=["benchmarks", "load", "notebooks"],
+                   help="leave a step out (repeatable)")
+
+    def run(args: argparse.Namespace) -> int:
+        from cachelab.report.capacity import EXAMPLE_PLANS, Plan
+        from cachelab.report.run import run_report
+
+        try:
+            plans = tuple(Plan.parse(t) for t in args.plan) or EXAMPLE_PLANS
+            outcome = run_report(profile_name=args.profile, out=args.out, baseline=args.baseline,
+                                 slos=args.slo, plans=plans, skip=set(args.skip))
+        except (ValueError, FileNotFoundError, RuntimeError) as exc:
+            print(f"cachelab report: {exc}", file=sys.stderr)
+            return 2
+        print(outcome.folder / "summary.md")
+        return outcome.exit_code
+
+    p.set_defaults(handler=run)
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="deltas between two result folders, with a noise band and a verdict")
+    p.add_argument("baseline", type=Path, help="the earlier result folder")
+    p.add_argument("candidate", type=Path, help="the later result folder")
+    p.add_argument("--noise", type=float, help="override every metric's noise band (e.g. 0.1 for ±10%%)")
+    p.add_argument("--fail-on-regression", action="store_true", help="exit 1 if any metric regressed")
+
+    def run(args: argparse.Namespace) -> int:
+        from cachelab.report.compare import compare_folders
+
+        try:
+            text, deltas = compare_folders(args.baseline, args.candidate, noise=args.noise)
+        except FileNotFoundError as exc:
+            print(f"cachelab compare: {exc}", file=sys.stderr)
+            return 2
+        print(text)
+        regressed = any(d.verdict == "regression" for d in deltas)
+        return 1 if regressed and args.fail_on_regression else 0
+
+    p.set_defaults(handler=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cachelab", description="Redis pattern benchmarks, load tests and reports."
@@ -171,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_seed_db(sub)
     _add_worker(sub)
     _add_inspect(sub)
+    _add_report(sub)
+    _add_compare(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""``cachelab report`` and ``cachelab compare``: results folders, summaries, deltas."""

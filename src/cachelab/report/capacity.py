@@ -1,0 +1,91 @@
+"""The capacity table: what 1 000 requests/s of the dashboard mix cost Redis.
+
+Measured, not modelled: the Locust run of the dashboard mix records the
+app's requests/s and, over the same window, the Redis server's commands,
+CPU seconds (INFO ``used_cpu_*``), bytes in/out and memory. Dividing gives a
+per-request cost, scaled to 1 000 requests/s. Those ratios transfer between
+machines much better than absolute throughput does (Redis's per-command cost
+barely depends on the client machine), so they are what a capacity plan
+should be built on. The plan limits are examples and configurable: compare
+the rows against your provider's tier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+SCALE_RPS = 1000.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A Redis plan's limits (examples; override with ``--plan``)."""
+
+    name: str
+    ops_per_sec: float
+    network_mb_s: float
+    memory_mb: float
+    cpu_cores: float = 1.0
+
+    @classmethod
+    def parse(cls, text: str) -> Plan:
+        """``name:ops=25000,net=100,mem=1024[,cpu=1]``."""
+        name, _, body = text.partition(":")
+        values = dict(item.split("=", 1) for item in body.split(",") if "=" in item)
+        try:
+            return cls(
+                name=name or "plan",
+                ops_per_sec=float(values["ops"]),
+                network_mb_s=float(values["net"]),
+                memory_mb=float(values["mem"]),
+                cpu_cores=float(values.get("cpu", 1)),
+            )
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"bad --plan {text!r}: expected name:ops=N,net=MBps,mem=MB[,cpu=cores]") from exc
+
+
+EXAMPLE_PLANS = (
+    Plan("small (example)", ops_per_sec=25_000, network_mb_s=50, memory_mb=250),
+    Plan("medium (example)", ops_per_sec=100_000, network_mb_s=200, memory_mb=1024),
+)
+
+
+def capacity_rows(scenario: dict[str, Any]) -> dict[str, Any] | None:
+    """Per-1 000-requests/s figures from one load scenario's summary (``None`` without Redis data)."""
+    redis = scenario.get("redis") or {}
+    totals = scenario.get("totals") or {}
+    rps = float(totals.get("rps") or 0)
+    seconds = float(redis.get("seconds") or 0)
+    if not redis or rps <= 0 or seconds <= 0:
+        return None
+    requests = rps * seconds
+    scale = SCALE_RPS / rps
+    return {
+        "measured_rps": round(rps, 1),
+        "redis_ops_per_s": round(redis["commands"] / seconds * scale, 1),
+        "redis_commands_per_request": round(redis["commands"] / requests, 2),
+        "redis_cpu_cores": round(redis.get("cpu_seconds", 0) / seconds * scale, 3),
+        "redis_server_usec_per_request": round(redis.get("server_usec", 0) / requests, 1),
+        "network_mb_s": round((redis["bytes_in"] + redis["bytes_out"]) / seconds * scale / 1e6, 3),
+        "working_set_mb": round(redis.get("used_memory", 0) / 2**20, 2),
+        "hit_ratio": totals.get("hit_ratio"),
+    }
+
+
+def headroom(rows: dict[str, Any], plan: Plan) -> dict[str, Any]:
+    """How many requests/s of this mix the plan sustains, by each limit, and which binds first."""
+    limits = {
+        "ops": plan.ops_per_sec / rows["redis_ops_per_s"] * SCALE_RPS if rows["redis_ops_per_s"] else None,
+        "network": plan.network_mb_s / rows["network_mb_s"] * SCALE_RPS if rows["network_mb_s"] else None,
+        "cpu": plan.cpu_cores / rows["redis_cpu_cores"] * SCALE_RPS if rows["redis_cpu_cores"] else None,
+    }
+    finite = {k: v for k, v in limits.items() if v is not None}
+    binding = min(finite, key=finite.__getitem__) if finite else None
+    return {
+        "plan": plan.name,
+        "max_rps_by": {k: (round(v) if v is not None else None) for k, v in limits.items()},
+        "max_rps": round(finite[binding]) if binding else None,
+        "binding_limit": binding,
+        "memory_fits": rows["working_set_mb"] <= plan.memory_mb,
+    }
