@@ -238,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspect(sub)
     _add_report(sub)
     _add_compare(sub)
+    from cachelab.harness.chaos_cli import add_parser as add_chaos
+
+    add_chaos(sub)
     return parser
 
 

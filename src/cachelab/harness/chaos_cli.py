@@ -1,0 +1,139 @@
+"""``cachelab chaos``: fault injection from the command line.
+
+* ``cachelab chaos proxy --target URL`` puts a :class:`FaultProxy` in front
+  of any Redis (a ``REDIS_URL`` server included: it is never touched, only the
+  traffic to it) and applies a schedule of bounded faults, e.g.
+  ``--fault hang@10+5 --fault slow@30+10:rtt=0.05``; point the app's
+  ``REDIS_URL`` at the printed address. It exits after ``--duration``.
+* ``cachelab chaos experiment --fault kill@5+5`` runs the outage experiment
+  (launched Redis, app, worker, paced load) for each ``--config`` and prints
+  the summary; ``--out`` keeps the timelines as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+from cachelab.harness.faults import KINDS, FaultSchedule, FaultSpec
+
+_FAULT_RE = re.compile(
+    r"^(?P<kind>[a-z\-]+)@(?P<start>[\d.]+)\+(?P<duration>[\d.]+)(?::rtt=(?P<rtt>[\d.]+))?$"
+)
+
+
+def parse_fault(text: str) -> FaultSpec:
+    """``kind@start+duration[:rtt=seconds]``, e.g. ``hang@10+5`` or ``slow@0+30:rtt=0.02``."""
+    match = _FAULT_RE.match(text.strip())
+    if not match:
+        raise ValueError(
+            f"bad fault {text!r}: expected kind@start+duration[:rtt=s], kinds: {', '.join(KINDS)}"
+        )
+    return FaultSpec(
+        match["kind"], float(match["start"]), float(match["duration"]), rtt=float(match["rtt"] or 0.05)
+    )
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    chaos = sub.add_parser("chaos", help="inject Redis faults: a fault proxy, or a full outage experiment")
+    modes = chaos.add_subparsers(dest="chaos_command", metavar="MODE", required=True)
+
+    proxy = modes.add_parser("proxy", help="a fault proxy in front of any Redis, with a fault schedule")
+    proxy.add_argument("--target", required=True, help="the Redis URL to forward to")
+    proxy.add_argument("--port", type=int, help="listen port on 127.0.0.1 (default: a free port)")
+    proxy.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="KIND@START+DURATION[:rtt=S]",
+        help="slow, hang or reset (repeatable)",
+    )
+    proxy.add_argument(
+        "--duration", type=float, default=60.0, help="exit after this many seconds (default 60)"
+    )
+    proxy.set_defaults(handler=_run_proxy)
+
+    exp = modes.add_parser("experiment", help="the outage experiment: app under paced load, one fault")
+    exp.add_argument(
+        "--fault",
+        required=True,
+        metavar="KIND@START+DURATION[:rtt=S]",
+        help=f"one of {', '.join(KINDS)}, e.g. kill@5+5",
+    )
+    exp.add_argument("--total", type=float, default=20.0, help="seconds of measured load (default 20)")
+    exp.add_argument("--rate", type=float, default=40.0, help="requests per second (default 40)")
+    exp.add_argument(
+        "--config",
+        action="append",
+        choices=["breaker", "no-breaker", "limiter-open", "limiter-closed", "limiter-local"],
+        help="configurations to compare (default: breaker, no-breaker)",
+    )
+    exp.add_argument("--out", type=Path, help="write the timelines and summaries here (JSON)")
+    exp.set_defaults(handler=_run_experiment)
+
+
+def _run_proxy(args: argparse.Namespace) -> int:
+    from cachelab.client import redact_url
+    from cachelab.harness.fault_proxy import FaultProxy
+
+    try:
+        specs = [parse_fault(f) for f in args.fault]
+    except ValueError as exc:
+        print(f"cachelab chaos: {exc}", file=sys.stderr)
+        return 2
+    bad = [s.kind for s in specs if s.kind not in ("slow", "hang", "reset")]
+    if bad:
+        print(
+            f"cachelab chaos proxy: {bad} need a launched server; the proxy does slow, hang, reset",
+            file=sys.stderr,
+        )
+        return 2
+    with FaultProxy.for_url(args.target, port=args.port) as proxy:
+        print(f"proxy: {redact_url(proxy.url_for(args.target))} -> {redact_url(args.target)}", flush=True)
+        schedules = [FaultSchedule(spec, proxy=proxy).begin() for spec in specs]
+        try:
+            deadline = time.monotonic() + args.duration
+            while time.monotonic() < deadline:
+                time.sleep(min(1.0, deadline - time.monotonic()))
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for schedule in schedules:
+                schedule.end()
+        print(f"proxy stats: {proxy.stats}")
+    return 0
+
+
+def _run_experiment(args: argparse.Namespace) -> int:
+    from cachelab.harness.outage import LIMITER_CONFIGS, STANDARD_CONFIGS, OutagePlan, run_outage
+
+    try:
+        spec = parse_fault(args.fault)
+    except ValueError as exc:
+        print(f"cachelab chaos: {exc}", file=sys.stderr)
+        return 2
+    if spec.start + spec.duration > args.total:
+        print("cachelab chaos: the fault must end before the load does (--total)", file=sys.stderr)
+        return 2
+    known = {c.name: c for c in (*STANDARD_CONFIGS, *LIMITER_CONFIGS)}
+    configs = [known[name] for name in (args.config or ["breaker", "no-breaker"])]
+    plan = OutagePlan(spec, duration=args.total, rate=args.rate)
+    results = []
+    for config in configs:
+        print(f"running {config.name}: {spec.kind} from {spec.start}s for {spec.duration}s ...", flush=True)
+        result = run_outage(plan, config)
+        results.append(result.as_dict())
+        s = result.summary
+        print(
+            f"  read 5xx during fault {s['reads_5xx_during_fault']}, p99 steady {s['p99_steady_ms']:.0f} ms, "
+            f"p99 fault {s['p99_fault_ms']:.0f} ms, breaker open after {s['breaker_open_after_s']} s, "
+            f"hit ratio back after {s['hit_ratio_recovered_after_s']} s, jobs lost {s['jobs_lost']}"
+        )
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2, default=str))
+        print(f"wrote {args.out}")
+    return 0
