@@ -432,6 +432,14 @@ def build_summary_md(
                 "are what transfer between machines._",
                 "",
             ]
+    extra_capacity = [
+        [row.get("row"), row.get("value"), row.get("unit", ""), row.get("note", "")]
+        for _nb, data in sorted(headlines.items())
+        for row in data.get("capacity") or []
+    ]
+    if extra_capacity:
+        lines += ["### Capacity: memory, persistence and network distance", "",
+                  md_table(["", "value", "unit", "note"], extra_capacity), ""]
     if bench:
         lines += [
             f"### Microbenchmarks ({bench_meta.get('benchmarks')} run; ratio to the PING floor of "
