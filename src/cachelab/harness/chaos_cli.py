@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from cachelab.harness.fault_proxy import FaultProxy
 from cachelab.harness.faults import KINDS, FaultSchedule, FaultSpec
 
 _FAULT_RE = re.compile(
@@ -55,6 +56,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     proxy.add_argument(
         "--duration", type=float, default=60.0, help="exit after this many seconds (default 60)"
     )
+    proxy.add_argument(
+        "--control-stdin",
+        action="store_true",
+        help="also take commands on stdin, one per line: slow <rtt s>, hang, reset, heal "
+        "(what the Locust plugin's --fault option drives); exits at EOF",
+    )
     proxy.set_defaults(handler=_run_proxy)
 
     exp = modes.add_parser("experiment", help="the outage experiment: app under paced load, one fault")
@@ -78,7 +85,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _run_proxy(args: argparse.Namespace) -> int:
     from cachelab.client import redact_url
-    from cachelab.harness.fault_proxy import FaultProxy
 
     try:
         specs = [parse_fault(f) for f in args.fault]
@@ -96,9 +102,12 @@ def _run_proxy(args: argparse.Namespace) -> int:
         print(f"proxy: {redact_url(proxy.url_for(args.target))} -> {redact_url(args.target)}", flush=True)
         schedules = [FaultSchedule(spec, proxy=proxy).begin() for spec in specs]
         try:
-            deadline = time.monotonic() + args.duration
-            while time.monotonic() < deadline:
-                time.sleep(min(1.0, deadline - time.monotonic()))
+            if args.control_stdin:
+                _follow_commands(proxy, time.monotonic() + args.duration)
+            else:
+                deadline = time.monotonic() + args.duration
+                while time.monotonic() < deadline:
+                    time.sleep(min(1.0, deadline - time.monotonic()))
         except KeyboardInterrupt:
             pass
         finally:
@@ -106,6 +115,33 @@ def _run_proxy(args: argparse.Namespace) -> int:
                 schedule.end()
         print(f"proxy stats: {proxy.stats}")
     return 0
+
+
+def _follow_commands(proxy: FaultProxy, deadline: float) -> None:
+    """Apply stdin commands until EOF or the deadline; every fault is healed on the way out."""
+    import select
+
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([sys.stdin], [], [], min(1.0, max(0.0, deadline - time.monotonic())))
+            if not ready:
+                continue
+            line = sys.stdin.readline()
+            if not line:
+                return  # EOF: the controller went away
+            command, *rest = line.split()
+            if command == "slow":
+                proxy.set_latency(float(rest[0]) if rest else 0.05)
+            elif command == "hang":
+                proxy.hang()
+            elif command == "reset":
+                proxy.refuse(True)
+                proxy.reset()
+            elif command == "heal":
+                proxy.heal()
+            print(f"proxy: {line.strip()}", flush=True)
+    finally:
+        proxy.heal()
 
 
 def _run_experiment(args: argparse.Namespace) -> int:

@@ -77,6 +77,15 @@ def add_arguments(parser: Any) -> None:
     group.add_argument("--threshold", dest="cachelab_threshold", action="append", default=[],
                        include_in_web_ui=False,
                        help="pass/fail criterion, repeatable: p99<50ms, error_rate<0.1%%, kpis:hit_ratio>0.9")
+    group.add_argument("--fault", dest="cachelab_fault", action="append", default=[], include_in_web_ui=False,
+                       help="a Redis fault during the run, KIND@START+DURATION[:rtt=S] with KIND slow, hang "
+                       "or reset (repeatable; needs --fault-proxy)")
+    group.add_argument("--fault-proxy", dest="cachelab_fault_proxy", env_var="CACHELAB_FAULT_PROXY",
+                       default="", include_in_web_ui=False,
+                       help="the Redis URL the fault proxy forwards to; run the app with REDIS_URL at the "
+                       "proxy")
+    group.add_argument("--fault-proxy-port", dest="cachelab_fault_proxy_port", type=int, default=0,
+                       include_in_web_ui=False, help="port for the fault proxy on 127.0.0.1 (default: free)")
     group.add_argument("--thresholds-file", dest="cachelab_thresholds_file",
                        env_var="CACHELAB_THRESHOLDS_FILE", default="", include_in_web_ui=False,
                        help="thresholds, one per line, or a YAML/JSON list / endpoint mapping")

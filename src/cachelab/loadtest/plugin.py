@@ -28,6 +28,7 @@ from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
 import cachelab
 from cachelab.loadtest.cpu import CpuMeter, generator_summary
+from cachelab.loadtest.faults import ProxyController, parse_faults
 from cachelab.loadtest.metrics import TOTAL, LoadMetrics
 from cachelab.loadtest.options import add_arguments, parse_mix, parse_think_time
 from cachelab.loadtest.redis_stats import RedisRunMeter
@@ -55,6 +56,7 @@ class LoadTestSession:
         self.redis_result: dict[str, Any] | None = None
         self.results: list[ThresholdResult] = []
         self.paths: dict[str, Any] = {}
+        self.faults: ProxyController | None = None
         self._sampler: gevent.Greenlet | None = None
         self.thresholds = parse_thresholds(getattr(opts, "cachelab_threshold", None) or [])
         env_thresholds = os.environ.get("CACHELAB_THRESHOLDS", "")
@@ -118,6 +120,8 @@ class LoadTestSession:
             self._sampler = gevent.spawn(self._sample_cpu)
         if not self.is_worker:
             self._start_redis()
+            if self.faults is not None:
+                self.faults.schedule()
 
     def _sample_cpu(self) -> None:
         while True:
@@ -139,6 +143,8 @@ class LoadTestSession:
             self.redis = None
 
     def on_test_stop(self, **_: Any) -> None:
+        if self.faults is not None:
+            self.faults.stop()
         if self._t0 is None or self._t1 is not None:
             return
         self._t1 = time.monotonic()
@@ -194,6 +200,7 @@ class LoadTestSession:
             "redis": self.redis_result,
             "thresholds": [r.as_dict() for r in self.results],
             "thresholds_passed": all(r.passed for r in self.results),
+            "faults": self.faults.windows if self.faults is not None else [],
         }
 
     def finalize(self) -> None:
@@ -284,6 +291,18 @@ def _on_init(environment: Any, runner: Any = None, **_: Any) -> None:
         raise SystemExit(f"cachelab: --shape {shape} needs a SelectableShape subclass in the locustfile")
     if isinstance(environment.runner, MasterRunner | LocalRunner):
         _apply_mix(environment)
+        faults = getattr(opts, "cachelab_fault", None) or []
+        if faults:
+            if not opts.cachelab_fault_proxy:
+                raise SystemExit("cachelab: --fault needs --fault-proxy <the app's real Redis URL>")
+            try:
+                specs = parse_faults(faults)
+            except ValueError as exc:
+                raise SystemExit(f"cachelab: {exc}") from None
+            limit = (opts.run_time or 3600) + 120
+            session.faults = ProxyController(
+                opts.cachelab_fault_proxy, opts.cachelab_fault_proxy_port or None, specs, max_seconds=limit
+            )
     environment.cachelab = session
     events = environment.events
     events.request.add_listener(session.on_request)
