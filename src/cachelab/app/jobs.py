@@ -6,9 +6,11 @@ API (``DATABASE_URL``), in the worker process, off the request path.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from cachelab.app.db import Database
+from cachelab.app.state import REPORT_QUEUE
 from cachelab.config import get_settings
 
 _db: Database | None = None
@@ -30,3 +32,19 @@ async def report(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 HANDLERS = {"report": report}
+
+
+def worker_command(*extra_args: str) -> list[str]:
+    """The command that runs a report worker for the sample app (``cachelab serve`` and the harness)."""
+    return [
+        sys.executable,
+        "-m",
+        "cachelab",
+        "worker",
+        "--queue",
+        REPORT_QUEUE,
+        "--handlers",
+        "cachelab.app.jobs:HANDLERS",
+        "--allow-evicting-redis",
+        *extra_args,
+    ]

@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 
 from cachelab.app.db import Database
+from cachelab.app.jobs import worker_command
 from cachelab.app.seed import seed_database
 from cachelab.client import redact_url
 from cachelab.config import load_settings
@@ -80,17 +80,7 @@ def services(args: argparse.Namespace) -> Iterator[dict[str, str]]:
         print(f"database {redact_url(database_url)}: {summary}")
         for _ in range(args.job_workers):
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "cachelab",
-                    "worker",
-                    "--queue",
-                    "reports",
-                    "--handlers",
-                    "cachelab.app.jobs:HANDLERS",
-                    "--allow-evicting-redis",
-                ],
+                worker_command(),
                 env={**os.environ, **env},
             )
             stack.callback(_stop, proc)

@@ -125,19 +125,10 @@ class AppServer:
         return self
 
     def start_job_worker(self, *extra_args: str) -> subprocess.Popen[bytes]:
+        from cachelab.app.jobs import worker_command
+
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cachelab",
-                "worker",
-                "--queue",
-                "reports",
-                "--handlers",
-                "cachelab.app.jobs:HANDLERS",
-                "--allow-evicting-redis",
-                *extra_args,
-            ],
+            worker_command(*extra_args),
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
