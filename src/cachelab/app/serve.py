@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 
 from cachelab.app.db import Database
 from cachelab.app.jobs import worker_command
-from cachelab.app.seed import seed_database
+from cachelab.app.seed import AlreadySeeded, seed_database
 from cachelab.client import redact_url
 from cachelab.config import load_settings
 from cachelab.harness.redis_server import RedisServer
@@ -41,15 +42,19 @@ async def prepare_database(
 
 def seed_db_command(args: argparse.Namespace) -> int:
     settings = load_settings()
-    summary = asyncio.run(
-        prepare_database(
-            settings.database_url,
-            tenants=args.tenants,
-            per_tenant=args.initiatives_per_tenant,
-            reset=args.reset,
-            only_if_empty=False,
+    try:
+        summary = asyncio.run(
+            prepare_database(
+                settings.database_url,
+                tenants=args.tenants,
+                per_tenant=args.initiatives_per_tenant,
+                reset=args.reset,
+                only_if_empty=False,
+            )
         )
-    )
+    except AlreadySeeded:
+        print("cachelab seed-db: the database already has data; add --reset to replace it", file=sys.stderr)
+        return 2
     print(f"seeded {redact_url(settings.database_url or 'sqlite:///' + DEFAULT_SQLITE)}: {summary}")
     return 0
 
