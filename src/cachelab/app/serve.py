@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -112,6 +113,9 @@ def serve_command(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[name] = str(value)
     load_settings()  # fail early, with the variable's name, on a bad setting
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so that the
+    # services below (our redis-server, the job workers) are stopped instead of orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with services(args):
         base = f"http://{args.host}:{args.port}"
         print(f"Initiative Dashboard API on {base}  (docs {base}/docs, metrics {base}/metrics)")
