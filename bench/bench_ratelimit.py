@@ -1,0 +1,95 @@
+"""Rate-limit checks per algorithm, allowed and denied, beside the seed's INCR-then-EXPIRE.
+
+* ``ratelimit-allowed`` — a limit far above what the row can spend
+  (1 000 000 / 60 s), so every check admits and writes.
+* ``ratelimit-denied`` — 10 / hour, spent before timing, so every check denies.
+* ``ratelimit-local`` — the in-process GCRA the ``"local"`` failure policy
+  falls back to (no Redis: zero round trips, CPU only).
+
+Every limiter is one ``EVALSHA`` (its Lua reads ``TIME``; ``commands`` shows
+what it runs). ``naive_fixed_window`` is the seed: in steady state one ``INCR``
+(its ``EXPIRE`` only follows a count of 1), so it is cheaper per check; what it
+gets wrong is atomicity (a crash between the two calls leaves a counter that
+never expires) and the 2× burst at window edges, not speed.
+
+``memory_per_key`` is the identifier's key after the cost pass: in the allowed
+rows that is ~200 admissions (a sliding log keeps one member per admission),
+in the denied rows a full quota of 10.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cachelab.client import ResilientRedis
+from cachelab.patterns.keys import make_key
+from cachelab.patterns.ratelimit import create_limiter, naive_fixed_window
+from cachelab.patterns.ratelimit_local import LocalGCRA
+
+ALGORITHMS = ["fixed_window", "sliding_log", "sliding_window", "token_bucket", "gcra"]
+CASES = ["naive_fixed_window", *ALGORITHMS]
+IDENTIFIER = "203.0.113.7"
+ALLOW = (1_000_000, 60)
+DENY = (10, 3600)
+
+
+def _check(rr: ResilientRedis, case: str, limit: int, period: int) -> tuple[Any, str]:
+    """An operation returning a truthy 'allowed', and the identifier's key."""
+    if case == "naive_fixed_window":
+
+        async def naive() -> bool:
+            return await naive_fixed_window(rr.client, IDENTIFIER, limit, period)
+
+        return naive, make_key("cl", IDENTIFIER, "rl", "naive")
+    limiter = create_limiter(rr, case, limit, period)
+
+    async def ours() -> bool:
+        return (await limiter.check(IDENTIFIER)).allowed
+
+    return ours, limiter.key(IDENTIFIER)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_check_allowed(case: str, bench_async: Any, bench_rredis: ResilientRedis, arun: Any):
+    op, key = _check(bench_rredis, case, *ALLOW)
+    assert arun(op())
+    bench_async(
+        op,
+        group="ratelimit-allowed",
+        memory_key=key,
+        extra={"algorithm": case, "variant": "naive" if case.startswith("naive") else "ours",
+               "limit": f"{ALLOW[0]}/{ALLOW[1]}s"},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_check_denied(case: str, bench_async: Any, bench_rredis: ResilientRedis, arun: Any):
+    op, key = _check(bench_rredis, case, *DENY)
+    for _ in range(DENY[0]):
+        assert arun(op())
+    assert not arun(op())
+    bench_async(
+        op,
+        group="ratelimit-denied",
+        memory_key=key,
+        extra={"algorithm": case, "variant": "naive" if case.startswith("naive") else "ours",
+               "limit": f"{DENY[0]}/{DENY[1]}s"},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["allowed", "denied"])
+def test_local_gcra_fallback(path: str, bench_sync: Any):
+    """What a check costs while Redis is down under ``failure_policy="local"``."""
+    limit, period = ALLOW if path == "allowed" else DENY
+    gcra = LocalGCRA(limit, period)
+    if path == "denied":
+        for _ in range(limit):
+            gcra.check(IDENTIFIER)
+    assert gcra.check(IDENTIFIER).allowed is (path == "allowed")
+    bench_sync(
+        lambda: gcra.check(IDENTIFIER),
+        group="ratelimit-local",
+        extra={"algorithm": "local_gcra", "path": path, "limit": f"{limit}/{period}s"},
+    )
