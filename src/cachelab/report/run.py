@@ -74,13 +74,17 @@ DEFAULT_SLOS = (
 KEY_BENCHMARKS = (
     ("test_async_floor[ping]", "PING floor (async)"),
     ("test_async_floor[get_hit]", "raw GET (async)"),
-    ("cache_hit", "cache-aside hit"),
-    ("cache_miss", "cache-aside miss"),
-    ("naive_cache_aside", "seed's cache-aside"),
-    ("gcra", "GCRA rate check"),
-    ("session_get", "session read-and-slide"),
-    ("top_with_member", "leaderboard top-N + rank"),
-    ("enqueue", "queue enqueue"),
+    ("test_fetch_hit", "cache-aside hit"),
+    ("test_naive_cache_aside_hit", "seed's cache-aside hit"),
+    ("test_fetch_miss_fresh_key", "cache-aside miss (load + guarded fill)"),
+    ("test_refresh_ahead", "refresh-ahead read"),
+    ("test_naive_refresh_ahead", "seed's refresh-ahead read (GET + TTL)"),
+    ("test_write_through", "write-through (version guard)"),
+    ("test_check_allowed[gcra]", "GCRA rate check"),
+    ("test_check_allowed[naive_fixed_window]", "seed's INCR+EXPIRE check"),
+    ("test_session_get_and_slide", "session read-and-slide"),
+    ("test_leaderboard_top10_with_member", "leaderboard top-10 + rank"),
+    ("test_enqueue", "queue enqueue"),
 )
 
 _SLO_RE = re.compile(r"^\s*([\w.\-]+)\s*(<=|>=|<|>|==)\s*(-?[\d.]+)\s*$")
@@ -448,7 +452,7 @@ def build_summary_md(
         ]
         rows = []
         for needle, label in KEY_BENCHMARKS:
-            match = next((r for r in bench if needle in r["name"]), None)
+            match = next((r for r in bench if r["name"] == needle), None)
             if match:
                 rows.append(
                     [
