@@ -15,6 +15,17 @@ down. Here a :class:`ResilientRedis` bundles:
 
 Lua scripts are loaded from ``.lua`` files and run with EVALSHA, falling back
 to loading the script on NOSCRIPT, as redis-py's ``Script`` does.
+
+Redis Cluster: a ``redis+cluster://host:port`` (or ``rediss+cluster://``) URL
+names one node of a cluster; the client is then a
+``redis.asyncio.RedisCluster`` that discovers the others and routes each
+command by its key's slot. Plain ``redis://`` stays a single server, because
+guessing (sending CLUSTER INFO to every server at start-up) would make a
+proxy or a managed endpoint behave differently from the server behind it.
+Differences to know: redis-py's cluster client has no blocking pool (past
+``max_connections`` per node a call fails at once, and the breaker counts
+it), and multi-key commands need keys of one slot (every pattern builds its
+keys with a ``{scope}`` hash tag for that reason).
 """
 
 from __future__ import annotations
@@ -44,14 +55,26 @@ from cachelab.resilience import BackgroundTasks, CircuitBreaker
 
 T = TypeVar("T")
 
-SCHEMES = ("redis", "rediss", "unix")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
+
+#: What :func:`create_async_client` returns: one server, or a cluster.
+AsyncRedisClient = redis.asyncio.Redis | redis.asyncio.RedisCluster
+
+
+def is_cluster_url(url: str) -> bool:
+    """True for ``redis+cluster://`` and ``rediss+cluster://`` URLs."""
+    return urllib.parse.urlparse(url).scheme in CLUSTER_SCHEMES
 
 
 def validate_redis_url(url: str) -> None:
     """Raise :class:`ConfigError` with a readable reason if ``url`` cannot be a Redis URL."""
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme not in SCHEMES:
-        raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix:// (got {_redact(url)!r})")
+        raise ConfigError(
+            "REDIS_URL must start with redis://, rediss://, unix://, or redis+cluster:// / "
+            f"rediss+cluster:// for Redis Cluster (got {_redact(url)!r})"
+        )
     if parsed.scheme != "unix" and not parsed.hostname:
         raise ConfigError(f"REDIS_URL has no host: {_redact(url)!r}")
     try:
@@ -61,6 +84,8 @@ def validate_redis_url(url: str) -> None:
     db = parsed.path.lstrip("/")
     if parsed.scheme != "unix" and db and not db.isdigit():
         raise ConfigError(f"REDIS_URL database must be a number, got {db!r}")
+    if parsed.scheme in CLUSTER_SCHEMES and db not in ("", "0"):
+        raise ConfigError(f"REDIS_URL: Redis Cluster has only database 0, got {db!r}")
 
 
 def _redact(url: str) -> str:
@@ -135,10 +160,53 @@ class ClientOptions:
         return Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), self.retries)
 
 
+def _cluster_url_options(url: str) -> dict[str, Any]:
+    """What redis-py parses from the ``redis://`` twin of a cluster URL (host, port, auth, TLS)."""
+    options = redis.connection.parse_url(url.replace("+cluster://", "://", 1))
+    options.pop("db", None)  # a cluster has only database 0
+    return options
+
+
+def create_async_cluster_client(
+    url: str, options: ClientOptions | None = None, counter: RoundTripCounter | None = None
+) -> redis.asyncio.RedisCluster:
+    """A ``redis.asyncio.RedisCluster`` from a ``redis+cluster://`` URL, configured like the single client."""
+    validate_redis_url(url)
+    options = options or ClientOptions()
+    url_options = _cluster_url_options(url)
+    ssl = url_options.pop("connection_class", None) is redis.SSLConnection
+    client = redis.asyncio.RedisCluster(
+        host=url_options.pop("host"),
+        port=url_options.pop("port", 6379),
+        ssl=ssl,
+        max_connections=options.max_connections,
+        socket_connect_timeout=options.connect_timeout,
+        socket_timeout=options.command_timeout,
+        retry=options.retry(),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=0,
+        **url_options,
+    )
+    # redis-py's cluster client has no connection_class parameter: swap the class in the
+    # kwargs every node is built from (shared with its NodesManager) and in the startup node.
+    base = AsyncSSLConnection if ssl else AsyncConnection
+    conn_cls = _counting_async(base, counter)
+    client.connection_kwargs["connection_class"] = conn_cls
+    for node in client.startup_nodes:
+        node.connection_class = conn_cls
+    return client
+
+
 def create_async_client(
     url: str, options: ClientOptions | None = None, counter: RoundTripCounter | None = None
-) -> redis.asyncio.Redis:
-    """A ``redis.asyncio.Redis`` with timeouts, retry and (optionally) round-trip counting."""
+) -> AsyncRedisClient:
+    """A ``redis.asyncio.Redis`` with timeouts, retry and (optionally) round-trip counting.
+
+    A ``redis+cluster://`` URL gives a ``redis.asyncio.RedisCluster`` instead
+    (:func:`create_async_cluster_client`).
+    """
+    if is_cluster_url(url):
+        return create_async_cluster_client(url, options, counter)
     validate_redis_url(url)
     options = options or ClientOptions()
     url_options = async_parse_url(url)
@@ -164,10 +232,25 @@ def create_async_client(
 
 def create_sync_client(
     url: str, options: ClientOptions | None = None, counter: RoundTripCounter | None = None
-) -> redis.Redis:
+) -> redis.Redis | redis.RedisCluster:
     """The synchronous twin of :func:`create_async_client` (benchmarks, admin, Locust)."""
     validate_redis_url(url)
     options = options or ClientOptions()
+    if is_cluster_url(url):
+        if counter is not None:
+            # redis-py's sync cluster client builds a Redis per node with no way to pass a
+            # connection class; refusing beats silently reporting zero round trips.
+            raise ValueError("round-trip counting is not supported on a synchronous cluster client")
+        url_options = _cluster_url_options(url)
+        base = url_options.pop("connection_class", None)
+        return redis.RedisCluster(
+            ssl=base is redis.SSLConnection,
+            max_connections=options.max_connections,
+            socket_connect_timeout=options.connect_timeout,
+            socket_timeout=options.command_timeout,
+            retry=options.retry(),
+            **url_options,
+        )
     url_options = redis.connection.parse_url(url)
     base = url_options.pop("connection_class", None) or redis.Connection
     conn_cls = _counting_sync(base, counter) if counter is not None else base
@@ -194,7 +277,7 @@ class ResilientRedis:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: AsyncRedisClient,
         *,
         breaker: CircuitBreaker | None = None,
         background: BackgroundTasks | None = None,
@@ -207,6 +290,13 @@ class ResilientRedis:
         self.round_trips = round_trips or RoundTripCounter()
         self.url = url
         self._scripts: dict[str, AsyncScript] = {}
+        self.is_cluster = isinstance(client, redis.asyncio.RedisCluster)
+        # redis-py's cluster client discovers its slot map lazily, and commands sent
+        # concurrently before that go to random primaries: the MOVED storm that follows
+        # closes connections under in-flight commands, whose retries then run twice
+        # (50 concurrent INCRs on a fresh client counted up to 60). So the first call
+        # initialises the client once, and everyone waits for it.
+        self._cluster_ready = not self.is_cluster
 
     @classmethod
     def from_url(
@@ -246,6 +336,9 @@ class ResilientRedis:
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         """Run one Redis operation through the breaker."""
+        if not self._cluster_ready:
+            await self.breaker.call(self.client.initialize)  # type: ignore[union-attr]
+            self._cluster_ready = True
         return await self.breaker.call(fn, *args, **kwargs)
 
     def script(self, name: str) -> AsyncScript:
