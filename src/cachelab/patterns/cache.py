@@ -505,12 +505,17 @@ class Cache:
 
     # -- bulk ------------------------------------------------------------
     async def get_many(self, keys: Sequence[str], *, batch: int = 500) -> list[Any]:
-        """Multi-get: values (or :data:`MISSING`) in order, one round trip per ``batch`` keys."""
+        """Multi-get: values (or :data:`MISSING`) in order, one round trip per ``batch`` keys.
+
+        On Redis Cluster the keys may span slots, so each batch is split by slot
+        (``mget_nonatomic``: one pipelined round trip per primary involved).
+        """
         out: list[Any] = []
+        mget = self.rr.client.mget_nonatomic if self.rr.is_cluster else self.rr.client.mget
         for start in range(0, len(keys), batch):
             chunk = keys[start : start + batch]
             try:
-                raws = await self.rr.call(self.rr.client.mget, chunk)
+                raws = await self.rr.call(mget, chunk)
             except RedisUnavailable:
                 self.stats.errors += 1
                 out.extend(MISSING for _ in chunk)

@@ -8,7 +8,8 @@ Here PING latency is measured alone on a pooled connection, and the figures an
 operator needs — role, memory and its limit, eviction policy and evictions,
 keyspace hit ratio, connected clients, ops/s — come from ``INFO``. Round
 trips: 2 (PING, then one pipelined batch of INFO sections, which also works on
-Redis 6.2 where INFO takes one section at a time).
+Redis 6.2 where INFO takes one section at a time). On Redis Cluster: PING one
+node, then one INFO per primary (sent concurrently), counters summed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,32 @@ from cachelab.resilience import RedisUnavailable
 SECTIONS = ("server", "replication", "memory", "stats", "clients")
 
 
+#: Counters that add up across a cluster's primaries (the rest are taken from the first one).
+_SUMMED = ("used_memory", "maxmemory", "evicted_keys", "keyspace_hits", "keyspace_misses",
+           "connected_clients", "instantaneous_ops_per_sec")
+
+
+async def cluster_info(rr: ResilientRedis) -> dict[str, Any]:
+    """INFO of every primary, merged: counters summed, ``nodes`` = how many answered.
+
+    redis-py refuses INFO in a cluster pipeline, and a bare INFO goes to one
+    node; a cluster's hit ratio, memory and evictions are the sum over its
+    primaries. One INFO (default sections) per primary, sent concurrently.
+    """
+    import redis.asyncio
+
+    reply = await rr.call(rr.client.info, target_nodes=redis.asyncio.RedisCluster.PRIMARIES)
+    parts = list(reply.values()) if all(isinstance(v, dict) for v in reply.values()) else [reply]
+    merged: dict[str, Any] = dict(parts[0])
+    for name in _SUMMED:
+        merged[name] = sum(int(p.get(name, 0)) for p in parts)
+    merged["nodes"] = len(parts)
+    return merged
+
+
 async def server_info(rr: ResilientRedis) -> dict[str, Any]:
+    if rr.is_cluster:
+        return await cluster_info(rr)
     pipe = rr.client.pipeline(transaction=False)
     for section in SECTIONS:
         pipe.info(section)
@@ -57,4 +83,5 @@ async def redis_health(rr: ResilientRedis) -> dict[str, Any]:
         "hit_ratio": round(hits / (hits + misses), 4) if hits + misses else None,
         "connected_clients": int(info.get("connected_clients", 0)),
         "ops_per_sec": int(info.get("instantaneous_ops_per_sec", 0)),
+        "nodes": int(info.get("nodes", 1)),
     }

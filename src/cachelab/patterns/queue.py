@@ -71,6 +71,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import redis.asyncio
 import redis.exceptions
 
 from cachelab.client import ResilientRedis
@@ -186,6 +187,27 @@ def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _per_node(reply: Any, name: str) -> list[str]:
+    """The values of ``name`` in a CONFIG GET / INFO reply: one server's, or a cluster's by node."""
+    if not isinstance(reply, dict):
+        return []
+    replies = reply.values() if reply and all(isinstance(v, dict) for v in reply.values()) else [reply]
+    out = []
+    for one in replies:
+        value = one.get(name) or one.get(name.encode())
+        if value:
+            out.append(_text(value) or "")
+    return out
+
+
+def _riskiest(policies: list[str]) -> str | None:
+    """An evicting policy if any node has one, else the first (they usually agree)."""
+    for policy in policies:
+        if policy not in _SAFE_POLICIES and not policy.startswith("volatile-"):
+            return policy
+    return policies[0] if policies else None
+
+
 class JobQueue:
     """A named at-least-once queue on one Redis (see the module docstring)."""
 
@@ -237,19 +259,25 @@ class JobQueue:
 
     # -- eviction safety ---------------------------------------------------
     async def eviction_policy(self) -> str | None:
-        """The server's maxmemory-policy: CONFIG GET, else INFO memory, else None."""
+        """The server's maxmemory-policy: CONFIG GET, else INFO memory, else None.
+
+        On Redis Cluster every primary is asked (any of them may own the queue's
+        slot, now or after a reshard) and the riskiest answer is returned.
+        """
+        # A flag, not node objects: redis-py resolves it to the current primaries.
+        target = {"target_nodes": redis.asyncio.RedisCluster.PRIMARIES} if self.rr.is_cluster else {}
         try:
-            conf = await self.rr.call(self.rr.client.config_get, "maxmemory-policy")
-            value = conf.get("maxmemory-policy") or conf.get(b"maxmemory-policy")
+            conf = await self.rr.call(self.rr.client.config_get, "maxmemory-policy", **target)
+            value = _riskiest(_per_node(conf, "maxmemory-policy"))
             if value:
-                return _text(value)
+                return value
         except redis.exceptions.ResponseError as exc:  # disabled, renamed, or denied by ACL
             log.debug("CONFIG GET refused (%s); falling back to INFO memory", exc)
         try:
-            info = await self.rr.call(self.rr.client.info, "memory")
-            value = info.get("maxmemory_policy")
+            info = await self.rr.call(self.rr.client.info, "memory", **target)
+            value = _riskiest(_per_node(info, "maxmemory_policy"))
             if value:
-                return _text(value)
+                return value
         except redis.exceptions.ResponseError as exc:
             log.debug("INFO memory refused: %s", exc)
         return None
@@ -356,7 +384,9 @@ class JobQueue:
 
     def _max_block(self) -> float:
         """How long one blocking wait may last: well inside the client's socket timeout."""
-        socket_timeout = self.rr.client.connection_pool.connection_kwargs.get("socket_timeout")
+        pool = getattr(self.rr.client, "connection_pool", None)  # a RedisCluster has none
+        kwargs = pool.connection_kwargs if pool is not None else self.rr.client.connection_kwargs
+        socket_timeout = kwargs.get("socket_timeout")
         if not socket_timeout:
             return 1.0
         return max(0.01, min(1.0, float(socket_timeout) / 2))
