@@ -1,0 +1,27 @@
+# One image for the API, the report worker and Locust (master and workers): see docker-compose.yml.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Dependencies first, so editing a locustfile does not reinstall them.
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install ".[load,postgres]"
+
+COPY locustfiles ./locustfiles
+
+# Never run as root; /results is where the Locust master writes (a bind mount in compose).
+RUN useradd --create-home --uid 10001 cachelab \
+    && mkdir -p /results \
+    && chown cachelab:cachelab /results
+USER cachelab
+
+# API, Locust web UI, Locust master <- workers.
+EXPOSE 8000 8089 5557
+
+CMD ["cachelab", "serve", "--host", "0.0.0.0", "--job-workers", "0"]
