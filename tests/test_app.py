@@ -224,3 +224,31 @@ def test_redis_killed_the_app_answers_from_the_database_then_recovers():
             time.sleep(0.2)
         assert statuses[-1] == "HIT"
         assert http.get("/api/health").json()["status"] == "ok"
+
+
+def test_queue_and_sessions_live_on_their_own_noeviction_redis():
+    from cachelab.harness import RedisServer, RedisServerConfig
+
+    cache_config = RedisServerConfig(maxmemory="64mb", maxmemory_policy="allkeys-lru")
+    with RedisServer() as durable, AppServer(
+        redis_config=cache_config,
+        env={"QUEUE_REDIS_URL": durable.url, "CACHELAB_RATE_LIMIT": "100000/60s"},
+        tenants=1,
+        initiatives_per_tenant=50,
+        job_workers=1,
+    ) as app, client_for(app) as http:
+        tenant = first_tenant(http)
+        email = http.get(f"/api/tenants/{tenant}/users").json()[0]["email"]
+        assert http.post("/api/login", json={"email": email}).status_code == 200
+        job_id = http.post(f"/api/tenants/{tenant}/reports").json()["job_id"]
+        deadline = time.monotonic() + 20
+        while http.get(f"/api/jobs/{job_id}").json()["status"] != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        admin = durable.client()
+        keys = [k.decode() for k in admin.scan_iter(count=1000)]
+        admin.close()
+        assert any(":queue:" in k for k in keys) and any("sess" in k for k in keys), keys
+        cache = app.redis.client()
+        assert not [k for k in cache.scan_iter(match="*queue*")]
+        cache.close()

@@ -109,9 +109,15 @@ def test_every_service_has_a_healthcheck_and_dependents_wait_for_health():
         check = service.get("healthcheck")
         assert check and check["test"][0] in ("CMD", "CMD-SHELL") and len(check["test"]) > 1, name
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
-    waits = {name: {dep: c["condition"] for dep, c in s.get("depends_on", {}).items()}
-             for name, s in services.items()}
-    assert waits["api"] == {"redis": "service_healthy", "postgres": "service_healthy"}
+    waits = {
+        name: {dep: c["condition"] for dep, c in s.get("depends_on", {}).items()}
+        for name, s in services.items()
+    }
+    assert waits["api"] == {
+        "redis": "service_healthy",
+        "redis-queue": "service_healthy",
+        "postgres": "service_healthy",
+    }
     assert waits["worker"]["api"] == "service_healthy"  # the API creates and seeds the schema
     assert waits["locust-master"] == {"api": "service_healthy"}
     assert waits["locust-worker"] == {"locust-master": "service_healthy"}
@@ -136,24 +142,16 @@ def test_cache_redis_is_aof_allkeys_lru_and_queue_redis_never_evicts():
     assert "${" not in yaml.safe_load(COMPOSE.read_text())["services"]["redis-queue"]["command"][-1]
 
 
-@pytest.mark.parametrize("redis_url, must_allow", [
-    (None, True),  # default: the app's single REDIS_URL is the allkeys-lru cache
-    ("redis://redis-queue:6379/0", False),
-])
-def test_the_worker_runs_against_its_redis_policy_as_the_tradeoff_documents(redis_url, must_allow):
-    env = {"REDIS_URL": redis_url} if redis_url else {}
-    services = compose(env)["services"]
-    url = services["worker"]["environment"]["REDIS_URL"]
-    assert url == services["api"]["environment"]["REDIS_URL"]  # one queue: app and worker agree
-    host = urllib.parse.urlparse(url).hostname
-    policy = _redis_config(services[host])["maxmemory-policy"]
-    evicting = policy.startswith("allkeys-")
-    assert evicting == must_allow
-    # The worker refuses an evicting Redis unless told (cachelab worker --allow-evicting-redis).
-    if evicting:
-        assert "--allow-evicting-redis" in command(services["worker"])
-    text = COMPOSE.read_text()
-    assert "TRADE-OFF" in text and "noeviction" in text
+def test_queue_and_sessions_live_on_the_noeviction_redis_and_the_worker_needs_no_override():
+    services = compose()["services"]
+    for name in ("api", "worker"):
+        env = services[name]["environment"]
+        assert urllib.parse.urlparse(env["REDIS_URL"]).hostname == "redis"
+        assert urllib.parse.urlparse(env["QUEUE_REDIS_URL"]).hostname == "redis-queue"
+    assert _redis_config(services["redis-queue"])["maxmemory-policy"] == "noeviction"
+    # The worker's eviction check passes on redis-queue as is: no --allow-evicting-redis.
+    assert "--allow-evicting-redis" not in command(services["worker"])
+    assert services["worker"]["depends_on"]["redis-queue"]["condition"] == "service_healthy"
 
 
 @pytest.mark.parametrize("env", [{}, {"POSTGRES_USER": "u1", "POSTGRES_PASSWORD": "p1", "POSTGRES_DB": "d1"}])
@@ -166,7 +164,10 @@ def test_app_urls_come_from_env_and_agree_with_the_postgres_service(env):
         db = urllib.parse.urlparse(settings.database_url)
         assert db.scheme == "postgresql" and db.hostname == "postgres" and db.port == 5432
         assert (db.username, db.password, db.path.lstrip("/")) == (
-            pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"])
+            pg["POSTGRES_USER"],
+            pg["POSTGRES_PASSWORD"],
+            pg["POSTGRES_DB"],
+        )
         assert urllib.parse.urlparse(settings.redis_url).hostname == "redis"
     overridden = compose({"REDIS_URL": "rediss://app:pw@cache.example:6380/0"})["services"]
     assert overridden["api"]["environment"]["REDIS_URL"] == "rediss://app:pw@cache.example:6380/0"
@@ -179,7 +180,12 @@ def test_api_and_worker_commands_are_accepted_by_the_cachelab_cli():
     assert api[0] == "cachelab"
     serve = parser.parse_args(api[1:])
     assert (serve.command, serve.host, serve.port, serve.workers, serve.job_workers) == (
-        "serve", "0.0.0.0", 8000, 4, 0)
+        "serve",
+        "0.0.0.0",
+        8000,
+        4,
+        0,
+    )
     worker = command(services["worker"])
     assert worker[0] == "cachelab"
     args = parser.parse_args(worker[1:])
@@ -238,7 +244,10 @@ def test_dockerfile_builds_one_non_root_image_without_local_config():
     assert re.search(r"^USER (?!root)\S+", dockerfile, re.M)
     for path in ("pyproject.toml", "README.md", "src", "locustfiles"):
         assert re.search(rf"^COPY .*\b{re.escape(path)}\b", dockerfile, re.M), path
-    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {".env", ".git", "results", "tests"} <= ignored
     assert not ignored & {"src", "locustfiles", "pyproject.toml", "README.md"}

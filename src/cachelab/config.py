@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, validation_alias=AliasChoices("REDIS_URL", "CACHELAB_REDIS_URL")
     )
+    # Queue and sessions must never be evicted; with an allkeys-* cache Redis, give them their own
+    # noeviction Redis here (default: the same as REDIS_URL).
+    queue_redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("QUEUE_REDIS_URL", "CACHELAB_QUEUE_REDIS_URL")
+    )
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "CACHELAB_DATABASE_URL")
     )
@@ -60,7 +65,7 @@ class Settings(BaseSettings):
     db_delay_ms: float = Field(0, ge=0)
     max_value_bytes: int = Field(1_000_000, ge=1)
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "queue_redis_url")
     @classmethod
     def _check_redis_url(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -69,6 +74,11 @@ class Settings(BaseSettings):
 
         validate_redis_url(value)
         return value
+
+    @property
+    def durable_redis_url(self) -> str | None:
+        """Where the queue and sessions live: ``QUEUE_REDIS_URL``, else ``REDIS_URL``."""
+        return self.queue_redis_url or self.redis_url
 
     @field_validator("rate_limit")
     @classmethod

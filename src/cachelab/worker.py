@@ -275,9 +275,10 @@ async def _amain(args: argparse.Namespace) -> int:
     from cachelab.config import get_settings
 
     settings = get_settings()
-    if not settings.redis_url:
+    if not settings.durable_redis_url:
         print(
-            "cachelab worker: REDIS_URL is not set. Set REDIS_URL to the same Redis the app uses "
+            "cachelab worker: REDIS_URL is not set. Set REDIS_URL (or QUEUE_REDIS_URL) to the Redis "
+            "the app uses "
             "(e.g. REDIS_URL=redis://127.0.0.1:6379/0): a worker must share the app's queue.",
             file=sys.stderr,
         )
@@ -287,7 +288,7 @@ async def _amain(args: argparse.Namespace) -> int:
     except (ImportError, AttributeError, ValueError) as exc:
         print(f"cachelab worker: cannot load handlers: {exc}", file=sys.stderr)
         return 2
-    rr = ResilientRedis.from_settings(settings)
+    rr = ResilientRedis.from_settings(settings, url=settings.durable_redis_url)
     try:
         queue = JobQueue(
             rr,
@@ -310,7 +311,7 @@ async def _amain(args: argparse.Namespace) -> int:
             print(f"cachelab worker: {exc}", file=sys.stderr)
             return 2
         if problem:
-            print(f"cachelab worker: {problem} ({redact_url(settings.redis_url)})", file=sys.stderr)
+            print(f"cachelab worker: {problem} ({redact_url(settings.durable_redis_url)})", file=sys.stderr)
             return 1
         log.info("worker %s: queue %r, concurrency %d, handlers %s", worker.consumer_prefix,
                  args.queue, args.concurrency, sorted(handlers))

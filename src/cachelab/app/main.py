@@ -78,13 +78,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             url = own_redis.url
             log.warning("REDIS_URL not set: launched a private redis-server at %s", url)
         rr = ResilientRedis.from_settings(settings, url=url)
+        durable = (
+            ResilientRedis.from_settings(settings, url=settings.queue_redis_url)
+            if settings.queue_redis_url
+            else rr
+        )
         db = Database.from_url(settings.database_url, delay_ms=settings.db_delay_ms)
         await db.create_schema()
-        app.state.cachelab = AppState.build(settings, rr, db)
+        app.state.cachelab = AppState.build(settings, rr, db, durable=durable)
         try:
             yield
         finally:
             await rr.aclose()
+            if durable is not rr:
+                await durable.aclose()
             await db.close()
             if own_redis is not None:
                 own_redis.stop()

@@ -30,7 +30,11 @@ class AppState:
     queue_stats: dict[str, Any] | None = field(default=None)
 
     @classmethod
-    def build(cls, settings: Settings, rr: ResilientRedis, db: Database) -> AppState:
+    def build(
+        cls, settings: Settings, rr: ResilientRedis, db: Database, *, durable: ResilientRedis | None = None
+    ) -> AppState:
+        """``durable`` (QUEUE_REDIS_URL) holds what must never be evicted: the queue and sessions."""
+        durable = durable or rr
         limit, period = parse_limit(settings.rate_limit)
         limiters = {
             "ip": create_limiter(
@@ -51,7 +55,7 @@ class AppState:
             db=db,
             caches=AppCaches.build(rr, settings),
             limiters=limiters,
-            sessions=SessionStore(rr, idle_timeout=1800, absolute_lifetime=12 * 3600),
-            queue=JobQueue(rr, REPORT_QUEUE, lease_seconds=60, max_deliveries=3, allow_evicting=True),
+            sessions=SessionStore(durable, idle_timeout=1800, absolute_lifetime=12 * 3600),
+            queue=JobQueue(durable, REPORT_QUEUE, lease_seconds=60, max_deliveries=3, allow_evicting=True),
             leaderboard=Leaderboard(rr),
         )
