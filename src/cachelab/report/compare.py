@@ -75,7 +75,7 @@ def _fmt(value: float | None) -> str:
 
 
 def deltas_markdown(deltas: list[Delta], *, title: str = "Changes against the baseline") -> str:
-    icon = {"regression": "🔴 regression", "improvement": "🟢 improvement"}
+    icon = {"regression": "**regression**", "improvement": "improvement"}
     lines = [
         f"### {title}",
         "",
@@ -124,5 +124,5 @@ def compare_folders(a: str | Path, b: str | Path, *, noise: float | None = None)
     text = deltas_markdown(deltas, title=f"{Path(b).name} vs {Path(a).name}")
     warnings = manifest_warnings(a, b)
     if warnings:
-        text = "\n".join(f"> ⚠ {w}" for w in warnings) + "\n\n" + text
+        text = "\n".join(f"> **Note:** {w}" for w in warnings) + "\n\n" + text
     return text, deltas

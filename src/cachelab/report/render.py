@@ -42,7 +42,7 @@ def md_table(headers: list[str], rows: list[list[Any]]) -> str:
 def markdown_to_html(text: str) -> str:
     import mistune
 
-    return mistune.create_markdown(plugins=["table"])(text)
+    return mistune.create_markdown(escape=False, plugins=["table"])(text)
 
 
 def embed_image(path: Path) -> str:

@@ -365,7 +365,7 @@ def build_summary_md(
         md_table(
             ["SLO", "measured", "result"],
             [
-                [f"`{s['slo']}`", s["value"], ("✅ pass" if s["passed"] else f"❌ fail {s['note']}")]
+                [f"`{s['slo']}`", s["value"], ("pass" if s["passed"] else f"**FAIL** {s['note']}".strip())]
                 for s in slos
             ],
         ),
