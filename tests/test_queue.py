@@ -447,4 +447,4 @@ def test_worker_cli_refuses_evicting_redis_and_needs_redis_url(tmp_path):
         assert allowed.returncode == 0, allowed.stderr
     missing = subprocess.run(cmd, env=_env(None), cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2
-    assert "REDIS_URL" in missing.stderr and "same Redis the app uses" in missing.stderr
+    assert "REDIS_URL" in missing.stderr and "the Redis the app uses" in missing.stderr
