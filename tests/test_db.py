@@ -110,7 +110,7 @@ def test_libpq_sslmode_becomes_asyncpg_ssl() -> None:
     [
         "mysql://admin:s3cret@db.example/app",
         "postgresql+psycopg2://admin:s3cret@db.example/app",
-        "redis://:s3cret@localhost:6379/0",
+        "redis://:s3cret@localhost/0",
         "dashboard.db",
         "postgresql://admin:s3cret@db.example:notaport/app",
         "sqlite://admin:s3cret@host/dash.db",
