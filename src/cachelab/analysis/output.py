@@ -15,6 +15,7 @@ JSON has no NaN: a missing measurement is written as ``null``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -70,7 +71,9 @@ def write_table(data: Any, out_dir: str | Path, name: str) -> Path:
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` with NaN/inf as None, numpy scalars as Python numbers, paths as strings."""
+    """``value`` made JSON-safe: NaN → None, numpy scalars → numbers, paths → names, dataclasses → dicts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set):
