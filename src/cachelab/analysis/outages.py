@@ -173,11 +173,19 @@ def archive(results: Sequence[OutageResult]) -> dict[str, Any]:
 BREAKER_LEVEL = {"closed": 0, "half_open": 1, "open": 2}
 
 
-def plot_timelines(timeline: Any, kind: str, fault_start: float, fault_duration: float) -> Any:
-    """Six stacked panels for one fault kind, a line per configuration, the fault window shaded."""
+def plot_timelines(
+    timeline: Any, kind: str, fault_start: float, fault_duration: float, duration: float | None = None
+) -> Any:
+    """Six stacked panels for one fault kind, a line per configuration, the fault window shaded.
+
+    Rows are per-second counts, so a last, partial second (``duration`` not a whole number) is left
+    out rather than drawn as a drop.
+    """
     from matplotlib.figure import Figure
 
     frame = timeline[timeline["fault"] == kind]
+    if duration is not None:
+        frame = frame[frame["t"] + 1 <= duration]
     fig = Figure(figsize=(11, 12))
     axes = fig.subplots(6, 1, sharex=True)
     panels = (
