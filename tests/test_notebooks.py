@@ -70,21 +70,25 @@ def test_committed_notebook_has_no_outputs_and_a_parameters_cell_with_profile_an
 
 
 # -- (b) every notebook runs with the quick profile and writes its artefacts --------------
+# The session's one ``cachelab report --quick`` (tests/conftest.py) executes every notebook
+# with papermill exactly as a user's report does; checking its output here saves running
+# each notebook twice in one test session.
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(1500)
 @pytest.mark.parametrize("path", ALL, ids=_ids(ALL))
-def test_notebook_runs_with_the_quick_profile_and_writes_figures_tables_and_summary(path: Path, tmp_path):
-    papermill = pytest.importorskip("papermill")
-    out_dir = tmp_path / "out"
+def test_notebook_runs_with_the_quick_profile_and_writes_figures_tables_and_summary(path: Path, quick_report):
+    out_dir = quick_report.folder / "figures"
     number = path.name[:2]
-    papermill.execute_notebook(
-        str(path),
-        str(tmp_path / path.name),
-        parameters={"profile": "quick", "out_dir": str(out_dir)},
-        kernel_name="python3",
-        progress_bar=False,
-        cwd=str(NOTEBOOKS),
-    )
+    executed = quick_report.folder / "notebooks" / path.name
+    assert executed.is_file(), quick_report.output[-3000:]
+    errors = [
+        o
+        for c in nbformat.read(executed, as_version=4).cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
+    assert not errors, f"{path.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
     summary_path = out_dir / f"{number}_summary.json"
     assert summary_path.is_file(), f"{path.name} wrote no {summary_path.name}"
     summary = json.loads(summary_path.read_text())
@@ -145,8 +149,9 @@ def test_unknown_profile_is_a_clear_error():
 
 def _served(t: float, url: str, x_cache: str, tenant: str = "acme", age: int = 0) -> Served:
     path = url.split("/")[-1]
-    return Served(t=t, sent=t, done=t + 0.001, resource=Resource(tenant, path), status=200, x_cache=x_cache,
-                  age=age)
+    return Served(
+        t=t, sent=t, done=t + 0.001, resource=Resource(tenant, path), status=200, x_cache=x_cache, age=age
+    )
 
 
 def test_a_hit_is_stale_when_its_tenant_was_written_after_the_fill_and_before_the_read():

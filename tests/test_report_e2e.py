@@ -13,7 +13,7 @@ import pytest
 from cachelab.harness.cost import Cost
 from cachelab.harness.redis_server import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # the session fixture runs the report
 COST_FIELDS = tuple(Cost().per_op(1))
 
 
