@@ -442,8 +442,12 @@ def build_summary_md(
         for row in data.get("capacity") or []
     ]
     if extra_capacity:
-        lines += ["### Capacity: memory, persistence and network distance", "",
-                  md_table(["", "value", "unit", "note"], extra_capacity), ""]
+        lines += [
+            "### Capacity: memory, persistence and network distance",
+            "",
+            md_table(["", "value", "unit", "note"], extra_capacity),
+            "",
+        ]
     if bench:
         lines += [
             f"### Microbenchmarks ({bench_meta.get('benchmarks')} run; ratio to the PING floor of "
