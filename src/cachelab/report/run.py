@@ -53,7 +53,9 @@ class Profile:
 PROFILES = {
     "quick": Profile(
         "quick",
-        ("--benchmark-max-time=0.01", "--benchmark-min-rounds=3", "--benchmark-warmup=off"),
+        # short timing; the peer libraries and the fakeredis comparison are left to --full
+        ("--benchmark-max-time=0.005", "--benchmark-min-rounds=3", "--benchmark-warmup=off",
+         "--ignore=bench/bench_peers.py", "--ignore=bench/bench_fakeredis.py"),
         load_seconds=8,
         load_users=10,
         tenants=3,
