@@ -68,6 +68,16 @@ class Served:
         return (self.done - self.t) * 1000
 
     @property
+    def service_ms(self) -> float:
+        """From the actual send: what the app (and the network) took."""
+        return (self.done - self.sent) * 1000
+
+    @property
+    def lag_ms(self) -> float:
+        """How late the request was sent against its schedule (the in-flight cap, or a busy generator)."""
+        return (self.sent - self.t) * 1000
+
+    @property
     def hit(self) -> bool:
         return self.x_cache in ("HIT", "STALE")
 
@@ -182,6 +192,19 @@ async def tenant_ids(http: httpx.AsyncClient) -> list[str]:
     response = await http.get("/api/tenants")
     response.raise_for_status()
     return [t["id"] for t in response.json()]
+
+
+def lag_report(served: Sequence[Served]) -> dict[str, float]:
+    """p99 of send lag and of service time: a large lag with a small service time means the load
+    generator itself fell behind (a busy machine), not the app."""
+    import numpy as np
+
+    if not served:
+        return {"send_lag_p99_ms": math.nan, "service_p99_ms": math.nan}
+    return {
+        "send_lag_p99_ms": float(np.percentile([r.lag_ms for r in served], 99)),
+        "service_p99_ms": float(np.percentile([r.service_ms for r in served], 99)),
+    }
 
 
 def hit_ratio(served: Sequence[Served]) -> float:

@@ -258,7 +258,7 @@ def plot_throughput(frame: Any) -> Any:
         color = SERIES_STYLE[(row["client"], "pipeline")][0]
         ax1.axhline(row["commands_per_s"], color=color, lw=0.8, alpha=0.6)
         ax1.annotate(f"{row['client']} sequential", (1, row["commands_per_s"]), fontsize=7, color=color,
-                     xytext=(2, 2), textcoords="offset points")
+                     xytext=(2, 2 if row["client"] == "sync" else -9), textcoords="offset points")
         ax2.axhline(row["client_us_per_command"], color=color, lw=0.8, alpha=0.6)
     for ax in (ax1, ax2):
         ax.set_xscale("log")

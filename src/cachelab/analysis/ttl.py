@@ -43,6 +43,7 @@ from cachelab.analysis.httpload import (
     client_limits,
     db_queries,
     hit_ratio,
+    lag_report,
     redis_memory,
     run_paced,
     tenant_ids,
@@ -232,6 +233,7 @@ def run_one(ttl: float, sz: TTLSizes) -> tuple[dict[str, Any], list[dict[str, An
         "redis_keys": memory_after["keys"] - memory_before["keys"],
         "p50_ms": lat["p50"],
         "p99_ms": lat["p99"],
+        **lag_report(served),
     }
     for r in reads:
         r["ttl"] = row["ttl"]

@@ -41,6 +41,7 @@ from cachelab.analysis.httpload import (
     client_limits,
     db_queries,
     hit_ratio,
+    lag_report,
     run_paced,
     tenant_ids,
     zipf_plan,
@@ -221,6 +222,7 @@ def _run(sz: WarmSizes) -> dict[str, Any]:
                 "db_statements_per_request": statements / len(served) if served else math.nan,
                 "requests_to_warm": n_warm,
                 "seconds_to_warm": s_warm,
+                **lag_report(served),
             }
         )
         rolling = rolling_hit_ratio(served, sz.window)
@@ -322,6 +324,13 @@ def findings(result: dict[str, Any]) -> str:
         f"{pre['p99_ms']:.1f} ms pre-warmed (p50 {cold['p50_ms']:.1f} / {warm['p50_ms']:.1f} / "
         f"{pre['p50_ms']:.1f} ms): warming changes the tail, not the median."
     )
+    behind = [r["run"] for r in result["runs"] if r["send_lag_p99_ms"] > 100]
+    if behind:
+        lines.append(
+            f"- *Caution: in the {', '.join(behind)} run(s) requests left more than 100 ms late (p99 send "
+            "lag): the app or this machine could not keep up with the schedule, so those latencies include "
+            "queueing. Compare `service_p99_ms` (from the actual send) and rerun on a quieter machine.*"
+        )
     lines.append(
         f"- **The warm pass** read all {wp['resources']} resources in {wp['seconds']:.1f} s for "
         f"{wp['db_statements']:.0f} SQL statements, and left a {pre['hit_ratio']:.0%} hit ratio from the "
