@@ -1,0 +1,889 @@
+"""Memory sizing: hit ratio and database load against ``maxmemory``, through the sample app.
+
+The guide's Redis is "memory configured based on plan" with ``allkeys-lru``,
+and nothing says how much memory the plan needs. This experiment measures it:
+
+1. The app runs against a Redis we launched, with no memory limit. Its
+   connection pool is warmed, the server flushed, and ``used_memory`` taken as
+   the *overhead* (clients, scripts, allocator). Every initiative row is then
+   cached with the app's own :class:`~cachelab.app.caching.AppCaches` (the
+   same keys, policy and encoding a sweep through the API would produce, in a
+   fraction of the time), and the growth is the *working set*: what "cache
+   everything" costs.
+2. For each eviction policy (``allkeys-lru``, ``allkeys-lfu``) the cache is
+   refilled with eviction metadata that follows popularity
+   (:func:`restore_ranked`), and ``maxmemory`` is set to ``overhead + f × working set`` for
+   each fraction ``f`` from the largest down (``CONFIG SET`` on the running
+   server: every point inherits what the policy chose to keep, as a real cache
+   does when it shrinks). A short warm-up, then a closed-loop, Zipf-skewed mix
+   of row reads and writes (``PATCH``: write-through plus invalidations) goes
+   through the app. The hit ratio comes from the ``X-Cache`` headers, the
+   database load from the app's own ``cachelab_db_queries_total``.
+3. The points give the miss-ratio curve and, interpolated, the memory needed
+   for a target hit ratio (:func:`memory_for_hit_ratio`).
+4. On the same server, emptied: bytes per object by type (``MEMORY USAGE`` on
+   keys the app created: KPIs, dashboards, sessions, rate-limit keys, queued
+   jobs, rows).
+
+:func:`eviction_loss` answers the rest of the sizing question: what an
+evicting instance does to sessions and queued jobs (the guide's single
+``allkeys-lru`` instance against a separate ``noeviction`` instance for state).
+
+Why ``overhead + f × working set`` and not ``f × used_memory``: an empty
+Redis with the app's connections already uses about a megabyte, which would
+otherwise swallow the small fractions; on a production-sized cache the
+overhead is negligible and the fraction is what transfers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+import random
+import re
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import httpx
+import redis
+
+from cachelab.analysis.httpload import db_queries
+from cachelab.analysis.loops import off_loop
+from cachelab.analysis.output import for_profile
+from cachelab.harness.app_server import AppServer
+from cachelab.harness.redis_server import RedisServer, RedisServerConfig
+from cachelab.loadtest.histograms import LatencyHistogram
+from cachelab.loadtest.zipf import ZipfSampler
+
+#: The app settings every experiment here runs with: limits far above the load (a 429 is not a miss).
+APP_ENV = {
+    "CACHELAB_RATE_LIMIT": "100000000/60s",
+    "CACHELAB_CACHE_MODE": "cache-aside",
+    # A bounded pool keeps the clients' share of used_memory small and steady.
+    "CACHELAB_REDIS_MAX_CONNECTIONS": "16",
+}
+POLICIES: tuple[str, ...] = ("allkeys-lru", "allkeys-lfu")
+
+
+@dataclass(frozen=True)
+class MemorySizes:
+    """How big one run of the memory experiment is."""
+
+    tenants: int
+    initiatives_per_tenant: int
+    fractions: tuple[float, ...]
+    requests: int  # measured requests per point
+    warmup: int  # requests per point before measuring
+    zipf_s: float = 1.0
+    write_ratio: float = 0.05
+    concurrency: int = 8
+    sessions: int = 200  # eviction demo
+    jobs: int = 200
+    policies: tuple[str, ...] = POLICIES
+
+
+SIZES = {
+    "quick": MemorySizes(
+        tenants=3, initiatives_per_tenant=2000, fractions=(0.25, 0.5, 1.0), requests=500, warmup=120
+    ),
+    "full": MemorySizes(
+        tenants=5,
+        initiatives_per_tenant=4000,
+        fractions=(0.1, 0.25, 0.5, 0.75, 1.0, 1.5),
+        requests=6000,
+        warmup=2000,
+        sessions=1000,
+        jobs=1000,
+    ),
+}
+
+
+def sizes(profile: str) -> MemorySizes:
+    return for_profile(SIZES, profile)
+
+
+def describe(sz: MemorySizes) -> dict[str, Any]:
+    return asdict(sz)
+
+
+# -- a closed-loop HTTP driver ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Call:
+    """One request of a workload."""
+
+    method: str
+    url: str
+    kind: str
+    body: dict[str, Any] | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class LoadResult:
+    """What a closed-loop run did: per-kind counts, statuses, X-Cache outcomes and latency."""
+
+    elapsed: float = 0.0
+    requests: int = 0
+    errors: int = 0  # transport errors and 5xx
+    statuses: Counter[int] = field(default_factory=Counter)
+    x_cache: Counter[str] = field(default_factory=Counter)
+    by_kind: Counter[str] = field(default_factory=Counter)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    latency_by_kind: dict[str, LatencyHistogram] = field(
+        default_factory=lambda: defaultdict(LatencyHistogram)
+    )
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.elapsed if self.elapsed > 0 else math.nan
+
+    @property
+    def hit_ratio(self) -> float:
+        served = self.x_cache["HIT"] + self.x_cache["STALE"] + self.x_cache["MISS"]
+        return (self.x_cache["HIT"] + self.x_cache["STALE"]) / served if served else math.nan
+
+    def p(self, q: float, kind: str | None = None) -> float:
+        """Latency percentile ``q`` in ms (all requests, or one kind)."""
+        hist = self.latency if kind is None else self.latency_by_kind.get(kind)
+        return hist.percentile_us(q) / 1000 if hist is not None and hist.count else math.nan
+
+
+async def closed_loop(
+    http: httpx.AsyncClient,
+    calls: Sequence[Call],
+    *,
+    concurrency: int,
+    max_seconds: float = 60.0,
+) -> LoadResult:
+    """Send ``calls`` in order from ``concurrency`` workers, each waiting for its last answer.
+
+    Closed loop on purpose: these experiments compare the throughput each
+    configuration sustains, and every worker always has a request ready. The
+    run stops at the end of ``calls`` or after ``max_seconds``, whichever is
+    first; an error is counted, never raised, so a bad point shows up as data.
+    """
+    result = LoadResult()
+    pending: Iterator[Call] = iter(calls)
+    started = time.monotonic()
+    deadline = started + max_seconds
+
+    async def worker() -> None:
+        for call in pending:
+            if time.monotonic() > deadline:
+                return
+            t0 = time.perf_counter()
+            status = 0
+            try:
+                response = await http.request(
+                    call.method, call.url, json=call.body, headers=dict(call.headers)
+                )
+                status = response.status_code
+                if x_cache := response.headers.get("x-cache"):
+                    result.x_cache[x_cache] += 1
+            except httpx.HTTPError:
+                pass
+            us = (time.perf_counter() - t0) * 1e6
+            result.requests += 1
+            result.by_kind[call.kind] += 1
+            result.statuses[status] += 1
+            result.errors += status == 0 or status >= 500
+            result.latency.record_us(us)
+            result.latency_by_kind[call.kind].record_us(us)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+# -- the workload ----------------------------------------------------------------------------------
+def row_workload(
+    rows: Sequence[tuple[str, int]], n: int, *, s: float, write_ratio: float, seed: int
+) -> list[Call]:
+    """``n`` calls: Zipf-skewed row reads, and a ``write_ratio`` share of writes to Zipf-chosen rows.
+
+    ``rows`` must already be in popularity order (shuffle it once, seeded): the
+    same seed gives the same calls, so two policies see the same requests.
+    """
+    sampler = ZipfSampler(len(rows), s=s, seed=seed)
+    rng = random.Random(seed + 1)
+    calls = []
+    for _ in range(n):
+        tenant, row_id = rows[sampler.sample()]
+        url = f"/api/tenants/{tenant}/initiatives/{row_id}"
+        if rng.random() < write_ratio:
+            calls.append(Call("PATCH", url, "write", {"progress": rng.randint(0, 100)}))
+        else:
+            calls.append(Call("GET", url, "read"))
+    return calls
+
+
+async def _all_rows(database_url: str, tenants: Sequence[str], per_tenant: int) -> list[dict[str, Any]]:
+    from cachelab.app.db import Database
+
+    db = Database.from_url(database_url)
+    try:
+        rows: list[dict[str, Any]] = []
+        for tenant in tenants:
+            page = await db.list_initiatives(tenant, page=1, page_size=max(1, min(per_tenant, 1000)))
+            pages = math.ceil(page["total"] / page["page_size"]) if page["total"] else 0
+            for number in range(1, pages + 1):
+                if number > 1:
+                    page = await db.list_initiatives(tenant, page=number, page_size=page["page_size"])
+                # The shape get_initiative returns (tenant_id second), so the bytes match a real fill.
+                rows += [{"id": r["id"], "tenant_id": tenant, **{k: v for k, v in r.items() if k != "id"}}
+                         for r in page["items"]]
+        return rows
+    finally:
+        await db.close()
+
+
+async def prefill_rows(redis_url: str, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Cache every row exactly as the app would (its caches, keys, policy and encoding); their keys."""
+    from cachelab.app.caching import AppCaches
+    from cachelab.client import ClientOptions, ResilientRedis
+    from cachelab.config import load_settings
+
+    settings = load_settings(cache_mode="cache-aside", redis_url=redis_url)
+    rr = ResilientRedis.from_url(redis_url, options=ClientOptions(command_timeout=10))
+    try:
+        cache = AppCaches.build(rr, settings).initiative
+        assert cache is not None
+        entries = {cache.key(r["tenant_id"], "row", r["id"]): r for r in rows}
+        await cache.warm(entries)
+        return list(entries)
+    finally:
+        await rr.aclose()
+
+
+Snapshot = list[tuple[bytes, int, bytes]]  # (key, pttl, DUMP payload), most popular first
+
+
+def snapshot_keys(client: redis.Redis, keys: Sequence[str]) -> Snapshot:
+    """DUMP and PTTL of ``keys`` (in the given order), pipelined."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.dump(key)
+        pipe.pttl(key)
+    replies = pipe.execute()
+    return [
+        (key.encode(), int(replies[2 * i + 1]), replies[2 * i])
+        for i, key in enumerate(keys)
+        if replies[2 * i] is not None
+    ]
+
+
+def lfu_frequency(rank: int, n: int) -> int:
+    """An LFU counter (0..255) that falls with popularity rank: ~55 for the head, 5 for the tail."""
+    return round(5 + 50 * (1 - math.log(rank + 1) / math.log(max(n, 2))))
+
+
+def restore_ranked(client: redis.Redis, snapshot: Snapshot, policy: str) -> None:
+    """Restore ``snapshot`` with eviction metadata that follows popularity, for ``policy``.
+
+    A short run cannot build a long-running cache's state: after a prefill,
+    every row looks equally recent and equally frequent, so the first
+    evictions would be arbitrary and the head of the popularity curve would
+    have to be rebuilt by misses. RESTORE's ``IDLETIME`` (LRU: rank ``r``
+    was last used ``r`` seconds ago) and ``FREQ`` (LFU: a counter falling
+    with rank) start both policies from the state a long run under this
+    stable popularity tends to, in the same way for both. Every request of
+    the run then updates that state as usual.
+    """
+    lru = policy.endswith("-lru")
+    pipe = client.pipeline(transaction=False)
+    for rank, (key, pttl, payload) in enumerate(snapshot):
+        hint = {"idletime": rank} if lru else {"frequency": lfu_frequency(rank, len(snapshot))}
+        pipe.restore(key, max(pttl, 0), payload, replace=True, **hint)
+    pipe.execute()
+
+
+# -- the miss-ratio curve ------------------------------------------------------------------------
+def memory_for_hit_ratio(points: Sequence[tuple[float, float]], target: float) -> float | None:
+    """The memory at which the hit ratio first reaches ``target``, interpolated between measured points.
+
+    ``points`` are ``(memory, hit_ratio)`` pairs (memory > 0) in any order.
+    Interpolation is linear in *log* memory: under Zipf-like popularity the
+    hit ratio of a cache holding the k most popular of n items grows like
+    ``ln k / ln n``, so a straight line in log memory follows the curve
+    between two measured sizes far better than a straight line in memory.
+    Returns None if no measured point reaches ``target`` (more memory than
+    measured is needed), and the smallest measured memory if even that
+    reaches it (an upper bound: less may do). Noise can make a curve dip; the
+    first crossing going up in memory is the answer, the conservative one.
+    """
+    ordered = sorted((m, h) for m, h in points if m > 0 and not math.isnan(h))
+    if not ordered:
+        return None
+    if ordered[0][1] >= target:
+        return ordered[0][0]
+    for (m0, h0), (m1, h1) in itertools.pairwise(ordered):
+        if h0 < target <= h1:
+            share = (target - h0) / (h1 - h0)
+            return math.exp(math.log(m0) + share * (math.log(m1) - math.log(m0)))
+    return None
+
+
+@dataclass
+class MemoryRun:
+    """The result of :func:`run_memory_sizing`."""
+
+    sizes: MemorySizes
+    overhead_bytes: int
+    working_set_bytes: int
+    rows: int
+    points: list[dict[str, Any]]
+    objects: list[dict[str, Any]]  # bytes per object, by type
+    census: str  # the ``cachelab inspect`` table of the same keyspace
+
+    def curve(self, policy: str) -> list[tuple[float, float]]:
+        """``(fraction of the working set, hit ratio)`` for one policy, by fraction."""
+        return sorted((p["fraction"], p["hit_ratio"]) for p in self.points if p["policy"] == policy)
+
+    def memory_for(self, target: float, policy: str) -> dict[str, float | None]:
+        """The cache memory (MB and fraction of the working set) for ``target`` hit ratio."""
+        fraction = memory_for_hit_ratio(self.curve(policy), target)
+        return {
+            "fraction": fraction,
+            "cache_mb": fraction * self.working_set_bytes / 2**20 if fraction is not None else None,
+            "maxmemory_mb": (self.overhead_bytes + fraction * self.working_set_bytes) / 2**20
+            if fraction is not None
+            else None,
+        }
+
+
+async def _measure_point(
+    app: AppServer, admin: redis.Redis, warmup: Sequence[Call], calls: Sequence[Call], sz: MemorySizes
+) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=sz.concurrency, max_keepalive_connections=sz.concurrency)
+    async with httpx.AsyncClient(base_url=app.base_url, limits=limits, timeout=10) as http:
+        await closed_loop(http, warmup, concurrency=sz.concurrency)
+        evicted0 = int(admin.info("stats")["evicted_keys"])
+        queries0 = await _db_queries(http)
+        load = await closed_loop(http, calls, concurrency=sz.concurrency)
+        queries = await _db_queries(http) - queries0
+    memory = admin.info("memory")
+    rows_cached = sum(
+        1 for k in admin.scan_iter(match="cl:*:initiative:row:*", count=1000) if not k.endswith(b":~gen")
+    )
+    return {
+        "requests": load.requests,
+        "rps": round(load.rps, 1),
+        "p99_ms": round(load.p(99), 2),
+        "hit_ratio": round(load.hit_ratio, 4),
+        "miss_ratio": round(1 - load.hit_ratio, 4),
+        "db_queries": int(queries),
+        "db_queries_per_request": round(queries / max(load.requests, 1), 3),
+        "db_queries_per_s": round(queries / load.elapsed, 1) if load.elapsed else None,
+        "reads": load.by_kind["read"],
+        "writes": load.by_kind["write"],
+        "errors": load.errors,
+        "evicted_keys": int(admin.info("stats")["evicted_keys"]) - evicted0,
+        "keys": int(admin.dbsize()),
+        "rows_cached": rows_cached,
+        "clients": int(admin.info("clients")["connected_clients"]),
+        "used_memory_mb": round(int(memory["used_memory"]) / 2**20, 3),
+    }
+
+
+async def _db_queries(http: httpx.AsyncClient, attempts: int = 5) -> float:
+    """The app's SQL statement counter, retried: ``/metrics`` reads Redis too, and may fail under OOM."""
+    for attempt in range(attempts):
+        try:
+            return await db_queries(http)
+        except httpx.HTTPError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.05)
+    return math.nan
+
+
+async def _warm_only(app: AppServer, calls: Sequence[Call], sz: MemorySizes) -> None:
+    async with httpx.AsyncClient(base_url=app.base_url, timeout=10) as http:
+        await closed_loop(http, calls, concurrency=sz.concurrency)
+
+
+def run_memory_sizing(sz: MemorySizes, *, progress: bool = False) -> MemoryRun:
+    """The hit-ratio / database-load curve against ``maxmemory`` for each policy (see the module doc).
+
+    Blocking; uses ``asyncio.run``, so call it from a thread with no running
+    loop (:func:`run` does that for notebooks).
+    """
+    with AppServer(
+        redis_config=RedisServerConfig(),
+        env=APP_ENV,
+        tenants=sz.tenants,
+        initiatives_per_tenant=sz.initiatives_per_tenant,
+    ) as app:
+        assert app.redis is not None and app.database_url is not None
+        admin = app.redis.client(socket_timeout=10)
+        try:
+            tenants = [t["id"] for t in httpx.get(f"{app.base_url}/api/tenants", timeout=10).json()]
+            rows = asyncio.run(_all_rows(app.database_url, tenants, sz.initiatives_per_tenant))
+            random.Random(1).shuffle(rows)  # popularity order: which rows Zipf makes hot
+            order = [(r["tenant_id"], r["id"]) for r in rows]
+
+            def workload(n: int, seed: int) -> list[Call]:
+                return row_workload(order, n, s=sz.zipf_s, write_ratio=sz.write_ratio, seed=seed)
+
+            # Overhead: the app's connection pool opened to its limit (concurrent requests whose writes
+            # fan out into concurrent invalidations), then no data. Connections opened later would
+            # take their buffers out of the data budget.
+            busy = row_workload(order, 300, s=sz.zipf_s, write_ratio=0.5, seed=99)
+            asyncio.run(_warm_only(app, busy, replace(sz, concurrency=2 * sz.concurrency)))
+            admin.flushall()
+            time.sleep(0.1)
+            overhead = int(admin.info("memory")["used_memory"])
+            keys = asyncio.run(prefill_rows(app.redis.url, rows))
+            working_set = int(admin.info("memory")["used_memory"]) - overhead
+            snapshot = snapshot_keys(admin, keys)
+            points: list[dict[str, Any]] = []
+            for policy in sz.policies:
+                admin.config_set("maxmemory", 0)
+                admin.flushall()
+                admin.config_set("maxmemory-policy", policy)
+                restore_ranked(admin, snapshot, policy)
+                for n, fraction in enumerate(sorted(sz.fractions, reverse=True)):
+                    maxmemory = int(overhead + fraction * working_set)
+                    admin.config_set("maxmemory", maxmemory)
+                    warmup, calls = workload(sz.warmup, 100 + n), workload(sz.requests, 200 + n)
+                    point = {
+                        "policy": policy,
+                        "fraction": fraction,
+                        "cache_mb": round(fraction * working_set / 2**20, 3),
+                        "maxmemory_mb": round(maxmemory / 2**20, 3),
+                        **asyncio.run(_measure_point(app, admin, warmup, calls, sz)),
+                    }
+                    if progress:
+                        print(f"{policy} {fraction:>5.0%}: hit ratio {point['hit_ratio']:.3f}", flush=True)
+                    points.append(point)
+            objects, census = _object_census(app, admin, tenants, rows)
+            return MemoryRun(sz, overhead, working_set, len(rows), points, objects, census)
+        finally:
+            with contextlib.suppress(redis.RedisError):
+                admin.config_set("maxmemory", 0)
+            admin.close()
+
+
+def run(profile: str) -> MemoryRun:
+    """The memory-sizing curves of ``profile`` (safe to call from a notebook cell)."""
+    return off_loop(run_memory_sizing, sizes(profile))
+
+
+# -- bytes per cached object, by type ---------------------------------------------------------
+#: Key shapes the app creates, first match wins (see the patterns' key builders).
+OBJECT_TYPES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("generation / tag counter", re.compile(r":~(gen|tag:)")),
+    ("queued job", re.compile(r"^cl:queue:\{[^}]*\}:job:")),
+    ("queue bookkeeping", re.compile(r"^cl:queue:")),
+    ("session", re.compile(r"^cl:\{[^}]*\}:session$")),
+    ("session index (per user)", re.compile(r":user-sessions")),
+    ("rate-limit key", re.compile(r":rl:")),
+    ("KPI entry", re.compile(r":kpi:")),
+    ("dashboard entry", re.compile(r":dashboard:")),
+    ("initiative row", re.compile(r":initiative:row:")),
+    ("list page", re.compile(r":initiatives:resp:")),
+)
+
+
+def object_type(key: str) -> str:
+    """Which kind of object the app stores under ``key`` ("other" if none matches)."""
+    for name, pattern in OBJECT_TYPES:
+        if pattern.search(key):
+            return name
+    return "other"
+
+
+def measure_object_bytes(client: redis.Redis, *, sample: int = 200) -> list[dict[str, Any]]:
+    """``MEMORY USAGE`` by object type over a SCAN of the keyspace (at most ``sample`` keys per type).
+
+    A queued job is charged its hash plus its share of the pending set; a
+    session its hash plus its share of the user's session index: what one
+    more of them costs.
+    """
+    keys: dict[str, list[str]] = defaultdict(list)
+    counts: Counter[str] = Counter()
+    for raw in client.scan_iter(count=1000):
+        key = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+        kind = object_type(key)
+        counts[kind] += 1
+        if len(keys[kind]) < sample:
+            keys[kind].append(key)
+    pipe = client.pipeline(transaction=False)
+    flat = [(kind, key) for kind, ks in keys.items() for key in ks]
+    for _, key in flat:
+        pipe.memory_usage(key, samples=0)
+    sizes: dict[str, list[int]] = defaultdict(list)
+    by_key: dict[str, int] = {}
+    for (kind, key), size in zip(flat, pipe.execute(), strict=True):
+        if size is not None:
+            sizes[kind].append(int(size))
+            by_key[key] = int(size)
+    shared = {
+        "queued job": [k for k in keys.get("queue bookkeeping", []) if k.endswith(":pending")],
+        "session": keys.get("session index (per user)", []),
+    }
+    rows = []
+    for kind, values in sizes.items():
+        per = sum(values) / len(values)
+        extra = sum(by_key.get(k, 0) for k in shared.get(kind, []))
+        per += extra / max(counts[kind], 1)
+        rows.append(
+            {
+                "object": kind,
+                "keys": counts[kind],
+                "bytes_per_object": round(per),
+                "total_kb": round(per * counts[kind] / 1024, 1),
+            }
+        )
+    return sorted(rows, key=lambda r: -r["bytes_per_object"])
+
+
+async def _create_app_objects(base_url: str, redis_url: str, tenants: Sequence[str], jobs: int) -> None:
+    """Drive the app so that every object type exists: KPIs, dashboards, sessions, limits, jobs."""
+    from cachelab.client import ResilientRedis
+    from cachelab.patterns.ratelimit import create_limiter
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+        for tenant in tenants:
+            (await http.get(f"/api/tenants/{tenant}/kpis")).raise_for_status()
+            for n in range(1, 21):  # the seed has 20 users per tenant
+                login = await http.post("/api/login", json={"email": f"user{n}@{tenant}.example"})
+                login.raise_for_status()
+                http.cookies.clear()  # one session per login: send it explicitly
+                cookie = {"Cookie": f"session={login.cookies.get('session')}"}
+                (await http.get("/api/dashboard", headers=cookie)).raise_for_status()
+        for n in range(jobs):
+            (await http.post(f"/api/tenants/{tenants[n % len(tenants)]}/reports")).raise_for_status()
+    # The curves run the app with a limit far above the load (a 429 must not pass for a miss), and
+    # GCRA keys live only while quota is in use: so the per-IP keys are made with the app's own
+    # limiter at its default limit, which is the same key and value shape.
+    rr = ResilientRedis.from_url(redis_url)
+    try:
+        limiter = create_limiter(rr, "gcra", "1000/60s", prefix="cl:ip")
+        for n in range(50):
+            await limiter.check(f"198.51.100.{n}")
+    finally:
+        await rr.aclose()
+
+
+def _object_census(
+    app: AppServer, admin: redis.Redis, tenants: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], str]:
+    """Bytes per object by type on keys the app created, and the ``cachelab inspect`` table.
+
+    On the same server, emptied and unlimited again: the app is driven so
+    every type exists — KPIs and dashboards (cached reads), sessions (logins),
+    queued report jobs (no worker runs, so they stay queued) — and 100 rows
+    are cached; rate-limit keys come from the app's limiter.
+    """
+    from cachelab.census import take_census
+
+    assert app.redis is not None
+    admin.config_set("maxmemory", 0)
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.flushall()
+    asyncio.run(_create_app_objects(app.base_url, app.redis.url, tenants, jobs=50))
+    asyncio.run(prefill_rows(app.redis.url, rows[:100]))
+    return measure_object_bytes(admin), take_census(admin).table()
+
+
+# -- sessions and jobs on an evicting instance -------------------------------------------------
+async def _eviction_case(
+    cache_url: str, state_url: str, sessions: int, jobs: int, fill_bytes: int
+) -> dict[str, Any]:
+    from cachelab.client import ClientOptions, ResilientRedis
+    from cachelab.patterns.cache import Cache, CachePolicy
+    from cachelab.patterns.queue import EvictingRedisError, JobQueue
+    from cachelab.patterns.sessions import SessionStore
+
+    options = ClientOptions(command_timeout=10)
+    cache_rr = ResilientRedis.from_url(cache_url, options=options)
+    state_rr = cache_rr if state_url == cache_url else ResilientRedis.from_url(state_url, options=options)
+    try:
+        guard = JobQueue(state_rr, "reports")  # the default: refuses an evicting Redis
+        try:
+            await guard.check_eviction_policy()
+            refused = False
+        except EvictingRedisError:
+            refused = True
+        queue = JobQueue(state_rr, "reports", allow_evicting=True)  # what the app runs with
+        store = SessionStore(state_rr, idle_timeout=1800, absolute_lifetime=12 * 3600)
+        session_ids = [(await store.create(str(n % 50), {"tenant_id": "acme-01", "role": "member"})).id
+                       for n in range(sessions)]
+        job_ids = [await queue.enqueue({"type": "report", "n": n}) for n in range(jobs)]
+
+        cache = Cache(cache_rr, "kpi", CachePolicy(ttl=600))
+        value = {"padding": "x" * 900, "n": 0}
+        written = 0
+        n = 0
+        while written < fill_bytes:
+            batch = {cache.key(f"t{n % 97}", "entry", n + i): {**value, "n": n + i} for i in range(200)}
+            await cache.warm(batch)
+            n += 200
+            written += 200 * 1000
+
+        client = state_rr.client
+        pipe = client.pipeline(transaction=False)
+        for sid in session_ids:
+            pipe.exists(store.session_key(sid))
+        for job_id in job_ids:
+            pipe.exists(queue.job_key(job_id))
+            pipe.zscore(queue.pending_key, job_id)
+        replies = await pipe.execute()
+        sessions_alive = sum(int(r) for r in replies[: len(session_ids)])
+        job_replies = replies[len(session_ids) :]
+        jobs_alive = sum(
+            1 for i in range(0, len(job_replies), 2) if job_replies[i] and job_replies[i + 1] is not None
+        )
+        cache_info = await cache_rr.client.info("stats")
+        return {
+            "queue_guard_refused": refused,
+            "sessions": sessions,
+            "sessions_lost": sessions - sessions_alive,
+            "jobs": jobs,
+            "jobs_lost": jobs - jobs_alive,
+            "cache_entries_written": n,
+            "evicted_keys": int(cache_info["evicted_keys"]),
+        }
+    finally:
+        await cache_rr.aclose()
+        if state_rr is not cache_rr:
+            await state_rr.aclose()
+
+
+def _set_budget(server: RedisServer, budget_bytes: int) -> None:
+    """``maxmemory`` = what the empty server uses now + ``budget_bytes`` for data."""
+    client = server.client()
+    try:
+        client.config_set("maxmemory", int(client.info("memory")["used_memory"]) + budget_bytes)
+    finally:
+        client.close()
+
+
+def _eviction_loss(sessions: int, jobs: int, budget_bytes: int) -> list[dict[str, Any]]:
+    lru = RedisServerConfig(maxmemory_policy="allkeys-lru")
+    results = []
+    with RedisServer(lru) as single:
+        _set_budget(single, budget_bytes)
+        results.append(
+            {"setup": "single allkeys-lru instance (the guide's)",
+             **asyncio.run(_eviction_case(single.url, single.url, sessions, jobs, 4 * budget_bytes))}
+        )
+    with RedisServer(lru) as cache, RedisServer(RedisServerConfig(maxmemory_policy="noeviction")) as state:
+        _set_budget(cache, budget_bytes)
+        results.append(
+            {"setup": "cache allkeys-lru + separate noeviction for sessions and queue",
+             **asyncio.run(_eviction_case(cache.url, state.url, sessions, jobs, 4 * budget_bytes))}
+        )
+    return results
+
+
+def eviction_loss(profile: str, budget_bytes: int = 1 << 20) -> list[dict[str, Any]]:
+    """Fill an ``allkeys-lru`` cache past ``maxmemory`` while sessions and queued jobs exist; count losses.
+
+    Two setups: the guide's single ``allkeys-lru`` instance holding cache,
+    sessions and queue; and the cache on that evicting instance with sessions
+    and queue on a separate ``noeviction`` one. The cache is written four
+    times its budget (``budget_bytes`` above the empty server), as a busy day
+    does; the sessions and jobs are created first and not touched again (idle
+    users, a backlog), which is what LRU evicts first.
+    """
+    sz = sizes(profile)
+    return off_loop(_eviction_loss, sz.sessions, sz.jobs, budget_bytes)
+
+
+# -- plots and summary -------------------------------------------------------------------------
+POLICY_STYLE = {"allkeys-lru": ("tab:blue", "o"), "allkeys-lfu": ("tab:orange", "s")}
+
+
+def plot_curves(result: MemoryRun, target: float = 0.9) -> Any:
+    """Miss ratio and database load against the cache's memory, per eviction policy."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.5))
+    left, right = fig.subplots(1, 2)
+    ws_mb = result.working_set_bytes / 2**20
+    for policy in dict.fromkeys(p["policy"] for p in result.points):
+        pts = sorted((p for p in result.points if p["policy"] == policy), key=lambda p: p["fraction"])
+        color, marker = POLICY_STYLE.get(policy, ("tab:grey", "^"))
+        xs = [p["cache_mb"] for p in pts]
+        left.plot(xs, [p["miss_ratio"] for p in pts], marker=marker, color=color, label=policy)
+        right.plot(xs, [p["db_queries_per_s"] for p in pts], marker=marker, color=color, label=policy)
+        need = result.memory_for(target, policy)["cache_mb"]
+        if need is not None:
+            left.axvline(need, color=color, ls=":", lw=1)
+            left.annotate(f"{target:.0%} hits: {need:.2f} MB", (need, 1 - target), fontsize=8, color=color,
+                          xytext=(4, 8), textcoords="offset points")
+    left.axhline(1 - target, color="grey", lw=0.8, ls="--")
+    for ax in (left, right):
+        ax.set_xlabel(f"memory for data above the empty server (MB; working set {ws_mb:.2f} MB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    left.set_ylabel("miss ratio (X-Cache MISS / cached reads)")
+    left.set_title("Miss-ratio curve")
+    left.set_ylim(bottom=0)
+    right.set_ylabel("database statements per second")
+    right.set_title("Database load (the app's own counter)")
+    right.set_ylim(bottom=0)
+    fig.suptitle(f"Zipf s={result.sizes.zipf_s} reads of {result.rows} rows, "
+                 f"{result.sizes.write_ratio:.0%} writes, through the app")
+    fig.tight_layout()
+    return fig
+
+
+def plot_objects(frame: Any) -> Any:
+    """Bytes per object, by the kind of object the app stores."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
+    frame = frame.sort_values("bytes_per_object")
+    bars = ax.barh(frame["object"], frame["bytes_per_object"], color="tab:purple")
+    ax.bar_label(bars, labels=[f"{v:,.0f} B" for v in frame["bytes_per_object"]], fontsize=8)
+    ax.set_xlabel("bytes per object (MEMORY USAGE, with its share of shared keys)")
+    ax.set_title("What one more of each object costs in Redis")
+    ax.margins(x=0.2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_eviction(frame: Any) -> Any:
+    """Sessions and queued jobs lost to eviction, per setup."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 3.8))
+    ax = fig.subplots()
+    x = list(range(len(frame)))
+    for offset, column, color in ((-0.2, "sessions_lost", "tab:red"), (0.2, "jobs_lost", "tab:brown")):
+        bars = ax.bar([i + offset for i in x], frame[column], 0.4, color=color,
+                      label=column.replace("_", " "))
+        ax.bar_label(bars, fontsize=8)
+    ax.set_xticks(x, [s.replace(" + ", "\n+ ") for s in frame["setup"]], fontsize=8)
+    ax.set_ylabel(f"lost (of {int(frame['sessions'].iloc[0])} sessions / {int(frame['jobs'].iloc[0])} jobs)")
+    ax.set_title("Cache pressure on an evicting Redis: what happens to state kept beside the cache")
+    ax.legend(fontsize=8)
+    ax.margins(y=0.2)
+    fig.tight_layout()
+    return fig
+
+
+def headlines(result: MemoryRun, eviction: Sequence[dict[str, Any]], target: float = 0.9) -> dict[str, float]:
+    out: dict[str, float] = {"working set MB": round(result.working_set_bytes / 2**20, 3)}
+    for p in result.points:
+        out[f"hit ratio, {p['policy']}, {p['fraction']:.0%} of working set"] = p["hit_ratio"]
+    for policy in result.sizes.policies:
+        need = result.memory_for(target, policy)["fraction"]
+        if need is not None:
+            out[f"fraction of working set for {target:.0%} hits, {policy}"] = round(need, 3)
+    for e in eviction:
+        tag = "single instance" if e["setup"].startswith("single") else "separate noeviction"
+        out[f"sessions lost, {tag}"] = e["sessions_lost"]
+        out[f"jobs lost, {tag}"] = e["jobs_lost"]
+    return out
+
+
+def capacity_rows(
+    result: MemoryRun, eviction: Sequence[dict[str, Any]], target: float = 0.9
+) -> list[dict[str, Any]]:
+    """The report's memory rows: memory for a target hit ratio, bytes per object, eviction losses."""
+    ws_mb = result.working_set_bytes / 2**20
+    rows: list[dict[str, Any]] = [
+        {
+            "row": "Working set: every initiative row cached",
+            "value": round(ws_mb, 2),
+            "unit": "MB",
+            "note": f"{result.rows} rows, {result.working_set_bytes / result.rows:.0f} B each with overhead",
+        }
+    ]
+    for policy in result.sizes.policies:
+        need = result.memory_for(target, policy)
+        measured = ", ".join(f"{f:.0%}→{h:.2f}" for f, h in result.curve(policy))
+        rows.append(
+            {
+                "row": f"Cache memory for a {target:.0%} hit ratio, {policy}",
+                "value": round(need["cache_mb"], 2) if need["cache_mb"] is not None else None,
+                "unit": "MB",
+                "note": (f"{need['fraction']:.0%} of the working set; " if need["fraction"] is not None
+                         else "not reached at the largest size measured; ")
+                + f"hit ratio by size: {measured} (Zipf s={result.sizes.zipf_s})",
+            }
+        )
+    for o in result.objects:
+        if o["object"] in ("KPI entry", "dashboard entry", "session", "rate-limit key", "queued job"):
+            rows.append(
+                {
+                    "row": f"Bytes per {o['object']}",
+                    "value": o["bytes_per_object"],
+                    "unit": "B",
+                    "note": f"MEMORY USAGE over {o['keys']} keys the app created",
+                }
+            )
+    single = next((e for e in eviction if e["setup"].startswith("single")), None)
+    split = next((e for e in eviction if not e["setup"].startswith("single")), None)
+    if single and split:
+        rows.append(
+            {
+                "row": "Sessions + queued jobs lost when the cache overflows, one allkeys-lru instance",
+                "value": single["sessions_lost"] + single["jobs_lost"],
+                "unit": "objects",
+                "note": f"of {single['sessions']} sessions + {single['jobs']} jobs; with a separate "
+                f"noeviction instance for them: {split['sessions_lost'] + split['jobs_lost']} lost",
+            }
+        )
+    return rows
+
+
+def findings(result: MemoryRun, eviction: Sequence[dict[str, Any]], target: float = 0.9) -> str:
+    """What this run measured, in sentences (Markdown), so the notebook's text quotes real numbers."""
+    ws = result.working_set_bytes
+    lines = [
+        f"- **Working set.** Caching all {result.rows} rows took {ws / 2**20:.2f} MB "
+        f"({ws / result.rows:.0f} B per row, key and hash-table overhead included) above the "
+        f"{result.overhead_bytes / 2**20:.2f} MB an empty server with the app connected uses.",
+    ]
+    for policy in result.sizes.policies:
+        pts = sorted((p for p in result.points if p["policy"] == policy), key=lambda p: p["fraction"])
+        if not pts:
+            continue
+        curve = ", ".join(f"{p['hit_ratio']:.2f} at {p['fraction']:.0%}" for p in pts)
+        need = result.memory_for(target, policy)
+        reach = (
+            f"a {target:.0%} hit ratio needs about {need['fraction']:.0%} of the working set "
+            f"({need['cache_mb']:.2f} MB of data, maxmemory ≈ {need['maxmemory_mb']:.2f} MB here)"
+            if need["fraction"] is not None
+            else f"no measured size reached a {target:.0%} hit ratio"
+        )
+        lines.append(f"- **{policy}**: hit ratio {curve}; {reach}.")
+        small, big = pts[0], pts[-1]
+        lines.append(
+            f"  Database load went from {big['db_queries_per_s']:.0f} statements/s at {big['fraction']:.0%} "
+            f"to {small['db_queries_per_s']:.0f}/s at {small['fraction']:.0%} "
+            f"({small['db_queries_per_request']:.2f} per request)."
+        )
+    failed = [p for p in result.points if p["errors"]]
+    if failed:
+        worst = max(failed, key=lambda p: p["errors"])
+        lines.append(
+            f"- **Errors at the smallest sizes**: {worst['errors']} of {worst['requests']} requests "
+            f"failed at {worst['fraction']:.0%} ({worst['policy']}). When connection buffers alone approach "
+            "maxmemory, Redis refuses writing scripts with OOM (here the rate limiter's): 5xx follow."
+        )
+    wanted = ("KPI entry", "dashboard entry", "session", "rate-limit key", "queued job", "initiative row")
+    sized = [f"{o['object']} {o['bytes_per_object']:,} B" for o in result.objects if o["object"] in wanted]
+    if sized:
+        lines.append("- **Bytes per object**: " + "; ".join(sized) + ".")
+    for e in eviction:
+        guard = " The queue's own guard refused this Redis (allkeys-*) until told to accept it." if e[
+            "queue_guard_refused"
+        ] else ""
+        lines.append(
+            f"- **{e['setup']}**: {e['sessions_lost']} of {e['sessions']} sessions and {e['jobs_lost']} of "
+            f"{e['jobs']} queued jobs lost after {e['cache_entries_written']} cache entries "
+            f"({e['evicted_keys']} keys evicted).{guard}"
+        )
+    return "\n".join(lines)
