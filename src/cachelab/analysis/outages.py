@@ -38,7 +38,11 @@ from cachelab.harness.outage import (
 CONFIGS: dict[str, OutageConfig] = {
     c.name: c for c in (*STANDARD_CONFIGS, *LIMITER_CONFIGS, *timeout_configs())
 }
-KIND_LABELS = {"kill": "kill (crash + restart)", "pause": "hang (SIGSTOP)", "slow": "slow (+50 ms per reply)"}
+KIND_LABELS = {
+    "kill": "kill (crash + restart)",
+    "pause": "hang (SIGSTOP)",
+    "slow": "slow (+50 ms per round trip)",
+}
 
 #: Summary columns, in the order the table shows them.
 SUMMARY_COLUMNS = (
@@ -87,7 +91,7 @@ SIZES = {
         runs=(
             *((kind, cfg) for kind in ("kill", "pause", "slow") for cfg in ("breaker", "no-breaker")),
             *(("kill", c.name) for c in LIMITER_CONFIGS),
-            *(("pause", c.name) for c in timeout_configs()),
+            *((kind, c.name) for kind in ("pause", "slow") for c in timeout_configs()),
         ),
         duration=20,
         rate=40,
