@@ -181,3 +181,21 @@ def test_time_to_warm_is_the_first_full_window_at_the_target_hit_ratio():
 def test_loads_within_half_a_ttl_answer_one_expiry():
     groups = expiry_groups([0.0, 0.01, 0.02, 1.0, 1.3, 3.0], ttl=1.0)
     assert [len(g) for g in groups] == [3, 2, 1]
+
+
+def test_the_ttl_model_counts_only_first_reads_as_misses_and_nothing_stale_without_writes():
+    from dataclasses import replace
+
+    from cachelab.analysis.httpload import catalogue as make_catalogue
+    from cachelab.analysis.ttl import simulate, sizes
+    from cachelab.loadtest.zipf import ZipfSampler
+
+    sz = replace(sizes("quick"), writes_per_second=0)
+    forever = simulate(sz, ttl=1e9, seconds=5)
+    resources = make_catalogue([f"t{i}" for i in range(sz.tenants)], sz.initiatives_per_tenant, seed=sz.seed)
+    sampler = ZipfSampler(len(resources), s=sz.zipf_s, seed=sz.seed)
+    reads = int(5 * sz.rate)
+    distinct = len({sampler.sample() for _ in range(reads)})
+    assert forever["hit_ratio"] == pytest.approx(1 - distinct / reads)
+    assert forever["stale_fraction"] == 0 and forever["resident_keys"] == distinct
+    assert simulate(sz, ttl=0, seconds=5)["hit_ratio"] == 0
