@@ -487,6 +487,7 @@ OBJECT_TYPES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("dashboard entry", re.compile(r":dashboard:")),
     ("initiative row", re.compile(r":initiative:row:")),
     ("list page", re.compile(r":initiatives:resp:")),
+    ("tenant list entry", re.compile(r":tenants:")),
 )
 
 
@@ -708,7 +709,7 @@ def plot_curves(result: MemoryRun, target: float = 0.9) -> Any:
     fig = Figure(figsize=(12, 4.5))
     left, right = fig.subplots(1, 2)
     ws_mb = result.working_set_bytes / 2**20
-    for policy in dict.fromkeys(p["policy"] for p in result.points):
+    for k, policy in enumerate(dict.fromkeys(p["policy"] for p in result.points)):
         pts = sorted((p for p in result.points if p["policy"] == policy), key=lambda p: p["fraction"])
         color, marker = POLICY_STYLE.get(policy, ("tab:grey", "^"))
         xs = [p["cache_mb"] for p in pts]
@@ -717,8 +718,8 @@ def plot_curves(result: MemoryRun, target: float = 0.9) -> Any:
         need = result.memory_for(target, policy)["cache_mb"]
         if need is not None:
             left.axvline(need, color=color, ls=":", lw=1)
-            left.annotate(f"{target:.0%} hits: {need:.2f} MB", (need, 1 - target), fontsize=8, color=color,
-                          xytext=(4, 8), textcoords="offset points")
+            left.annotate(f"{policy}: {target:.0%} hits at {need:.2f} MB", (need, 1 - target), fontsize=8,
+                          color=color, xytext=(6, 10 + 14 * k), textcoords="offset points")
     left.axhline(1 - target, color="grey", lw=0.8, ls="--")
     for ax in (left, right):
         ax.set_xlabel(f"memory for data above the empty server (MB; working set {ws_mb:.2f} MB)")

@@ -71,7 +71,7 @@ class DistanceSizes:
     rtts_ms: tuple[float, ...]
     app_seconds: float  # closed-loop load per RTT
     app_requests: int  # ... or this many requests
-    concurrency: int
+    concurrency: int  # closed-loop HTTP clients: requests/s can be at most clients ÷ latency
     pattern_seconds: float  # per pattern variant and RTT
     pattern_ops: int  # ... or this many calls
     batch: int = 10
@@ -86,7 +86,7 @@ SIZES = {
         pattern_ops=300,
     ),
     "full": DistanceSizes(
-        rtts_ms=(0.1, 1.0, 5.0, 20.0), app_seconds=10.0, app_requests=100_000, concurrency=32,
+        rtts_ms=(0.1, 1.0, 5.0, 20.0), app_seconds=10.0, app_requests=100_000, concurrency=8,
         pattern_seconds=3.0, pattern_ops=5000,
     ),
 }
@@ -475,7 +475,7 @@ def plot_app(frame: Any) -> Any:
     right.set_ylabel("latency (ms)")
     right.set_yscale("log")
     right.set_title("Latency per request: under load, and one client alone")
-    right.legend(fontsize=7)
+    right.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     for ax in (left, right):
         ax.set_xticks(x, labels)
         ax.set_xlabel("round-trip time added between app and Redis")
