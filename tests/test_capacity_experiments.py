@@ -33,25 +33,13 @@ MINE = ("07_memory_sizing", "08_persistence", "09_network_distance")
 
 
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """``run(name)`` executes one notebook (quick) once per module; returns the shared out_dir."""
-    papermill = pytest.importorskip("papermill")
-    root = tmp_path_factory.mktemp("capacity")
-    out_dir = root / "figures"
-    done: dict[str, Path] = {}
+def executed(quick_report) -> Callable[[str], Path]:
+    """``run(name)``: the out_dir where the session's ``cachelab report --quick`` (tests/conftest.py)
+    executed the notebook with papermill, exactly as a user's report does — run once, not twice."""
 
     def run(name: str) -> Path:
-        if name not in done:
-            papermill.execute_notebook(
-                str(NOTEBOOKS / f"{name}.ipynb"),
-                str(root / f"{name}.ipynb"),
-                parameters={"profile": "quick", "out_dir": str(out_dir)},
-                kernel_name="python3",
-                progress_bar=False,
-                cwd=str(NOTEBOOKS),
-            )
-            done[name] = out_dir
-        return done[name]
+        assert (quick_report.folder / "notebooks" / f"{name}.ipynb").is_file(), quick_report.output[-3000:]
+        return quick_report.folder / "figures"
 
     return run
 
@@ -63,7 +51,7 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 # -- the notebooks, as the report runs them ---------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1500)
 @pytest.mark.parametrize("name", MINE)
 def test_notebook_runs_quick_and_writes_figures_tables_and_capacity_rows(name: str, executed):
     out_dir = executed(name)
@@ -88,7 +76,7 @@ def test_notebook_runs_quick_and_writes_figures_tables_and_capacity_rows(name: s
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1500)
 def test_sessions_and_jobs_are_evicted_on_one_lru_instance_and_kept_on_a_separate_noeviction_one(executed):
     out_dir = executed("07_memory_sizing")
     single, split = _csv(out_dir / "07_eviction.csv")
@@ -106,7 +94,7 @@ def test_sessions_and_jobs_are_evicted_on_one_lru_instance_and_kept_on_a_separat
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1500)
 def test_kill_minus_9_loses_all_acked_writes_without_persistence_some_with_rdb_none_with_fsync_always(
     executed,
 ):
@@ -118,7 +106,7 @@ def test_kill_minus_9_loses_all_acked_writes_without_persistence_some_with_rdb_n
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1500)
 def test_distance_experiment_counts_the_round_trips_of_each_variant(executed):
     out_dir = executed("09_network_distance")
     rows = _csv(out_dir / "09_patterns_by_distance.csv")
@@ -143,7 +131,7 @@ def test_distance_experiment_counts_the_round_trips_of_each_variant(executed):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1500)
 def test_the_report_capacity_table_gains_memory_persistence_and_distance_rows(executed, tmp_path):
     from cachelab.report.run import run_report
 
