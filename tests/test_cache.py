@@ -381,3 +381,26 @@ async def test_callers_get_their_data_when_no_redis_is_reachable_at_startup():
     assert {r.status for r in results} == {CacheStatus.BYPASS}
     assert rr.breaker.stats.failures == 1
     await rr.aclose()
+
+
+async def test_a_full_redis_refusing_writes_is_served_around_not_a_500():
+    from cachelab.harness import RedisServerConfig
+    from cachelab.patterns.ratelimit import create_limiter
+
+    config = RedisServerConfig(maxmemory="3mb", maxmemory_policy="noeviction")
+    with RedisServer(config) as server:
+        admin = server.client()
+        for i in range(2000):  # fill it until it refuses writes
+            try:
+                admin.set(f"filler:{i}", "x" * 4096)
+            except Exception:
+                break
+        admin.close()
+        rr = ResilientRedis.from_url(server.url)
+        cache = Cache(rr, "kpi")
+        result = await cache.fetch(cache.key("t1", "kpis"), CountingLoader({"total": 1}))
+        assert result.value == {"total": 1} and cache.stats.errors >= 1  # loaded, the fill skipped
+        limiter = create_limiter(rr, "gcra", 10, 60, failure_policy="open")
+        assert (await limiter.check("client")).allowed  # the policy decides, no exception
+        assert rr.breaker.state is BreakerState.CLOSED  # reads still work: the breaker stays closed
+        await rr.aclose()

@@ -54,6 +54,11 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A write refused at maxmemory (directly, or from inside a Lua script on Redis 6.2 and 7)."""
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM command not allowed" in str(exc)
+
+
 class BreakerState(enum.StrEnum):
     CLOSED = "closed"
     OPEN = "open"
@@ -166,6 +171,14 @@ class CircuitBreaker:
         except asyncio.CancelledError:
             if self._state is BreakerState.HALF_OPEN:
                 self._half_open_in_flight = max(0, self._half_open_in_flight - 1)
+            raise
+        except redis.exceptions.ResponseError as exc:
+            self.record_success()  # the server answered: it is up
+            if is_out_of_memory(exc):
+                # Full (noeviction, or maxmemory below the overhead): writes are refused while
+                # reads still work. Callers get their "Redis unavailable" path (fail open, or
+                # their failure policy) instead of a 500; the breaker stays closed for reads.
+                raise RedisUnavailable(f"{self.name}: out of memory: {exc}") from exc
             raise
         except BaseException:
             # The server answered (e.g. WRONGTYPE); it is up.
