@@ -178,9 +178,10 @@ def test_time_to_warm_is_the_first_full_window_at_the_target_hit_ratio():
     assert time_to_warm(trace[:5], window=4, target=1.0) == (None, None)
 
 
-def test_loads_within_half_a_ttl_answer_one_expiry():
-    groups = expiry_groups([0.0, 0.01, 0.02, 1.0, 1.3, 3.0], ttl=1.0)
-    assert [len(g) for g in groups] == [3, 2, 1]
+def test_loads_starting_within_one_loader_call_refill_the_same_expiry():
+    # A stampede: three loads 10 ms apart. Then refreshes 150 ms apart are separate refills.
+    groups = expiry_groups([0.0, 0.01, 0.02, 1.0, 1.15, 1.3, 3.0], gap=0.1)
+    assert [len(g) for g in groups] == [3, 1, 1, 1, 1]
 
 
 def test_the_ttl_model_counts_only_first_reads_as_misses_and_nothing_stale_without_writes():
