@@ -29,7 +29,7 @@ def plan(kind: str, **kw) -> OutagePlan:
     return OutagePlan(FaultSpec(kind, start=2.5, duration=3.0, **kw), duration=9.0, rate=25, warmup=1.0)
 
 
-@pytest.mark.parametrize("kind", ["kill", "pause", "slow", "reset"])
+@pytest.mark.parametrize("kind", ["kill", "pause", "client-pause", "hang", "slow", "reset", "flap"])
 def test_fail_open_through_each_fault_kind(kind):
     result = run_outage(plan(kind, rtt=0.6), WITH_BREAKER)
     s = result.summary
@@ -42,7 +42,7 @@ def test_fail_open_through_each_fault_kind(kind):
     assert s["hit_ratio_recovered_after_s"] is not None, s
     # Report jobs accepted before, during or after the fault all complete (AOF-backed queue).
     assert s["jobs_lost"] == 0 and s["jobs_completed"] >= 1, s
-    if kind in ("kill", "pause", "reset"):
+    if kind in ("kill", "pause", "client-pause", "hang", "reset"):
         assert s["db_qps_fault"] > s["db_qps_steady"], s  # the database carries the load meanwhile
 
 

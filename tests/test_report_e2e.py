@@ -11,7 +11,6 @@ import sys
 import pytest
 
 from cachelab.harness.cost import Cost
-from cachelab.harness.redis_server import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]  # the session fixture runs the report
 COST_FIELDS = tuple(Cost().per_op(1))
@@ -31,7 +30,8 @@ def test_quick_report_writes_a_complete_folder_and_passes_its_slos(quick_report)
 
     benchmarks = json.loads((folder / "bench" / "benchmarks.json").read_text())["benchmarks"]
     assert len(benchmarks) > 50  # quick leaves peers and fakeredis to --full
-    assert all(set(COST_FIELDS) <= set(b["extra_info"]) for b in benchmarks)
+    talks_to_redis = [b for b in benchmarks if not b["group"].startswith("serialize")]  # CPU-only ones
+    assert talks_to_redis and all(set(COST_FIELDS) <= set(b["extra_info"]) for b in talks_to_redis)
 
     for label in ("cache_off", "cache_on"):
         load = json.loads((folder / "load" / label / "loadtest.json").read_text())
@@ -80,7 +80,6 @@ def test_report_html_renders_in_headless_chromium(quick_report, tmp_path):
             "--disable-component-update",
             "--disable-sync",
             f"--user-data-dir={tmp_path / 'profile'}",
-            f"--remote-debugging-port={free_port()}",
             "--hide-scrollbars",
             "--window-size=1280,2400",
             f"--screenshot={shot}",
