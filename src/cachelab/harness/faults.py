@@ -97,7 +97,9 @@ def inject(
     elif kind == "client-pause":
         srv = _require_server(server, kind)
         admin = srv.client(socket_timeout=2)
-        admin.execute_command("CLIENT", "PAUSE", int(spec.duration * 1000) + 60_000, "ALL")
+        # The pause expires on the server by itself after the fault's duration, so it is undone
+        # even if this process dies; UNPAUSE below only ends it early (it may itself wait).
+        admin.execute_command("CLIENT", "PAUSE", max(1, int(spec.duration * 1000)), "ALL")
         try:
             yield
         finally:
