@@ -399,7 +399,10 @@ async def test_a_full_redis_refusing_writes_is_served_around_not_a_500():
         rr = ResilientRedis.from_url(server.url)
         cache = Cache(rr, "kpi")
         result = await cache.fetch(cache.key("t1", "kpis"), CountingLoader({"total": 1}))
-        assert result.value == {"total": 1} and cache.stats.errors >= 1  # loaded, the fill skipped
+        assert result.value == {"total": 1}  # served from the loader, no exception
+        # Redis 7 refuses the fill script's write (counted as an error); 6.2 may let a script
+        # that already started write past maxmemory. Either way the caller never sees it.
+        assert cache.stats.errors + cache.stats.fills == 1
         limiter = create_limiter(rr, "gcra", 10, 60, failure_policy="open")
         assert (await limiter.check("client")).allowed  # the policy decides, no exception
         assert rr.breaker.state is BreakerState.CLOSED  # reads still work: the breaker stays closed
