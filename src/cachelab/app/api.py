@@ -95,13 +95,16 @@ def tenant_loader(state: AppState, tenant_id: str, query: Callable[[], Awaitable
     return load
 
 
+def tenants_key(cache: Cache) -> str:
+    """The one cached tenant list (served by /api/tenants, used to check tenant ids)."""
+    return cache.key("_", "all")
+
+
 async def known_tenant(state: AppState, tenant_id: str) -> bool:
     """Does the tenant exist? Answered from the cached tenant list (one round trip)."""
     if state.caches.tenants is None:
         return await state.db.get_tenant(tenant_id) is not None
-    tenants = await state.caches.tenants.get_or_load(
-        state.caches.tenants.key("_", "all"), state.db.list_tenants
-    )
+    tenants = await state.caches.tenants.get_or_load(tenants_key(state.caches.tenants), state.db.list_tenants)
     return any(t["id"] == tenant_id for t in tenants)
 
 
@@ -136,7 +139,7 @@ async def health(state: State) -> dict[str, Any]:
 # -- tenants, users, areas ----------------------------------------------------
 @api.get("/tenants")
 async def list_tenants(state: State, response: Response) -> list[dict[str, Any]]:
-    return await cached(response, state.caches.tenants, lambda c: c.key("_", "all"), state.db.list_tenants)
+    return await cached(response, state.caches.tenants, tenants_key, state.db.list_tenants)
 
 
 @api.get("/tenants/{tenant_id}/users")
