@@ -435,7 +435,7 @@ def run_memory_sizing(sz: MemorySizes, *, progress: bool = False) -> MemoryRun:
             # take their buffers out of the data budget.
             busy = row_workload(order, 300, s=sz.zipf_s, write_ratio=0.5, seed=99)
             asyncio.run(_warm_only(app, busy, replace(sz, concurrency=2 * sz.concurrency)))
-            admin.flushall()
+            admin.flushdb()  # the app's launched Redis, db 0
             time.sleep(0.1)
             overhead = int(admin.info("memory")["used_memory"])
             keys = asyncio.run(prefill_rows(app.redis.url, rows))
@@ -444,7 +444,7 @@ def run_memory_sizing(sz: MemorySizes, *, progress: bool = False) -> MemoryRun:
             points: list[dict[str, Any]] = []
             for policy in sz.policies:
                 admin.config_set("maxmemory", 0)
-                admin.flushall()
+                admin.flushdb()  # the app's launched Redis, db 0
                 admin.config_set("maxmemory-policy", policy)
                 restore_ranked(admin, snapshot, policy)
                 for n, fraction in enumerate(sorted(sz.fractions, reverse=True)):
@@ -587,7 +587,7 @@ def _object_census(
     assert app.redis is not None
     admin.config_set("maxmemory", 0)
     admin.config_set("maxmemory-policy", "noeviction")
-    admin.flushall()
+    admin.flushdb()  # the app's launched Redis, db 0
     asyncio.run(_create_app_objects(app.base_url, app.redis.url, tenants, jobs=50))
     asyncio.run(prefill_rows(app.redis.url, rows[:100]))
     return measure_object_bytes(admin), take_census(admin).table()
