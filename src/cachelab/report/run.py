@@ -21,6 +21,7 @@ The exit code is 1 when an SLO fails or a step could not run.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 import math
@@ -205,11 +206,10 @@ def run_benchmarks(folder: Path, profile: Profile, root: Path) -> tuple[list[dic
     floor = floor or next((r["median_us"] for r in rows if "ping" in r["name"].lower()), None)
     for r in rows:
         r["ratio_to_ping"] = r["median_us"] / floor if floor else None
-    with (folder / "bench" / "benchmarks.csv").open("w") as fh:
-        keys = list(rows[0]) if rows else []
-        fh.write(",".join(keys) + "\n")
-        for r in rows:
-            fh.write(",".join("" if r[k] is None else str(r[k]) for k in keys) + "\n")
+    with (folder / "bench" / "benchmarks.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
     return rows, {"pytest_exit": code, "benchmarks": len(rows), "ping_floor_us": floor}
 
 
