@@ -101,7 +101,9 @@ def test_kill_minus_9_loses_all_acked_writes_without_persistence_some_with_rdb_n
     kills = {k["mode"]: k for k in _csv(executed("08_persistence") / "08_kill_loss.csv")}
     off, rdb, always = kills["off"], kills["rdb"], kills["aof_always"]
     assert int(off["acked"]) > 0 and int(off["lost"]) == int(off["acked"])
-    assert 0 < int(rdb["lost"]) < int(rdb["acked"])  # what came after the snapshot
+    # What came after the last snapshot is lost; on a loaded machine the first snapshot can still
+    # be in flight at the kill, and then it is everything (seen once in CI-like runs).
+    assert 0 < int(rdb["lost"]) <= int(rdb["acked"])
     assert int(always["acked"]) > 0 and int(always["lost"]) == 0
 
 
