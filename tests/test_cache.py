@@ -107,6 +107,33 @@ async def test_200_concurrent_callers_on_a_cold_key_load_once_with_single_flight
     assert loader2.calls == 200
 
 
+async def test_lock_loads_once_when_an_expired_entry_is_still_in_redis(rredis, redis_admin):
+    """Between an entry's TTL and Redis deleting it, a reader must take the miss lock.
+
+    Two ``Cache`` instances stand for two processes (each has its own
+    single-flight). Reader A sees the entry past its TTL but still present;
+    Redis then deletes it and reader B misses. Both must share one load.
+    """
+    policy = CachePolicy(ttl=30, lock=True, jitter=0)
+    process_a, process_b = Cache(rredis, "dash", policy), Cache(rredis, "dash", policy)
+    key = process_a.key("t1", "dashboard")
+    # An entry whose own expiry has passed while its Redis TTL has not.
+    await process_a.set(key, {"v": 1}, policy=CachePolicy(ttl=30, soft_ttl=0.01, jitter=0))
+    await asyncio.sleep(0.05)
+
+    loader_a, loader_b = CountingLoader({"v": 2}, delay=0.3), CountingLoader({"v": 3})
+    reader_a = asyncio.create_task(process_a.fetch(key, loader_a))
+    await asyncio.sleep(0.1)  # A holds the miss lock and is loading
+    redis_admin.delete(key)  # Redis's own expiry catches up
+    result_b = await process_b.fetch(key, loader_b)
+    result_a = await reader_a
+    await rredis.background.drain()
+
+    assert (result_a.status, result_a.value) == (CacheStatus.MISS, {"v": 2})
+    assert result_b.value == {"v": 2}
+    assert loader_a.calls + loader_b.calls == 1
+
+
 @pytest.mark.slow
 def test_lock_loads_once_per_lease_across_processes(redis_url, redis_admin):
     locked = run_stampede(

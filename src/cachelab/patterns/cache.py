@@ -145,6 +145,11 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _is_fresh(read: _Read) -> bool:
+    """A lock waiter accepts only a value filled after the expiry it is waiting out."""
+    return read.entry is not None and read.entry.is_fresh(_now_ms())
+
+
 def _scope_of(key: str) -> str:
     start, end = key.find("{"), key.find("}")
     if start < 0 or end < start:
@@ -258,10 +263,15 @@ class Cache:
                     self.stats.early_refreshes += 1
                     self._refresh_in_background(key, loader, policy, tag_keys, read)
                 return CacheResult(entry.value, CacheStatus.HIT, max(0.0, (now - entry.created_ms) / 1000))
-            # Past the soft TTL but the key still exists: stale-while-revalidate.
-            self.stats.stale_served += 1
-            self._refresh_in_background(key, loader, policy, tag_keys, read)
-            return CacheResult(entry.value, CacheStatus.STALE, max(0.0, (now - entry.created_ms) / 1000))
+            if policy.soft_ttl is not None:
+                # Past the soft TTL but the key still exists: stale-while-revalidate.
+                self.stats.stale_served += 1
+                self._refresh_in_background(key, loader, policy, tag_keys, read)
+                return CacheResult(entry.value, CacheStatus.STALE, max(0.0, (now - entry.created_ms) / 1000))
+            # No soft TTL: the entry is past its TTL and Redis has not deleted it
+            # yet (clock drift, lazy expiry). That is a miss, loaded under the miss
+            # lock; a background refresh here would run beside the next caller's
+            # miss once Redis deletes the key, and the key would load twice.
 
         self.stats.misses += 1
         value = await self._miss(key, loader, policy, tag_keys, read)
@@ -328,7 +338,7 @@ class Cache:
                     try:
                         if waited:  # the holder before us may have filled it
                             latest = await self._read(key, tag_keys)
-                            if latest.entry is not None:
+                            if _is_fresh(latest):
                                 return latest.entry.value
                         value, compute_ms = await self._call_loader(loader)
                         await self._fill(key, value, compute_ms, policy, tag_keys, latest)
@@ -341,7 +351,7 @@ class Cache:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.1)
                 latest = await self._read(key, tag_keys)
-                if latest.entry is not None:
+                if _is_fresh(latest):
                     return latest.entry.value
                 if time.monotonic() >= deadline:
                     # The holder is too slow: serve this caller rather than time out.
