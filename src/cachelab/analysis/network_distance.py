@@ -60,6 +60,7 @@ from cachelab.analysis.memory_sizing import Call, closed_loop
 from cachelab.analysis.output import for_profile
 from cachelab.client import ClientOptions, ResilientRedis
 from cachelab.harness.app_server import AppServer
+from cachelab.harness.children import spawn
 from cachelab.harness.fault_proxy import FaultProxy
 from cachelab.harness.redis_server import RedisServer
 
@@ -150,7 +151,7 @@ class ProxyProcess:
     def start(self) -> ProxyProcess:
         code = "import sys; from cachelab.analysis.network_distance import serve_proxy; " \
                "serve_proxy(sys.argv[1], int(sys.argv[2]))"
-        self._proc = subprocess.Popen(
+        self._proc = spawn(
             [sys.executable, "-c", code, self.target_host, str(self.target_port)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

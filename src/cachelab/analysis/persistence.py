@@ -227,14 +227,29 @@ def count_present(client: redis.Redis, acked: int, *, prefix: str = "seq:", batc
     return present
 
 
-def _wait_for_snapshot(server: RedisServer, timeout: float = 10.0) -> None:
+def _wait_for_snapshot(server: RedisServer, timeout: float = 30.0) -> None:
+    """Block until an RDB snapshot holding at least one key has completed.
+
+    Counting completed saves is not enough: on a loaded machine the first
+    ``BGSAVE`` can fork before the writer's first reply, and a kill 0.5 s later
+    would then find an empty snapshot and report every write lost. ``dbsize``
+    minus the changes since the last save is the number of keys the snapshot
+    holds (every write here creates a new key; before any save the two are
+    equal).
+    """
     client = server.client(socket_timeout=5)
     try:
         deadline = time.monotonic() + timeout
-        while int(client.info("persistence").get("rdb_saves", 0)) < 1 and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            # One MULTI, so no write lands between the two readings.
+            info, keys = client.pipeline(transaction=True).info("persistence").dbsize().execute()
+            saved_keys = keys - int(info.get("rdb_changes_since_last_save", 0))
+            if saved_keys > 0 and info.get("rdb_last_bgsave_status") == "ok":
+                return
             time.sleep(0.02)
     finally:
         client.close()
+    raise TimeoutError(f"no RDB snapshot holding data completed within {timeout:.0f} s")
 
 
 def kill_and_count(server: RedisServer, seconds: float, *, after_snapshot: bool = False) -> KillOutcome:

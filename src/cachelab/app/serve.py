@@ -22,6 +22,7 @@ from cachelab.app.jobs import worker_command
 from cachelab.app.seed import AlreadySeeded, seed_database
 from cachelab.client import redact_url
 from cachelab.config import load_settings
+from cachelab.harness.children import spawn
 from cachelab.harness.redis_server import RedisServer
 
 DEFAULT_SQLITE = "cachelab.db"
@@ -85,7 +86,7 @@ def services(args: argparse.Namespace) -> Iterator[dict[str, str]]:
         )
         print(f"database {redact_url(database_url)}: {summary}")
         for _ in range(args.job_workers):
-            proc = subprocess.Popen(
+            proc = spawn(
                 worker_command(),
                 env={**os.environ, **env},
             )

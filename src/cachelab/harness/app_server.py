@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from cachelab.harness.children import spawn
 from cachelab.harness.redis_server import HOST, RedisServer, RedisServerConfig, free_port
 
 
@@ -93,7 +94,7 @@ class AppServer:
             }
             self._log = open(Path(self._tmp.name) / "uvicorn.log", "wb")  # noqa: SIM115
             self._procs.append(
-                subprocess.Popen(
+                spawn(
                     [
                         sys.executable,
                         "-m",
@@ -127,7 +128,7 @@ class AppServer:
     def start_job_worker(self, *extra_args: str) -> subprocess.Popen[bytes]:
         from cachelab.app.jobs import worker_command
 
-        proc = subprocess.Popen(
+        proc = spawn(
             worker_command(*extra_args),
             env=self.env,
             stdout=subprocess.DEVNULL,

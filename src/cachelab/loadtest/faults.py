@@ -20,6 +20,7 @@ from typing import Any
 import gevent
 
 from cachelab.harness.chaos_cli import parse_fault
+from cachelab.harness.children import spawn
 from cachelab.harness.faults import FaultSpec
 
 log = logging.getLogger("cachelab.loadtest")
@@ -56,7 +57,7 @@ class ProxyController:
             cmd += ["--port", str(port)]
         self.specs = specs
         self.windows: list[dict[str, Any]] = []
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = spawn(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.address = (self.proc.stdout.readline() if self.proc.stdout else "").strip()
         if not self.address.startswith("proxy:"):
             self.proc.kill()

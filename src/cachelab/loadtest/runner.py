@@ -31,6 +31,7 @@ from typing import Any
 
 import psutil
 
+from cachelab.harness.children import spawn
 from cachelab.loadtest.metrics import TOTAL
 from cachelab.loadtest.results import read_summary
 
@@ -289,7 +290,7 @@ def run_scenario(
         locust_env["PYTHONUNBUFFERED"] = "1"
         log_path = out / "locust.log"
         with log_path.open("wb") as log_file:
-            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=locust_env,
+            proc = spawn(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=locust_env,
                                     cwd=locustfile.parent.parent, start_new_session=True)
             watch = _CpuWatch(exclude={proc.pid})
             if own_app:
