@@ -11,9 +11,7 @@ import math
 import pytest
 
 from cachelab.harness.faults import FaultNotAllowed, FaultSchedule, FaultSpec
-from cachelab.harness.outage import OutageConfig, OutagePlan, run_outage
-
-pytestmark = pytest.mark.slow
+from cachelab.harness.outage import OutageConfig, OutagePlan, RequestRecord, run_outage, summarise
 
 TIMEOUT = 0.25
 FAST = {
@@ -29,6 +27,7 @@ def plan(kind: str, **kw) -> OutagePlan:
     return OutagePlan(FaultSpec(kind, start=2.5, duration=3.0, **kw), duration=9.0, rate=25, warmup=1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["kill", "pause", "client-pause", "slow", "reset", "flap"])
 def test_fail_open_through_each_fault_kind(kind):
     result = run_outage(plan(kind, rtt=0.6), WITH_BREAKER)
@@ -46,6 +45,7 @@ def test_fail_open_through_each_fault_kind(kind):
         assert s["db_qps_fault"] > s["db_qps_steady"], s  # the database carries the load meanwhile
 
 
+@pytest.mark.slow
 def test_without_the_breaker_a_hung_redis_costs_every_request_its_timeouts():
     hung = plan("pause")
     with_breaker = run_outage(hung, WITH_BREAKER).summary
@@ -68,3 +68,17 @@ def test_process_faults_refuse_servers_we_did_not_launch():
         FaultSchedule(FaultSpec("slow", 0, 1), proxy=None).begin()
     with pytest.raises(ValueError):
         FaultSpec("meteor", 0, 1)
+
+
+def test_a_request_that_started_before_the_fault_and_hung_in_it_counts_as_the_faults():
+    fault = plan("pause")  # fault from 2.5 s to 5.5 s
+    records = [
+        RequestRecord(t=1.0, latency=0.01, status=200, x_cache="HIT", kind="read"),
+        RequestRecord(t=2.4, latency=1.1, status=500, x_cache=None, kind="read"),  # stuck in the fault
+        RequestRecord(t=3.0, latency=0.02, status=200, x_cache="BYPASS", kind="read"),
+        RequestRecord(t=6.0, latency=0.01, status=200, x_cache="HIT", kind="read"),
+    ]
+    s = summarise([], records, fault)
+    assert s["p99_steady_ms"] == pytest.approx(10, rel=0.01)
+    assert s["reads_5xx_during_fault"] == 1
+    assert s["p99_fault_ms"] > 1000

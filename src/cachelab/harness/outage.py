@@ -268,8 +268,10 @@ def build_timeline(
 
 def summarise(timeline: list[dict], records: list[RequestRecord], plan: OutagePlan) -> dict[str, Any]:
     t1, t2 = plan.fault.start, plan.fault.start + plan.fault.duration
-    steady = [r.latency * 1000 for r in records if r.t < t1]
-    during = [r for r in records if t1 <= r.t < t2]
+    # A request belongs to the fault if any part of it overlapped the window: one
+    # that started just before the fault and hung in it is the fault's, not steady.
+    steady = [r.latency * 1000 for r in records if r.t + r.latency < t1]
+    during = [r for r in records if r.t < t2 and r.t + r.latency >= t1]
     pre_hits = [row["hit_ratio"] for row in timeline if row["t"] < t1 and not math.isnan(row["hit_ratio"])]
     pre_hit_ratio = sum(pre_hits[-3:]) / len(pre_hits[-3:]) if pre_hits else math.nan
     opened_at = next(
