@@ -34,12 +34,13 @@ trip (``TTL``) and lets every reader near expiry start its own refresh.
 * every Redis call goes through the circuit breaker: on failure the loader's
   result is served (``BYPASS``) and nothing is written.
 
-Limit: the guards live in generation keys (``<key>:~gen``, tag keys). Under an
-``allkeys-*`` eviction policy Redis may evict one of them; a fill or a late,
+Limit: the guards live in generation keys (``<key>:~gen``, tag keys). Under any
+eviction policy but ``noeviction`` Redis may evict one of them (they carry a
+TTL, so ``volatile-*`` policies may pick them too); a fill or a late,
 older write-through that was in flight across exactly that eviction can then
 store a stale value for one TTL. Both windows are a loader's run time, and the
 evicted key was written moments before (the last an LRU picks), but the guard
-is only absolute under ``noeviction`` or ``volatile-*`` policies.
+is only absolute on a Redis that does not evict.
 
 Round trips per call: hit 1 (``MGET``); miss 2 (``MGET`` + fill ``EVALSHA``);
 miss with ``lock=True`` 4 (+ ``SET NX`` + release); refresh triggered: +1 for
