@@ -324,6 +324,21 @@ async def test_health_sums_the_counters_of_every_primary(cluster, crr):
     assert after["keyspace_hits"] - before["keyspace_hits"] == len(keys) == 30  # 10 on each primary
 
 
+def test_inspect_counts_the_keys_of_every_primary(cluster, capsys):
+    from cachelab.cli import main
+
+    cluster.flushall()
+    client = create_sync_client(cluster.url)
+    try:
+        for scope in spread_scopes(cluster, lambda t: make_key("cl", t, "kpi", "kpis"), 4):
+            client.set(make_key("cl", scope, "kpi", "kpis"), "x", ex=600)
+    finally:
+        client.close()
+    assert main(["inspect", "--url", cluster.url]) == 0
+    out = capsys.readouterr().out
+    assert "cl:{*}:kpi" in out and "scanned 12 of 12 keys" in out  # 4 on each of 3 primaries
+
+
 # -- the whole app ---------------------------------------------------------------------------------
 
 

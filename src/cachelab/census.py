@@ -7,7 +7,8 @@ folded away), and reports per prefix: how many keys, their types, memory (from
 ``MEMORY USAGE`` on a bounded sample, extrapolated), and a TTL distribution —
 including keys without a TTL, which is where leaks and "cache" keys that never
 expire show up. It sends only SCAN, TYPE, PTTL and MEMORY USAGE, pipelined per
-SCAN page, and stops after ``max_keys``.
+SCAN page, and stops after ``max_keys``. On Redis Cluster it walks every
+primary (SCAN is per node) and adds the nodes up.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class Census:
 
 
 def take_census(
-    client: redis.Redis,
+    client: redis.Redis | redis.RedisCluster,
     *,
     match: str = "*",
     depth: int = 3,
@@ -109,10 +110,39 @@ def take_census(
     sample_per_prefix: int = 50,
     page: int = 1000,
 ) -> Census:
+    """Census of ``client``'s keyspace; for a cluster client, of every primary's."""
+    if isinstance(client, redis.RedisCluster):
+        nodes = [client.get_redis_connection(node) for node in client.get_primaries()]
+    else:
+        nodes = [client]
     stats: dict[str, PrefixStats] = {}
-    scanned = 0
-    cursor = 0
+    scanned = dbsize = 0
     truncated = False
+    for node in nodes:
+        dbsize += int(node.dbsize())
+        if truncated:
+            continue
+        scanned, truncated = _scan_node(
+            node, stats, scanned, match=match, depth=depth, max_keys=max_keys,
+            sample_per_prefix=sample_per_prefix, page=page,
+        )
+    ordered = sorted(stats.values(), key=lambda p: (-p.est_bytes, -p.keys))
+    return Census(scanned=scanned, truncated=truncated, dbsize=dbsize, prefixes=ordered)
+
+
+def _scan_node(
+    client: redis.Redis,
+    stats: dict[str, PrefixStats],
+    scanned: int,
+    *,
+    match: str,
+    depth: int,
+    max_keys: int,
+    sample_per_prefix: int,
+    page: int,
+) -> tuple[int, bool]:
+    """Walk one node into ``stats``; returns (keys scanned so far, stopped early)."""
+    cursor = 0
     while True:
         cursor, keys = client.scan(cursor=cursor, match=match, count=page)
         if keys:
@@ -147,9 +177,6 @@ def take_census(
                         ps.sampled_bytes += int(size)
             scanned += len(keys)
         if cursor == 0:
-            break
+            return scanned, False
         if scanned >= max_keys:
-            truncated = True
-            break
-    ordered = sorted(stats.values(), key=lambda p: (-p.est_bytes, -p.keys))
-    return Census(scanned=scanned, truncated=truncated, dbsize=int(client.dbsize()), prefixes=ordered)
+            return scanned, True
