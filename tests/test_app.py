@@ -88,6 +88,29 @@ def test_patch_then_read_your_writes_with_a_miss(http):
     assert {i["id"]: i["progress"] for i in after.json()["items"]}[target["id"]] == new_progress
 
 
+def test_a_write_invalidates_only_the_list_pages_that_can_show_the_row(http):
+    tenant = http.get("/api/tenants").json()[1]["id"]  # a tenant no other test writes to
+    base = f"/api/tenants/{tenant}/initiatives"
+    row = http.get(base).json()["items"][0]
+    areas = [a["id"] for a in http.get(f"/api/tenants/{tenant}/areas").json()]
+    other_status = next(s for s in ("planning", "completed") if s != row["status"])
+    other_area = next(a for a in areas if a != row["area_id"])
+    showing = ["", f"?status={row['status']}", f"?area_id={row['area_id']}"]
+    not_showing = [f"?status={other_status}", f"?area_id={other_area}"]
+    for query in showing + not_showing:
+        http.get(base + query)
+
+    http.patch(f"{base}/{row['id']}", json={"progress": (row["progress"] + 1) % 101})
+    served = {q: http.get(base + q).headers["x-cache"] for q in showing + not_showing}
+    assert served == dict.fromkeys(showing, "MISS") | dict.fromkeys(not_showing, "HIT")
+
+    # A status change moves the row between status pages: both totals are current at once.
+    before = {s: http.get(f"{base}?status={s}").json()["total"] for s in (row["status"], other_status)}
+    http.patch(f"{base}/{row['id']}", json={"status": other_status})
+    after = {s: http.get(f"{base}?status={s}").json()["total"] for s in (row["status"], other_status)}
+    assert after == {row["status"]: before[row["status"]] - 1, other_status: before[other_status] + 1}
+
+
 @pytest.mark.parametrize("tenant", ["nope", "a*", "%3F", "t[1]", "x:y"])
 def test_unknown_and_hostile_tenant_ids_are_404(http, tenant):
     for path in ["kpis", "areas", "stats", "initiatives"]:

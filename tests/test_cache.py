@@ -337,6 +337,20 @@ async def test_tag_invalidation_is_constant_round_trips_for_10000_keys(rredis, c
     assert await cache.get(other, tags=["initiatives"]) == "x"
 
 
+async def test_several_tags_are_invalidated_in_one_round_trip_and_no_others(rredis, cost_meter):
+    cache = Cache(rredis, "list")
+    pages = {tag: cache.key("t1", "page", tag) for tag in ("all", "area:3", "status:done", "area:4")}
+    for tag, key in pages.items():
+        await cache.set(key, tag, tags=[tag])
+    await cache.invalidate_tag("t0", "warm-up")  # load the script once
+    with cost_meter.measure() as cost:
+        await cache.invalidate_tag("t1", "all", "area:3", "status:done")
+    assert cost.round_trips == 1
+    assert {tag: await cache.get(key, tags=[tag]) for tag, key in pages.items()} == {
+        "all": MISSING, "area:3": MISSING, "status:done": MISSING, "area:4": "area:4"
+    }
+
+
 async def test_canonical_request_keys_ignore_parameter_order():
     a = request_key("cl", "t1", "/initiatives", {"status": "active", "page": 2, "area_id": 5})
     b = request_key("cl", "t1", "/initiatives", [("page", "2"), ("area_id", "5"), ("status", "active")])

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request, Response
@@ -196,7 +196,7 @@ async def list_initiatives(
     area_id: Annotated[int | None, Query(ge=1)] = None,
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> dict[str, Any]:
-    """Response cache: the key is the path plus the canonical (sorted) query; tagged ``initiatives``."""
+    """Response cache: the key is the path plus the canonical (sorted) query; tagged by its filters."""
     params = {"status": status, "area_id": area_id, "page": page}
     loader = tenant_loader(
         state,
@@ -208,9 +208,33 @@ async def list_initiatives(
         state.caches.initiatives,
         lambda c: request_key(c.prefix, tenant_id, "initiatives", params),
         loader,
-        tags=["initiatives"],
+        tags=list_tags(status, area_id),
         not_found="unknown tenant",
     )
+
+
+def list_tags(status: str | None, area_id: int | None) -> list[str]:
+    """The tags of a list page: one per filter, ``list:all`` when unfiltered.
+
+    A row can only appear in pages whose status filter is absent or its status
+    and whose area filter is absent or its area, so a write that invalidates
+    ``list:all``, its status and its area reaches every page that shows it
+    (and pages filtered on the other field too: over-invalidation, never under).
+    """
+    tags = [f"list:status:{status}"] if status else []
+    if area_id is not None:
+        tags.append(f"list:area:{area_id}")
+    return tags or ["list:all"]
+
+
+def list_tags_touched_by(row: Mapping[str, Any], changes: Mapping[str, Any]) -> list[str]:
+    """Tags to invalidate after ``changes`` produced ``row``.
+
+    A status change moves the row out of its old status's pages too; the old
+    status is not known after ``UPDATE … RETURNING``, so every status's pages go.
+    """
+    statuses = STATUSES if "status" in changes else (row["status"],)
+    return ["list:all", f"list:area:{row['area_id']}", *(f"list:status:{s}" for s in statuses)]
 
 
 @api.get("/tenants/{tenant_id}/initiatives/{initiative_id}")
@@ -238,18 +262,21 @@ async def patch_initiative(
     tenant_id: str, initiative_id: int, patch: InitiativePatch, state: State
 ) -> dict[str, Any]:
     """Write-through: commit to the database, then update the row's cache (version-guarded) and
-    invalidate everything derived from it — KPIs, today's stats, list pages, areas, dashboards."""
+    invalidate everything derived from it — KPIs, today's stats, the list pages that can show
+    the row, areas, dashboards."""
     changes = patch.model_dump(exclude_none=True)
     if not changes:
         raise HTTPException(status_code=422, detail="nothing to change")
     row = await state.db.update_initiative(tenant_id, initiative_id, changes)
     if row is None:
         raise HTTPException(status_code=404, detail="unknown initiative")
-    await invalidate_after_write(state, tenant_id, row)
+    await invalidate_after_write(state, tenant_id, row, changes)
     return row
 
 
-async def invalidate_after_write(state: AppState, tenant_id: str, row: dict[str, Any]) -> None:
+async def invalidate_after_write(
+    state: AppState, tenant_id: str, row: dict[str, Any], changes: Mapping[str, Any]
+) -> None:
     c = state.caches
     today = dt.datetime.now(dt.UTC).date()
     work: list[Awaitable[Any]] = []
@@ -264,7 +291,7 @@ async def invalidate_after_write(state: AppState, tenant_id: str, row: dict[str,
     if c.stats:
         work.append(c.stats.cache.invalidate(c.stats.key(tenant_id, "daily", today)))
     if c.initiatives:
-        work.append(c.initiatives.invalidate_tag(tenant_id, "initiatives"))
+        work.append(c.initiatives.invalidate_tag(tenant_id, *list_tags_touched_by(row, changes)))
     if c.dashboard:
         work.append(c.dashboard.invalidate_tag(tenant_id, "dashboards"))
     # Independent keys: sent concurrently on pooled connections. Each is fail-safe on its own.

@@ -487,11 +487,17 @@ class Cache:
             return False
         return True
 
-    async def invalidate_tag(self, scope: object, tag: str) -> int | None:
-        """Invalidate every entry of ``scope`` tagged ``tag``: one round trip, however many."""
+    async def invalidate_tag(self, scope: object, tag: str, *more: str) -> int | None:
+        """Invalidate every entry of ``scope`` tagged ``tag`` (or any of ``more``).
+
+        One round trip, however many entries and tags. Returns the new
+        generation of ``tag``, or None if Redis is unavailable.
+        """
         try:
             return int(
-                await self.rr.run_script("tag_invalidate", [self.tag_key(scope, tag)], [GENERATION_TTL_MS])
+                await self.rr.run_script(
+                    "tag_invalidate", [self.tag_key(scope, t) for t in (tag, *more)], [GENERATION_TTL_MS]
+                )
             )
         except RedisUnavailable:
             self.stats.errors += 1
