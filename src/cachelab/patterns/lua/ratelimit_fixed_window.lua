@@ -18,7 +18,8 @@ local reset_after = window_end - now
 
 local stored = redis.call('HMGET', key, 'w', 'c')
 local count = 0
-if tonumber(stored[1]) == window then
+local same_window = tonumber(stored[1]) == window
+if same_window then
   count = tonumber(stored[2]) or 0
 end
 
@@ -27,5 +28,7 @@ if count + cost > limit then
 end
 count = count + cost
 redis.call('HSET', key, 'w', window, 'c', count)
-redis.call('PEXPIRE', key, math.max(1, math.ceil(reset_after / 1000)))
+if not same_window then  -- the window's first admit sets its end; later ones keep it
+  redis.call('PEXPIRE', key, math.max(1, math.ceil(reset_after / 1000)))
+end
 return {1, limit - count, reset_after, 0, now}

@@ -30,9 +30,12 @@ local estimate = prev * (period - elapsed) / period + cur
 if estimate + cost <= limit then
   cur = cur + cost
   redis.call('HSET', key, 'w', window, 'c', cur, 'p', prev)
-  -- The count is needed until the end of the next window.
+  -- The count is needed until the end of the next window: set once, by the
+  -- window's first admit (later ones would set the same instant again).
   local ttl = 2 * period - elapsed
-  redis.call('PEXPIRE', key, math.max(1, math.ceil(ttl / 1000)))
+  if w ~= window then
+    redis.call('PEXPIRE', key, math.max(1, math.ceil(ttl / 1000)))
+  end
   local remaining = math.max(0, math.floor(limit - estimate - cost))
   return {1, remaining, math.ceil(ttl), 0, now}
 end
