@@ -29,7 +29,7 @@ import redis
 import redis.asyncio
 
 from cachelab.client import ResilientRedis
-from cachelab.harness.payloads import dashboard
+from cachelab.harness.payloads import REPORT_JOB, dashboard
 from cachelab.patterns.cache import Cache, CacheStatus
 from cachelab.patterns.queue import JobQueue
 from cachelab.patterns.ratelimit import create_limiter
@@ -203,13 +203,6 @@ def test_rate_check(
 
 # -- peers-queue -----------------------------------------------------------------------
 
-PAYLOAD = {
-    "type": "report",
-    "tenant": "acme",
-    "report": "quarterly-initiatives",
-    "params": {"quarter": "2024-Q4", "areas": ["Engineering", "Sales"], "format": "pdf"},
-    "requested_by": "u-0042",
-}
 RESULT = {"pages": 3}
 RQ_FAIRNESS = (
     "RQ is synchronous (redis-py sync client, timed with bench_sync) and pickles its jobs (ours: orjson; "
@@ -231,9 +224,9 @@ def rq_queue(bench_sync_redis: redis.Redis) -> Iterator[tuple[Any, Any]]:
 
 def test_rq_enqueue(bench_sync: Any, rq_queue: tuple[Any, Any]):
     queue, _ = rq_queue
-    first = queue.enqueue("json.dumps", PAYLOAD)
+    first = queue.enqueue("json.dumps", REPORT_JOB)
     bench_sync(
-        lambda: queue.enqueue("json.dumps", PAYLOAD),
+        lambda: queue.enqueue("json.dumps", REPORT_JOB),
         group="peers-queue-enqueue",
         memory_key=first.key.decode() if isinstance(first.key, bytes) else first.key,
         extra={"library": "rq", "fairness": RQ_FAIRNESS},
@@ -242,9 +235,9 @@ def test_rq_enqueue(bench_sync: Any, rq_queue: tuple[Any, Any]):
 
 def test_cachelab_enqueue(bench_async: Any, bench_rredis: ResilientRedis, arun: Any):
     queue = JobQueue(bench_rredis, "reports")
-    first = arun(queue.enqueue(PAYLOAD))
+    first = arun(queue.enqueue(REPORT_JOB))
     bench_async(
-        lambda: queue.enqueue(PAYLOAD),
+        lambda: queue.enqueue(REPORT_JOB),
         group="peers-queue-enqueue",
         memory_key=queue.job_key(first),
         extra={"library": "cachelab", "fairness": OURS_QUEUE_FAIRNESS},
@@ -256,14 +249,14 @@ def test_rq_job_cycle(bench_sync: Any, rq_queue: tuple[Any, Any]):
     queue, worker = rq_queue
 
     def cycle() -> Any:
-        queue.enqueue("json.dumps", PAYLOAD)
+        queue.enqueue("json.dumps", REPORT_JOB)
         job, job_queue = worker.dequeue_job_and_maintain_ttl(None)
         worker.execute_job(job, job_queue)
         worker.heartbeat()
         return job
 
     job = cycle()
-    assert job.get_status() == "finished" and job.return_value() == json.dumps(PAYLOAD)
+    assert job.get_status() == "finished" and job.return_value() == json.dumps(REPORT_JOB)
     bench_sync(cycle, group="peers-queue-cycle", ops=50, extra={"library": "rq", "fairness": RQ_FAIRNESS})
     assert queue.count == 0
 
@@ -272,7 +265,7 @@ def test_cachelab_job_cycle(bench_async: Any, bench_rredis: ResilientRedis, arun
     queue = JobQueue(bench_rredis, "reports")
 
     async def cycle() -> None:
-        await queue.enqueue(PAYLOAD)
+        await queue.enqueue(REPORT_JOB)
         job = await queue.reserve("worker-1")
         assert job is not None
         assert await queue.ack(job, RESULT)

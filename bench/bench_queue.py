@@ -19,17 +19,9 @@ from typing import Any
 import redis
 
 from cachelab.client import ResilientRedis
+from cachelab.harness.payloads import REPORT_JOB
 from cachelab.patterns.naive_queue import NaiveQueue
 from cachelab.patterns.queue import JobQueue
-
-#: A report job as the dashboard enqueues it.
-PAYLOAD = {
-    "type": "report",
-    "tenant": "acme",
-    "report": "quarterly-initiatives",
-    "params": {"quarter": "2024-Q4", "areas": ["Engineering", "Sales"], "format": "pdf"},
-    "requested_by": "u-0042",
-}
 
 
 def _queue(rr: ResilientRedis) -> JobQueue:
@@ -38,9 +30,9 @@ def _queue(rr: ResilientRedis) -> JobQueue:
 
 def test_enqueue(bench_async: Any, bench_rredis: ResilientRedis, arun: Any):
     queue = _queue(bench_rredis)
-    first = arun(queue.enqueue(PAYLOAD))  # also runs the one-time eviction-policy check
+    first = arun(queue.enqueue(REPORT_JOB))  # also runs the one-time eviction-policy check
     bench_async(
-        lambda: queue.enqueue(PAYLOAD),
+        lambda: queue.enqueue(REPORT_JOB),
         group="queue-enqueue",
         memory_key=queue.job_key(first),
         extra={"variant": "ours"},
@@ -50,7 +42,7 @@ def test_enqueue(bench_async: Any, bench_rredis: ResilientRedis, arun: Any):
 def test_naive_enqueue(bench_async: Any, bench_rredis: ResilientRedis, bench_admin: redis.Redis):
     queue = NaiveQueue(bench_rredis, "reports")
     info = bench_async(
-        lambda: queue.naive_enqueue(PAYLOAD), group="queue-enqueue", extra={"variant": "naive"}
+        lambda: queue.naive_enqueue(REPORT_JOB), group="queue-enqueue", extra={"variant": "naive"}
     )
     length = bench_admin.llen(queue.list_key)
     info["bytes_per_job"] = (bench_admin.memory_usage(queue.list_key, samples=0) or 0) / max(length, 1)
@@ -60,7 +52,7 @@ def test_enqueue_reserve_ack(bench_async: Any, bench_rredis: ResilientRedis, aru
     queue = _queue(bench_rredis)
 
     async def cycle() -> None:
-        await queue.enqueue(PAYLOAD)
+        await queue.enqueue(REPORT_JOB)
         job = await queue.reserve("worker-1")
         assert job is not None
         assert await queue.ack(job, {"pages": 3})
@@ -76,7 +68,7 @@ def test_naive_enqueue_dequeue(bench_async: Any, bench_rredis: ResilientRedis):
     rr = bench_rredis
 
     async def cycle() -> None:
-        await queue.naive_enqueue(PAYLOAD)
+        await queue.naive_enqueue(REPORT_JOB)
         item = await rr.call(rr.client.brpop, [queue.list_key], timeout=1)
         assert item is not None
 

@@ -89,12 +89,9 @@ def _bench_sync_session(redis_url: str, bench_round_trips: RoundTripCounter) -> 
 
 
 @pytest.fixture
-def bench_admin(redis_url: str) -> Iterator[redis.Redis]:
+def bench_admin(redis_admin: redis.Redis) -> redis.Redis:
     """An uncounted sync client for setup, on a database flushed for this benchmark."""
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.close()
+    return redis_admin
 
 
 @pytest.fixture

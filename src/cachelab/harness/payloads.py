@@ -18,6 +18,15 @@ from typing import Any
 import orjson
 
 STATUSES = ("planning", "in_progress", "at_risk", "completed", "on_hold")
+
+#: A report job as the dashboard enqueues it (queue benchmarks, ours and peers').
+REPORT_JOB: dict[str, Any] = {
+    "type": "report",
+    "tenant": "acme",
+    "report": "quarterly-initiatives",
+    "params": {"quarter": "2024-Q4", "areas": ["Engineering", "Sales"], "format": "pdf"},
+    "requested_by": "u-0042",
+}
 AREAS = ("Engineering", "Sales", "Marketing", "Operations", "Finance", "People", "Customer Success")
 _VERBS = ("Launch", "Migrate", "Automate", "Consolidate", "Expand", "Redesign", "Reduce", "Standardise")
 _OBJECTS = (
