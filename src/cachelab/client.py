@@ -159,6 +159,15 @@ class ClientOptions:
     def retry(self) -> Retry:
         return Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), self.retries)
 
+    def connection_kwargs(self) -> dict[str, Any]:
+        """What every client built here passes redis-py: pool size, timeouts, retry."""
+        return {
+            "max_connections": self.max_connections,
+            "socket_connect_timeout": self.connect_timeout,
+            "socket_timeout": self.command_timeout,
+            "retry": self.retry(),
+        }
+
 
 def _cluster_url_options(url: str) -> dict[str, Any]:
     """What redis-py parses from the ``redis://`` twin of a cluster URL (host, port, auth, TLS)."""
@@ -179,10 +188,7 @@ def create_async_cluster_client(
         host=url_options.pop("host"),
         port=url_options.pop("port", 6379),
         ssl=ssl,
-        max_connections=options.max_connections,
-        socket_connect_timeout=options.connect_timeout,
-        socket_timeout=options.command_timeout,
-        retry=options.retry(),
+        **options.connection_kwargs(),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=0,
         **url_options,
@@ -218,11 +224,8 @@ def create_async_client(
     # connection instead of failing at once and tripping the breaker.
     pool = AsyncBlockingConnectionPool(
         connection_class=conn_cls,
-        max_connections=options.max_connections,
         timeout=options.pool_timeout,
-        socket_connect_timeout=options.connect_timeout,
-        socket_timeout=options.command_timeout,
-        retry=options.retry(),
+        **options.connection_kwargs(),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=0,
         **url_options,
@@ -245,10 +248,7 @@ def create_sync_client(
         base = url_options.pop("connection_class", None)
         return redis.RedisCluster(
             ssl=base is redis.SSLConnection,
-            max_connections=options.max_connections,
-            socket_connect_timeout=options.connect_timeout,
-            socket_timeout=options.command_timeout,
-            retry=options.retry(),
+            **options.connection_kwargs(),
             **url_options,
         )
     url_options = redis.connection.parse_url(url)
@@ -256,11 +256,8 @@ def create_sync_client(
     conn_cls = _counting_sync(base, counter) if counter is not None else base
     pool = redis.BlockingConnectionPool(
         connection_class=conn_cls,
-        max_connections=options.max_connections,
         timeout=options.pool_timeout,
-        socket_connect_timeout=options.connect_timeout,
-        socket_timeout=options.command_timeout,
-        retry=options.retry(),
+        **options.connection_kwargs(),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         **url_options,
     )
