@@ -30,14 +30,9 @@ def _setpriv() -> str | None:
     return shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
 
-def dies_with_parent(args: Sequence[str]) -> list[str]:
-    """``args`` prefixed so the command gets SIGTERM when this process (its main thread) dies."""
-    setpriv = _setpriv()
-    if setpriv is None or threading.current_thread() is not threading.main_thread():
-        return list(args)
-    return [setpriv, "--pdeathsig", "TERM", "--", *args]
-
-
 def spawn(args: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
     """``subprocess.Popen(args, **kwargs)`` for a child that dies with this process."""
-    return subprocess.Popen(dies_with_parent(args), **kwargs)
+    setpriv = _setpriv()
+    if setpriv is not None and threading.current_thread() is threading.main_thread():
+        args = [setpriv, "--pdeathsig", "TERM", "--", *args]
+    return subprocess.Popen(args, **kwargs)
