@@ -6,6 +6,10 @@ a database (SQLite in a temporary directory unless ``database_url`` is given),
 starts uvicorn in a subprocess on a free loopback port, waits for
 ``/api/health``, optionally starts report workers, and stops everything it
 started on exit.
+
+``python`` runs another checkout's app (``cachelab report --against``): its
+interpreter and environment (``env``, e.g. its ``PYTHONPATH``) start uvicorn,
+the job workers and the seeding, so the code measured is that checkout's.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class AppServer:
         initiatives_per_tenant: int = 500,
         port: int | None = None,
         startup_timeout: float = 30.0,
+        python: str | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.redis_config = redis_config
@@ -57,6 +62,7 @@ class AppServer:
         self.initiatives_per_tenant = initiatives_per_tenant
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
+        self.python = python or sys.executable
         self.redis: RedisServer | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
@@ -77,26 +83,29 @@ class AppServer:
                 self.redis_url = self.redis.url
             if self.database_url is None:
                 self.database_url = f"sqlite:///{Path(self._tmp.name) / 'dashboard.db'}"
-            asyncio.run(
-                prepare_database(
-                    self.database_url,
-                    tenants=self.tenants,
-                    per_tenant=self.initiatives_per_tenant,
-                    reset=False,
-                    only_if_empty=True,
-                )
-            )
             self.env = {
                 **os.environ,
                 "REDIS_URL": self.redis_url,
                 "DATABASE_URL": self.database_url,
                 **self.extra_env,
             }
+            if self.python == sys.executable:
+                asyncio.run(
+                    prepare_database(
+                        self.database_url,
+                        tenants=self.tenants,
+                        per_tenant=self.initiatives_per_tenant,
+                        reset=False,
+                        only_if_empty=True,
+                    )
+                )
+            else:
+                self._seed_with_own_python()
             self._log = open(Path(self._tmp.name) / "uvicorn.log", "wb")  # noqa: SIM115
             self._procs.append(
                 spawn(
                     [
-                        sys.executable,
+                        self.python,
                         "-m",
                         "uvicorn",
                         "cachelab.app.main:create_app",
@@ -125,11 +134,19 @@ class AppServer:
             raise
         return self
 
+    def _seed_with_own_python(self) -> None:
+        cmd = [self.python, "-m", "cachelab", "seed-db", "--tenants", str(self.tenants),
+               "--initiatives-per-tenant", str(self.initiatives_per_tenant)]
+        proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            output = (proc.stderr or proc.stdout)[-2000:]
+            raise AppServerFailed(f"seeding with {self.python} failed: {output}")
+
     def start_job_worker(self, *extra_args: str) -> subprocess.Popen[bytes]:
         from cachelab.app.jobs import worker_command
 
         proc = spawn(
-            worker_command(*extra_args),
+            [self.python, *worker_command(*extra_args)[1:]],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -152,9 +152,10 @@ def build_command(
     seed: int,
     redis_url: str | None,
     extra_args: Sequence[str],
+    python: str | None = None,
 ) -> list[str]:
     cmd = [
-        sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
+        python or sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
         "-u", str(users), "-r", f"{spawn_rate or users:g}", "-t", f"{max(1, math.ceil(duration))}s",
         "--host", base_url, "--only-summary", "--loglevel", "INFO",
         "--csv", str(results_dir / "locust"), "--html", str(results_dir / "locust.html"),
@@ -224,7 +225,7 @@ class _CpuWatch:
 @contextlib.contextmanager
 def _app(
     base_url: str | None, redis_url: str | None, **app_kwargs: Any
-) -> Iterator[tuple[str, str | None, bool]]:
+) -> Iterator[tuple[str, str | None, bool]]:  # (base url, redis url, did this call start the app)
     if base_url is not None:
         yield base_url, redis_url, False
         return
@@ -256,6 +257,8 @@ def run_scenario(
     locustfile: str | Path | None = None,
     extra_args: Sequence[str] = (),
     timeout: float | None = None,
+    python: str | None = None,
+    generator_env: Mapping[str, str] | None = None,
 ) -> ScenarioResult:
     """Run Locust headless for ``duration`` seconds against the app and return its figures.
 
@@ -268,25 +271,28 @@ def run_scenario(
     to ``results_dir`` (a new temporary directory when None, left for the
     caller). The subprocess is killed after ``timeout`` seconds (default
     ``duration + 90``). A failed threshold gives ``exit_code == 1``; no
-    results at all raises :class:`ScenarioFailed`.
+    results at all raises :class:`ScenarioFailed`. ``python`` and
+    ``generator_env`` run Locust (and a launched app) with another checkout's
+    interpreter and environment, e.g. its ``PYTHONPATH``.
     """
     locustfile = Path(locustfile) if locustfile else default_locustfile()
     out = Path(results_dir) if results_dir else Path(tempfile.mkdtemp(prefix="cachelab-locust-"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "loadtest.json").unlink(missing_ok=True)  # never read a previous run's results
     hard_timeout = timeout if timeout is not None else duration + 90.0
-    app_kwargs = {"env": dict(env or {}), "tenants": tenants, "job_workers": job_workers,
-                  "initiatives_per_tenant": initiatives_per_tenant}
+    app_kwargs = {"env": {**(generator_env or {}), **(env or {})}, "tenants": tenants, "python": python,
+                  "job_workers": job_workers, "initiatives_per_tenant": initiatives_per_tenant}
     with _app(base_url, redis_url, **app_kwargs) as (url, redis, own_app):
         cmd = build_command(
             locustfile=locustfile, base_url=url, results_dir=out, duration=duration, users=users,
             spawn_rate=spawn_rate, mix=_format_mix(mix), shape=shape, arrival_rate=arrival_rate,
             think_time=think_time, thresholds=thresholds, processes=processes, seed=seed, redis_url=redis,
-            extra_args=extra_args,
+            extra_args=extra_args, python=python,
         )
         # Ambient CACHELAB_* settings must not leak into the generator: the call's arguments decide.
         locust_env = {k: v for k, v in os.environ.items()
                       if not k.startswith("CACHELAB_") and k != "REDIS_URL"}
+        locust_env.update(generator_env or {})
         locust_env["PYTHONUNBUFFERED"] = "1"
         log_path = out / "locust.log"
         with log_path.open("wb") as log_file:
