@@ -398,7 +398,8 @@ async def test_one_check_is_one_round_trip_and_one_evalsha(rredis, cost_meter, a
     assert not {"eval", "script|load"} & cost.commands.keys()
 
 
-HOSTILE = ["*", "?", "[", "]", ":", "{", "}", "a:b", "a", "{a}", "a*", "%2A", "", "a b", "ü"]
+HOSTILE = ["*", "?", "[", "]", ":", "{", "}", "a:b", "a", "{a}", "a*", "%2A", "", "\x00", "%", "%00",
+           "%25", "\\", "a b", "ü"]
 
 
 @pytest.mark.parametrize("algorithm", ALGOS)
