@@ -39,9 +39,10 @@ def safe(component: object) -> str:
     (uppercase hex; ``%`` itself is ``%25``), and the empty string becomes a
     lone ``%``, which no non-empty string encodes to (an escape always has two
     hex digits after it). So each output decodes to exactly one input: the
-    encoding is injective. (The seed-era ``%00`` for "" was also the encoding
-    of ``"\\x00"``: two identifiers shared one quota.) Lone surrogates are
-    encoded with ``surrogatepass`` rather than raising.
+    encoding is injective. (An earlier version wrote "" as ``%00``, which is
+    also the encoding of ``"\\x00"``: two identifiers shared one rate-limit
+    quota.) Lone surrogates are encoded with ``surrogatepass`` rather than
+    raising. No Redis round trips: keys are built in process.
     """
     text = str(component)
     if not text:

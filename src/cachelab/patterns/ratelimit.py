@@ -38,10 +38,11 @@ The fix
   With ``burst=1`` the token bucket and GCRA become strict pacers: ≤ limit in
   any interval of one period, but no burst at all.
 * GCRA (Redis and the local fallback alike) counts time in whole microseconds:
-  the emission interval is ``period_us / limit`` rounded up to a µs, computed
-  once per check from integer arguments, and the TAT moves by whole intervals,
-  so exactly ``burst`` units pass at once and then exactly one per interval,
-  with no float tie at the boundary (see :mod:`~cachelab.patterns.ratelimit_local`).
+  ``period`` becomes integer µs once, at construction; the emission interval
+  is ``period_us / limit`` rounded up to a µs (exact integer arithmetic, no
+  new argument or round trip) and the TAT moves by whole intervals, so exactly
+  ``burst`` units pass at once and then exactly one per interval, with no
+  float tie at the boundary (see :mod:`~cachelab.patterns.ratelimit_local`).
 * ``limit``, ``period`` and ``burst`` are checked once, at construction, by
   :func:`~cachelab.patterns.ratelimit_local.validate_rate`: NaN, infinities,
   values ≤ 0, non-integers and absurd sizes are a :class:`ValueError` naming
