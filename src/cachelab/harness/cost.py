@@ -169,7 +169,7 @@ class CostMeter:
                 cost.server_usec_by_command[name] = usec - prev_usec
         booked = sum(cost.commands.values())
         cost.server_usec_booked = sum(cost.server_usec_by_command.values())
-        if sent is not None and booked and not any(n for name, n in sent.items() if name not in _META_COMMANDS):
+        if sent is not None and booked and not any(n for k, n in sent.items() if k not in _META_COMMANDS):
             sent = None  # the tally saw none of this traffic: another client's, which it cannot split
         if sent is None:
             cost.total_commands, cost.server_usec = booked, cost.server_usec_booked

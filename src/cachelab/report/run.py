@@ -274,9 +274,13 @@ def guide_rows(
 
 
 # -- the run ---------------------------------------------------------------------------
-def _prepare_folder(out: Path | None, results_root: Path, root: Path) -> Path:
+def _prepare_folder(
+    out: Path | None, results_root: Path, root: Path, *, allow_existing: bool = False
+) -> Path:
     if out is not None:
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} exists and is not a folder")
+        if out.exists() and any(out.iterdir()) and not allow_existing:
             raise ValueError(f"--out {out} exists and is not empty; choose a new folder")
         folder = out
     else:
@@ -298,7 +302,10 @@ def run_report(
     skip: set[str] | None = None,
     bench_select: str | None = None,
     fail_on_regression: bool = False,
+    allow_existing: bool = False,
 ) -> ReportOutcome:
+    """Run the report (see the module docstring); ``allow_existing`` writes into a non-empty ``out``
+    (e.g. one already holding notebook summaries made elsewhere), which the CLI never does."""
     profile = PROFILES[profile_name]
     skip = skip or set()
     slo_texts = [*DEFAULT_SLOS, *(slos or [])]
@@ -308,7 +315,7 @@ def run_report(
     root = repo_root()
     if root is None:
         raise RuntimeError("cachelab report needs a source checkout (bench/, notebooks/, locustfiles/)")
-    folder = _prepare_folder(out, results_root or root / "results", root)
+    folder = _prepare_folder(out, results_root or root / "results", root, allow_existing=allow_existing)
     _progress(f"writing {folder}")
 
     from cachelab.harness.redis_server import RedisServer
@@ -355,8 +362,9 @@ def run_report(
             base = step(
                 "checkout", lambda: stack.enter_context(base_checkout(root, against, progress=_progress))
             )
-            if base is None:
-                raise RuntimeError(f"--against {against}: {outcome.steps[-1].note}")
+            if base is None:  # reported as a failed step; this checkout is still measured
+                against = None
+        if against:
             sides = [base, candidate]
             manifest["parameters"]["against_commit"] = base.commit
         bench = (

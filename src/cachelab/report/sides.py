@@ -93,7 +93,6 @@ def base_checkout(root: Path, ref: str, *, label: str = "base", progress=print) 
                 "install",
                 "-q",
                 "--disable-pip-version-check",
-                "--no-build-isolation",
                 "-e",
                 str(tree),
             ],
@@ -117,5 +116,6 @@ def _run(cmd: list[str], what: str) -> None:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SideError(f"{what} failed: {exc}") from None
     if proc.returncode != 0:
-        lines = (proc.stderr or proc.stdout).strip().splitlines() or ["(no output)"]
-        raise SideError(f"{what} failed: {lines[-1]}")
+        lines = [line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
+        errors = [line for line in lines if line.lower().startswith("error")] or lines or ["(no output)"]
+        raise SideError(f"{what} failed: {errors[0]}")
