@@ -164,3 +164,15 @@ def bench_async(benchmark: Any, async_bench: AsyncBench, bench_admin: redis.Redi
 def bench_sync(benchmark: Any, sync_bench: SyncBench, bench_admin: redis.Redis) -> Callable[..., Any]:
     """``bench_sync(lambda: value, group=..., ops=200, ...)``: the sync twin of ``bench_async``."""
     return functools.partial(sync_bench, benchmark)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's own table
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """After measured benchmarks: how to compare two runs without being fooled by one median."""
+    if getattr(config.option, "benchmark_disable", True):  # smoke mode, or pytest-benchmark absent
+        return
+    terminalreporter.write_line(
+        "cachelab: to compare runs, use `cachelab report --against <ref>` (interleaved trials, one run) or "
+        "`cachelab compare A B` on two result folders; one median per benchmark (--benchmark-compare-fail) "
+        "flags noise on a shared machine. See bench/README.md."
+    )
