@@ -6,6 +6,12 @@ a database (SQLite in a temporary directory unless ``database_url`` is given),
 starts uvicorn in a subprocess on a free loopback port, waits for
 ``/api/health``, optionally starts report workers, and stops everything it
 started on exit.
+
+Every seeded user's password is :attr:`AppServer.seed_password` (random per
+server unless given); log in with :mod:`cachelab.harness.app_client`. uvicorn
+runs with proxy headers off, as under ``cachelab serve``: ``X-Forwarded-For``
+counts only from ``trusted_proxies`` (``CACHELAB_TRUSTED_PROXIES``), which a
+load generator that simulates many clients from one address sets explicitly.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -45,6 +52,8 @@ class AppServer:
         initiatives_per_tenant: int = 500,
         port: int | None = None,
         startup_timeout: float = 30.0,
+        seed_password: str | None = None,
+        trusted_proxies: str | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.redis_config = redis_config
@@ -57,6 +66,9 @@ class AppServer:
         self.initiatives_per_tenant = initiatives_per_tenant
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
+        self.seed_password = seed_password or secrets.token_urlsafe(18)
+        if trusted_proxies is not None:
+            self.extra_env["CACHELAB_TRUSTED_PROXIES"] = trusted_proxies
         self.redis: RedisServer | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
@@ -66,6 +78,12 @@ class AppServer:
     @property
     def base_url(self) -> str:
         return f"http://{HOST}:{self.port}"
+
+    def accounts(self) -> list[dict[str, str]]:
+        """The seeded users (tenant, e-mail, role) of this server's seed sizes; no HTTP needed."""
+        from cachelab.app.seed import seed_accounts
+
+        return seed_accounts(self.tenants)
 
     def start(self) -> AppServer:
         from cachelab.app.serve import prepare_database
@@ -84,6 +102,7 @@ class AppServer:
                     per_tenant=self.initiatives_per_tenant,
                     reset=False,
                     only_if_empty=True,
+                    password=self.seed_password,
                 )
             )
             self.env = {
@@ -110,6 +129,7 @@ class AppServer:
                         "--log-level",
                         "warning",
                         "--no-access-log",
+                        "--no-proxy-headers",
                     ],
                     env=self.env,
                     stdout=self._log,
