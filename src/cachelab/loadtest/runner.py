@@ -152,6 +152,7 @@ def build_command(
     seed: int,
     redis_url: str | None,
     extra_args: Sequence[str],
+    tenants: int | None = None,
 ) -> list[str]:
     cmd = [
         sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
@@ -166,6 +167,8 @@ def build_command(
             cmd += [flag, str(value)]
     if arrival_rate is not None:
         cmd += ["--arrival-rate", f"{arrival_rate:g}"]
+    if tenants is not None:
+        cmd += ["--tenants", str(tenants)]
     if processes:
         cmd += ["--processes", str(processes)]
     for t in thresholds:
@@ -223,15 +226,17 @@ class _CpuWatch:
 
 @contextlib.contextmanager
 def _app(
-    base_url: str | None, redis_url: str | None, **app_kwargs: Any
-) -> Iterator[tuple[str, str | None, bool]]:
+    base_url: str | None, redis_url: str | None, seed_password: str | None, **app_kwargs: Any
+) -> Iterator[tuple[str, str | None, bool, str | None]]:
     if base_url is not None:
-        yield base_url, redis_url, False
+        yield base_url, redis_url, False, seed_password or os.environ.get("CACHELAB_SEED_PASSWORD")
         return
     from cachelab.harness.app_server import AppServer
 
-    with AppServer(**app_kwargs) as app:
-        yield app.base_url, app.redis_url, True
+    # All simulated users share this machine's address; each sends its own X-Forwarded-For, which
+    # the app believes only because it is told, here, that the generator is its proxy.
+    with AppServer(**app_kwargs, trusted_proxies="127.0.0.1") as app:
+        yield app.base_url, app.redis_url, True, app.seed_password
 
 
 def run_scenario(
@@ -256,6 +261,7 @@ def run_scenario(
     locustfile: str | Path | None = None,
     extra_args: Sequence[str] = (),
     timeout: float | None = None,
+    seed_password: str | None = None,
 ) -> ScenarioResult:
     """Run Locust headless for ``duration`` seconds against the app and return its figures.
 
@@ -266,7 +272,9 @@ def run_scenario(
     ``think_time`` ``"MIN,MAX"`` seconds. Results (``loadtest.json``,
     ``endpoints.csv``, ``histograms.json``, Locust's CSV/HTML and its log) go
     to ``results_dir`` (a new temporary directory when None, left for the
-    caller). The subprocess is killed after ``timeout`` seconds (default
+    caller). The users log in as the seeded users of ``tenants`` tenants with
+    the app's seed password (``seed_password`` for an app at ``base_url``, else
+    ``$CACHELAB_SEED_PASSWORD``). The subprocess is killed after ``timeout`` seconds (default
     ``duration + 90``). A failed threshold gives ``exit_code == 1``; no
     results at all raises :class:`ScenarioFailed`.
     """
@@ -277,17 +285,19 @@ def run_scenario(
     hard_timeout = timeout if timeout is not None else duration + 90.0
     app_kwargs = {"env": dict(env or {}), "tenants": tenants, "job_workers": job_workers,
                   "initiatives_per_tenant": initiatives_per_tenant}
-    with _app(base_url, redis_url, **app_kwargs) as (url, redis, own_app):
+    with _app(base_url, redis_url, seed_password, **app_kwargs) as (url, redis, own_app, password):
         cmd = build_command(
             locustfile=locustfile, base_url=url, results_dir=out, duration=duration, users=users,
             spawn_rate=spawn_rate, mix=_format_mix(mix), shape=shape, arrival_rate=arrival_rate,
             think_time=think_time, thresholds=thresholds, processes=processes, seed=seed, redis_url=redis,
-            extra_args=extra_args,
+            extra_args=extra_args, tenants=tenants,
         )
         # Ambient CACHELAB_* settings must not leak into the generator: the call's arguments decide.
         locust_env = {k: v for k, v in os.environ.items()
                       if not k.startswith("CACHELAB_") and k != "REDIS_URL"}
         locust_env["PYTHONUNBUFFERED"] = "1"
+        if password:  # the users log in as the seeded users
+            locust_env["CACHELAB_SEED_PASSWORD"] = password
         log_path = out / "locust.log"
         with log_path.open("wb") as log_file:
             proc = spawn(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=locust_env,
