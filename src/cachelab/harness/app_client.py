@@ -64,9 +64,10 @@ def login_per_tenant(
     http: httpx.Client, accounts: list[dict[str, str]], password: str, role: str = "admin"
 ) -> dict[str, dict[str, str]]:
     """``{tenant: Cookie header}`` with one session per tenant, as its first user of ``role``."""
-    return {
-        t: cookie_header(login(http, first_account(accounts, t, [role]), password)) for t in tenant_ids(accounts)
-    }
+    out: dict[str, dict[str, str]] = {}
+    for t in tenant_ids(accounts):
+        out[t] = cookie_header(login(http, first_account(accounts, t, [role]), password))
+    return out
 
 
 async def alogin_per_tenant(
