@@ -308,6 +308,27 @@ def test_login_rotates_and_never_adopts_a_client_chosen_session_id(app, sessions
     assert me.status_code == 200 and me.json()["email"] == email and me.json()["role"] == "manager"
 
 
+def test_an_authenticated_request_checks_its_session_and_limits_in_one_script_call_each():
+    with small_app() as app, httpx.Client(base_url=app.base_url, timeout=30) as http:
+        account = app.accounts()[0]
+        session = cookie_header(login(http, account["email"], app.seed_password))
+        http.get("/api/me", headers=session)  # scripts loaded, connections open
+        watcher, marker = app.redis.client(), app.redis.client()
+        marker.ping()  # its connection's handshake happens before the watch
+        with watcher.monitor() as monitor:
+            assert http.get("/api/me", headers=session).status_code == 200
+            marker.echo("end of request")
+            sent = []
+            while (command := monitor.next_command())["command"] != "ECHO end of request":
+                if command["client_type"] != "lua":  # commands run inside a script are its own
+                    sent.append(command["command"].split()[0].upper())
+        watcher.close()
+        marker.close()
+    # Per-address limit, per-session limit, and the session read that slides its idle timeout:
+    # three EVALSHAs, sent concurrently, and nothing else.
+    assert sent == ["EVALSHA"] * 3, sent
+
+
 # -- caching stays per tenant and per role --------------------------------------------------
 @pytest.mark.parametrize("path", ["kpis", "areas", "stats", "users", "initiatives?status=in_progress&page=1"])
 def test_cached_endpoints_miss_then_hit_with_identical_bodies(http, path):
