@@ -501,7 +501,10 @@ _small = itertools.count()
 
 
 def small_app(**env: str) -> AppServer:
-    return AppServer(env={**GENEROUS, **env}, tenants=1, initiatives_per_tenant=20)
+    """Its own limits; and, unlike the AppServer default, no trusted proxy: every client is its peer."""
+    return AppServer(
+        env={**GENEROUS, "CACHELAB_TRUSTED_PROXIES": "", **env}, tenants=1, initiatives_per_tenant=20
+    )
 
 
 def test_requests_over_the_limit_get_429_with_retry_after_and_a_forged_forwarded_for_does_not_help():

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+import decimal
+import enum
 import math
+import uuid
 
 import pytest
 
@@ -42,6 +46,126 @@ async def test_falsy_cached_values_are_hits(rredis, value):
     assert (first.status, second.status) == (CacheStatus.MISS, CacheStatus.HIT)
     assert second.value == value and type(second.value) is type(value)
     assert loader.calls == 1
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Mode(enum.StrEnum):
+    FAST = "fast"
+
+
+class Name(str):
+    pass
+
+
+# Each would come back as another type or value: orjson writes the first group
+# natively (as str, object, array, the enum's value or null); the rest it refuses.
+NOT_PLAIN_JSON = [
+    pytest.param(dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC), TypeError, "datetime.datetime", id="datetime"),
+    pytest.param(dt.datetime(2026, 1, 2, 3, 4, 5), TypeError, "datetime.datetime", id="naive-datetime"),
+    pytest.param(dt.date(2026, 1, 2), TypeError, "datetime.date", id="date"),
+    pytest.param(dt.time(3, 4), TypeError, "datetime.time", id="time"),
+    pytest.param(uuid.UUID(int=7), TypeError, "uuid.UUID", id="uuid"),
+    pytest.param(Point(1, 2), TypeError, "Point", id="dataclass"),
+    pytest.param(math.nan, ValueError, "nan", id="nan"),
+    pytest.param(math.inf, ValueError, "inf", id="inf"),
+    pytest.param(-math.inf, ValueError, "-inf", id="-inf"),
+    pytest.param((1, 2), TypeError, "tuple", id="tuple"),
+    pytest.param(Colour.RED, TypeError, "Colour", id="enum"),
+    pytest.param(Level.HIGH, TypeError, "Level", id="int-enum"),
+    pytest.param(Mode.FAST, TypeError, "Mode", id="str-enum"),
+    pytest.param(Name("x"), TypeError, "Name", id="str-subclass"),
+    pytest.param({1: "a"}, TypeError, "int", id="int-dict-key"),
+    pytest.param({"a": [1, {"when": dt.date(2026, 1, 2)}]}, TypeError,
+                 r"datetime\.date at value\['a'\]\[1\]\['when'\]", id="nested-date"),
+    pytest.param([1.0, math.nan], ValueError, r"nan at value\[1\]", id="nested-nan"),
+    pytest.param({1, 2}, TypeError, "set", id="set"),
+    pytest.param(b"x", TypeError, "bytes", id="bytes"),
+    pytest.param(decimal.Decimal("1.5"), TypeError, "Decimal", id="decimal"),
+]
+
+
+@pytest.mark.parametrize(("value", "error", "names"), NOT_PLAIN_JSON)
+async def test_values_json_would_change_are_refused_by_fetch_naming_the_type_and_nothing_written(
+    rredis, redis_admin, value, error, names
+):
+    cache = Cache(rredis, "kpi")
+    key = cache.key("t1", "kpis")
+    loader = CountingLoader(value)
+    with pytest.raises(error, match=names):
+        await cache.fetch(key, loader)
+    assert loader.calls == 1
+    assert redis_admin.dbsize() == 0
+
+
+@pytest.mark.parametrize(("value", "error", "names"), NOT_PLAIN_JSON)
+async def test_values_json_would_change_are_refused_by_set_and_warm_with_nothing_written(
+    rredis, redis_admin, value, error, names
+):
+    cache = Cache(rredis, "kpi")
+    with pytest.raises(error, match=names):
+        await cache.set(cache.key("t1", "a"), value)
+    with pytest.raises(error, match=names):  # the refused value is last: nothing before it is written either
+        await cache.warm([(cache.key("t1", i), {"i": i}) for i in range(3)] + [(cache.key("t1", "z"), value)])
+    assert redis_admin.dbsize() == 0
+
+
+@pytest.mark.parametrize(("value", "error", "names"), NOT_PLAIN_JSON)
+async def test_a_refused_write_through_raises_and_invalidates_the_older_cached_row(
+    rredis, redis_admin, value, error, names
+):
+    cache = Cache(rredis, "initiative")
+    key = cache.key("t1", "row", 1)
+    assert await cache.write_through(key, {"v": 1}, version=1)
+    with pytest.raises(error, match=names):
+        await cache.write_through(key, value, version=2)
+    assert redis_admin.exists(key) == 0  # not the refused value, and not the stale version 1
+    assert not await cache.write_through(key, {"v": 1}, version=1)  # the guard saw version 2
+
+
+async def test_plain_json_round_trips_with_exact_types(rredis):
+    cache = Cache(rredis, "kpi")
+    key = cache.key("t1", "plain")
+    value = {
+        "int": 1, "float": 1.0, "neg_zero": -0.0, "tiny": 5e-324, "big": 2**63 - 1, "small": -(2**63),
+        "bool": True, "none": None, "text": "ü\x00🙂", "list": [1, 1.5, "x", [], {}],
+        "nested": {"a": {"b": [0]}},
+    }
+    await cache.set(key, value)
+    got = await cache.get(key)
+    assert got == value
+
+    def types(v):
+        if isinstance(v, dict):
+            return {k: types(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [types(x) for x in v]
+        return type(v)
+
+    assert types(got) == types(value)
+    assert math.copysign(1, got["neg_zero"]) == -1
+
+
+async def test_str_subclass_dict_keys_are_accepted_and_come_back_as_equal_str(rredis):
+    # SQLAlchemy row mappings key columns by quoted_name, a str subclass: lookups are unchanged.
+    cache = Cache(rredis, "kpi")
+    key = cache.key("t1", "row")
+    await cache.set(key, {Name("id"): 1, Mode.FAST: 2})
+    got = await cache.get(key)
+    assert got == {"id": 1, "fast": 2} and got[Name("id")] == 1 and got[Mode.FAST] == 2
+    assert {type(k) for k in got} == {str}
 
 
 async def test_naive_cache_aside_reloads_falsy_values_every_time(rredis):

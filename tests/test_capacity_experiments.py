@@ -140,7 +140,8 @@ def test_the_report_capacity_table_gains_memory_persistence_and_distance_rows(ex
     figures.mkdir(parents=True)
     for name in MINE:
         shutil.copy(executed(name) / f"{name[:2]}_summary.json", figures)
-    run_report(profile_name="quick", out=tmp_path / "report", skip={"benchmarks", "load", "notebooks"})
+    skip = {"benchmarks", "load", "notebooks"}
+    run_report(profile_name="quick", out=tmp_path / "report", skip=skip, allow_existing=True)
     summary = (tmp_path / "report" / "summary.md").read_text()
     section = summary.split("### Capacity: memory, persistence and network distance", 1)[1].split("###")[0]
     for needle in ("Cache memory for a 90% hit ratio", "Bytes per session", "Write throughput, AOF",

@@ -353,8 +353,7 @@ def test_the_app_and_its_job_worker_serve_every_user_type_on_a_cluster_without_f
     with AppServer(redis_url=cluster.url, env=env, tenants=2, initiatives_per_tenant=100,
                    job_workers=1) as app:
         result = run_scenario(base_url=app.base_url, mix=mix, users=5, duration=4, think_time="0.05,0.15",
-                              results_dir=tmp_path, timeout=60, seed_password=app.seed_password,
-                              tenants=app.tenants)
+                              results_dir=tmp_path, timeout=60)
     assert result.exit_code == 0 and result.failures == 0, result.table() + result.output_tail
     assert {"POST /api/login", "GET /api/tenants/{t}/kpis", "PATCH /api/tenants/{t}/initiatives/{id}",
             "POST /api/tenants/{t}/reports", "GET /api/tenants/{t}/leaderboard"} <= set(result.endpoints)

@@ -244,3 +244,47 @@ def test_cost_meter_subtracts_its_own_info_calls(redis_url, redis_admin):
     assert cost.total_commands == 0
     assert cost.bytes_in < 64 and cost.bytes_out < 256
     meter.close()
+
+
+async def test_cost_meter_counts_script_and_transaction_time_once(rredis, cost_meter: CostMeter):
+    """INFO books a script's INCR under INCR *and* inside EVALSHA; EXEC's time includes its queue."""
+    script = rredis.client.register_script(
+        "redis.call('INCR', KEYS[1]); return redis.call('PEXPIRE', KEYS[1], 9e5)"
+    )
+    await script(keys=["s"])  # loaded: the measured calls are EVALSHA alone
+    with cost_meter.measure() as cost:
+        for _ in range(50):
+            await script(keys=["s"])
+            async with rredis.client.pipeline(transaction=True) as tx:
+                await tx.incr("t").get("t").execute()
+    assert cost.round_trips == 100
+    queued = {"multi": 50, "incrby": 50, "get": 50, "exec": 50}  # redis-py's incr() is INCRBY
+    assert cost.commands == {"evalsha": 50, "incr": 50, "pexpire": 50, **queued}
+    assert cost.total_commands == 50 + 4 * 50  # what the client sent: EVALSHA, MULTI, INCRBY, GET, EXEC
+    assert cost.inner_commands == 100  # what the script ran besides: INCR and PEXPIRE
+    assert cost.counted_once
+    booked = cost.server_usec_by_command
+    assert cost.server_usec == pytest.approx(booked["evalsha"] + booked["exec"] + booked["multi"])
+    assert cost.server_usec_booked == sum(booked.values()) > cost.server_usec
+
+
+def test_cost_meter_without_the_clients_tally_says_it_cannot_tell_script_time_apart(redis_url, redis_admin):
+    meter = CostMeter(redis_url)  # no round-trip counter: another process's traffic
+    try:
+        with meter.measure() as cost:
+            redis_admin.eval("return redis.call('INCR', KEYS[1])", 1, "k")
+        assert (
+            not cost.counted_once and cost.total_commands == 2 and cost.server_usec == cost.server_usec_booked
+        )
+    finally:
+        meter.close()
+
+
+def test_the_client_names_subcommands_as_commandstats_does():
+    from cachelab.client import command_name
+
+    assert command_name(("GET", "k")) == "get"
+    assert command_name((b"EVALSHA", "abc", 0)) == "evalsha"
+    assert command_name(("CLIENT SETINFO", "LIB-NAME", "x")) == "client|setinfo"
+    assert command_name(("CONFIG", "GET", "maxmemory")) == "config|get"
+    assert command_name(()) == ""

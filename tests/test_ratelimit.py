@@ -16,12 +16,12 @@ import queue as queue_mod
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pytest
 import redis
 
-from cachelab.client import ClientOptions, ResilientRedis
+from cachelab.client import ClientOptions, ResilientRedis, read_lua
 from cachelab.harness import RedisServer
 from cachelab.patterns.keys import make_key
 from cachelab.patterns.ratelimit import (
@@ -398,7 +398,8 @@ async def test_one_check_is_one_round_trip_and_one_evalsha(rredis, cost_meter, a
     assert not {"eval", "script|load"} & cost.commands.keys()
 
 
-HOSTILE = ["*", "?", "[", "]", ":", "{", "}", "a:b", "a", "{a}", "a*", "%2A", "", "a b", "ü"]
+HOSTILE = ["*", "?", "[", "]", ":", "{", "}", "a:b", "a", "{a}", "a*", "%2A", "", "\x00", "%", "%00",
+           "%25", "\\", "a b", "ü"]
 
 
 @pytest.mark.parametrize("algorithm", ALGOS)
@@ -413,3 +414,210 @@ async def test_hostile_identifiers_get_separate_counters_and_one_hash_tag(rredis
     assert keys == {limiter.key(ident) for ident in HOSTILE}
     assert all(k.count("{") == 1 and k.count("}") == 1 for k in keys)
     assert all(not set("*?[]: ") & set(k.split("{", 1)[1].split("}", 1)[0]) for k in keys)
+
+
+# -- argument validation --------------------------------------------------------------------
+BAD_PERIODS = [math.inf, -math.inf, math.nan, 0, 0.0, -1, 0.0009, 10**12, 1e300, "1", None, True]
+BAD_COUNTS = [0, -1, 1.5, 10.0, math.nan, math.inf, True, "10", None, 10**10]
+
+
+def _limiters(rredis) -> dict[str, Callable[..., object]]:
+    made: dict[str, Callable[..., object]] = {
+        a: (lambda limit, period, burst=None, _a=a: create_limiter(
+            rredis, _a, limit, period, **({} if burst is None else {"burst": burst})))
+        for a in ALGOS
+    }
+    made["local"] = lambda limit, period, burst=None: LocalGCRA(limit, period, burst=burst)
+    return made
+
+
+@pytest.mark.parametrize("period", BAD_PERIODS, ids=repr)
+async def test_unusable_periods_are_a_value_error_naming_period(rredis, period):
+    for name, make in _limiters(rredis).items():
+        with pytest.raises(ValueError, match="period") as info:
+            make(10, period)
+        assert type(info.value) is ValueError, name  # not OverflowError, not TypeError
+
+
+@pytest.mark.parametrize("limit", BAD_COUNTS, ids=repr)
+async def test_unusable_limits_are_a_value_error_naming_limit(rredis, limit):
+    for name, make in _limiters(rredis).items():
+        with pytest.raises(ValueError, match="limit") as info:
+            make(limit, 1.0)
+        assert type(info.value) is ValueError, name
+
+
+@pytest.mark.parametrize("burst", [b for b in BAD_COUNTS if b is not None], ids=repr)  # None: = limit
+async def test_unusable_bursts_are_a_value_error_naming_burst(rredis, burst):
+    makers = {"token_bucket": TokenBucketLimiter, "gcra": GCRALimiter}
+    for name, cls in makers.items():
+        with pytest.raises(ValueError, match="burst") as info:
+            cls(rredis, 10, 1.0, burst=burst)
+        assert type(info.value) is ValueError, name
+    with pytest.raises(ValueError, match="burst"):
+        LocalGCRA(10, 1.0, burst=burst)
+
+
+async def test_a_burst_that_takes_more_than_ten_years_to_refill_is_refused(rredis):
+    year = 366 * 86400
+    GCRALimiter(rredis, 1, year, burst=10)  # ten years: the longest allowed
+    with pytest.raises(ValueError, match=r"burst 11 .* years to refill"):
+        GCRALimiter(rredis, 1, year, burst=11)
+    with pytest.raises(ValueError, match="burst"):
+        LocalGCRA(1, year, burst=11)
+
+
+@pytest.mark.parametrize("text", ["1/0ms", "5/367d", "1/0.0001s", "99999999999/1s", "1/9999999999999999999d"])
+def test_parse_limit_refuses_out_of_range_limits_naming_the_argument(text):
+    with pytest.raises(ValueError, match=r"rate limit .*(period|limit)"):
+        parse_limit(text)
+
+
+# -- GCRA ties: integer microsecond ticks, local and Lua ------------------------------------
+TIE_LIMITS = [1, 2, 3, 7, 10, 12, 60, 1000]
+TIE_BURSTS = [1, 2, 3, 5, 7, 10]
+TIE_PERIODS = [0.001, 0.1, 1.0, 1.5, 60.0]
+TIE_CLOCKS_US = [0, 1_000_000, 12_345_678_901, 1_700_000_000_123_456]  # the last: a TIME reading
+TIE_GRID = [
+    (limit, burst, period)
+    for limit in TIE_LIMITS for burst in TIE_BURSTS for period in TIE_PERIODS
+]
+
+
+def _interval_us(limit: int, period: float) -> int:
+    """period/limit in whole µs, rounded up: worked out here independently of the code under test."""
+    period_us = round(period * 1_000_000)
+    return max(1, math.ceil(period_us / limit)) if period_us % limit else period_us // limit
+
+
+class FixedClock:
+    """Whole microseconds, handed to LocalGCRA as seconds that round back exactly."""
+
+    def __init__(self, now_us: int) -> None:
+        self.now_us = now_us
+
+    def __call__(self) -> float:
+        seconds = self.now_us / 1_000_000
+        assert round(seconds * 1_000_000) == self.now_us  # the test's clock itself is exact
+        return seconds
+
+
+def _gcra_tie_script() -> str:
+    """The GCRA script with TIME replaced by a clock from ARGV[5..6]: its arithmetic at a fixed instant.
+
+    The key's PX is made a minute: it is counted on Redis's real clock, which
+    the pinned one does not follow (a 1 ms period would expire it mid-test).
+    """
+    source = read_lua("ratelimit_gcra")
+    ttl = "math.max(1, math.ceil(reset_after / 1000))"
+    assert source.count("redis.call('TIME')") == 1 and source.count(ttl) == 1
+    return source.replace("redis.call('TIME')", "{ARGV[5], ARGV[6]}").replace(ttl, "60000")
+
+
+def _lua_check(admin: redis.Redis, script: str, limiter: GCRALimiter, key: str, now_us: int,
+               cost: int = 1) -> tuple[bool, int, int, int]:
+    """One pinned-clock check: (allowed, remaining, reset_after_us, retry_after_us)."""
+    sec, usec = divmod(now_us, 1_000_000)
+    allowed, remaining, reset_us, retry_us, now = admin.eval(
+        script, 1, key, *limiter._args(cost), sec, usec)
+    assert now == now_us
+    return bool(allowed), remaining, reset_us, retry_us
+
+
+def _local_check(local: LocalGCRA, key: str, cost: int = 1) -> tuple[bool, int, int, int]:
+    d = local.check(key, cost)
+    return d.allowed, d.remaining, round(d.reset_after * 1_000_000), round(d.retry_after * 1_000_000)
+
+
+@pytest.mark.parametrize("clock_us", TIE_CLOCKS_US)
+def test_local_gcra_admits_exactly_burst_at_once_then_exactly_one_per_interval(clock_us):
+    wrong = []
+    for limit, burst, period in TIE_GRID:
+        interval = _interval_us(limit, period)
+        clock = FixedClock(clock_us)
+        local = LocalGCRA(limit, period, burst=burst, clock=clock)
+        burst_run = [_local_check(local, "k") for _ in range(burst + 2)]
+        clock.now_us += interval - 1  # one µs short of the next unit
+        early = _local_check(local, "k")
+        clock.now_us += 1  # exactly one interval after the burst
+        refill = [_local_check(local, "k") for _ in range(3)]
+        clock.now_us += 3 * interval  # three more intervals: three units (at most burst)
+        later = [_local_check(local, "k") for _ in range(burst + 2)]
+        got = (
+            [r[0] for r in burst_run], [r[1] for r in burst_run[:burst]], burst_run[burst][3],
+            early[0], early[3], [r[0] for r in refill], sum(r[0] for r in later),
+        )
+        expected = (
+            [True] * burst + [False, False], list(range(burst - 1, -1, -1)), interval,
+            False, 1, [True, False, False], min(3, burst),
+        )
+        if got != expected:
+            wrong.append(((limit, burst, period), got))
+    assert wrong == [], f"{len(wrong)} of {len(TIE_GRID)} combinations: {wrong[:3]}"
+
+
+@pytest.mark.parametrize("clock_us", [TIE_CLOCKS_US[1], TIE_CLOCKS_US[-1]])
+def test_lua_gcra_at_a_pinned_clock_ties_exactly_and_agrees_with_the_local_fallback(
+    rredis, redis_admin, clock_us
+):
+    """The script's own arithmetic on the real server (TIME swapped for a fixed instant):
+    every reply equals LocalGCRA's decision at the same instant, field by field."""
+    script = _gcra_tie_script()
+    wrong = []
+    for n, (limit, burst, period) in enumerate(TIE_GRID):
+        interval = _interval_us(limit, period)
+        limiter = GCRALimiter(rredis, limit, period, burst=burst)
+        key = limiter.key(f"tie-{n}")
+        clock = FixedClock(clock_us)
+        local = LocalGCRA(limit, period, burst=burst, clock=clock)
+        steps = [0] * (burst + 2) + [interval - 1, 1, 0, 0, 3 * interval] + [0] * (burst + 1)
+        lua, ours = [], []
+        for step in steps:
+            clock.now_us += step
+            lua.append(_lua_check(redis_admin, script, limiter, key, clock.now_us))
+            ours.append(_local_check(local, "k"))
+        allowed = [r[0] for r in lua]
+        expected = [True] * burst + [False, False] + [False, True, False, False] + \
+            [True] * min(3, burst) + [False] * (burst + 2 - min(3, burst))
+        if lua != ours or allowed != expected or lua[burst][3] != interval:
+            wrong.append(((limit, burst, period), allowed, lua[:2], ours[:2]))
+    assert wrong == [], f"{len(wrong)} of {len(TIE_GRID)} combinations: {wrong[:3]}"
+
+
+def test_lua_gcra_reads_a_tat_left_by_the_float_version(rredis, redis_admin):
+    script = _gcra_tie_script()
+    limiter = GCRALimiter(rredis, 10, 1.0, burst=5)
+    key = limiter.key("old")
+    redis_admin.set(key, "%.17g" % (1_000_000 + 100_000.00000001), px=60_000)  # one unit spent, a float TAT
+    assert [_lua_check(redis_admin, script, limiter, key, 1_000_000)[0] for _ in range(5)] == \
+        [True, True, True, True, False]
+    assert redis_admin.get(key) == b"1500000"  # rounded to the nearest µs, written back whole
+
+
+@pytest.mark.parametrize(("limit", "burst", "period"), [
+    (10, 5, 60.0), (10, 5, 3600.0), (3, 3, 60.0), (7, 2, 600.0), (12, 10, 60.0), (1, 1, 60.0),
+    (1000, 7, 3600.0),
+])
+async def test_redis_gcra_admits_exactly_burst_at_once_on_server_time(rredis, limit, burst, period):
+    # Intervals of 3.6 s or more: no unit comes back while the burst is being sent.
+    limiter = GCRALimiter(rredis, limit, period, burst=burst)
+    results = [await limiter.check("u") for _ in range(burst + 3)]
+    assert [r.allowed for r in results] == [True] * burst + [False] * 3
+    assert [r.remaining for r in results[:burst]] == list(range(burst - 1, -1, -1))
+    interval = _interval_us(limit, period) / 1_000_000
+    # Less than one interval passed since the first admit, whatever the scheduling.
+    assert all(0 < r.retry_after <= interval for r in results[burst:])
+    assert all((burst - 1) * interval < r.reset_after <= burst * interval for r in results[burst:])
+
+
+async def test_redis_gcra_refills_one_unit_per_interval_after_sleeping(rredis):
+    """Burst 3 at 5 per 2 s (one unit per 0.4 s); sleep 2.5 intervals; exactly 2 come back.
+
+    Not a timing assertion: the count is 2 for any scheduling delay under half an
+    interval (200 ms), and the burst is checked against the server's clock."""
+    limiter = GCRALimiter(rredis, 5, 2.0, burst=3)
+    burst_run = [await limiter.check("u") for _ in range(3)]
+    assert all(r.allowed for r in burst_run)
+    await asyncio.sleep(2.5 * 0.4)
+    after = [await limiter.check("u") for _ in range(4)]
+    assert [r.allowed for r in after] == [True, True, False, False]

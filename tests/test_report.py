@@ -1,76 +1,183 @@
-"""The report's arithmetic: noise-banded comparisons, SLOs, the capacity table, compare's CLI."""
+"""The report's arithmetic: verdicts from trials, exact metrics, SLOs, the capacity table, compare's CLI."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from cachelab.cli import main
+from cachelab.report import stats
 from cachelab.report.capacity import Plan, capacity_rows, headroom
-from cachelab.report.compare import compare_metrics, deltas_markdown
+from cachelab.report.compare import compare_metrics, verdict_markdown
+from cachelab.report.metrics import (
+    SCHEMA,
+    MetricsError,
+    exact,
+    from_trials,
+    info,
+    load_metrics,
+    proportion,
+    timed,
+    write_metrics,
+)
 from cachelab.report.run import evaluate_slos, parse_slo
 
 
-def metric(value, better="lower", noise=0.1, unit="ms"):
-    return {"value": value, "unit": unit, "better": better, "noise": noise}
+def _trials(center: float, spread: float, n: int, seed: int) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return list(center * rng.lognormal(0.0, spread, n))
 
 
-def test_changes_inside_the_noise_band_are_not_verdicts():
-    before = {
-        "p99": metric(100),
-        "rps": metric(1000, "higher"),
-        "rt": metric(1, noise=0.0),
-        "hits": metric(0.5, "none"),
+def test_the_same_distribution_sampled_twice_is_never_called_a_change_across_many_metrics():
+    """An A/A test in miniature: 200 timed metrics, each drawn twice from one distribution."""
+    before = {f"m{i}": timed(_trials(100, 0.1, 5, seed=i), "ms", "lower") for i in range(200)}
+    after = {f"m{i}": timed(_trials(100, 0.1, 5, seed=1000 + i), "ms", "lower") for i in range(200)}
+    rows = compare_metrics(before, after)
+    assert [r.name for r in rows if r.verdict != stats.NO_CHANGE] == []
+
+
+def test_a_real_threefold_change_is_called_even_among_two_hundred_unchanged_metrics():
+    before = {f"m{i}": timed(_trials(100, 0.1, 4, seed=i), "ms", "lower") for i in range(200)}
+    after = {f"m{i}": timed(_trials(100, 0.1, 4, seed=1000 + i), "ms", "lower") for i in range(200)}
+    after["m7"] = timed(_trials(300, 0.1, 4, seed=7), "ms", "lower")
+    after["m8"] = timed(_trials(30, 0.1, 4, seed=8), "req/s", "higher")
+    verdicts = {r.name: r for r in compare_metrics(before, after)}
+    assert verdicts["m7"].verdict == stats.REGRESSION and 2.5 < verdicts["m7"].comparison.ratio < 3.6
+    assert verdicts["m8"].verdict == stats.REGRESSION  # higher is better, and it fell
+    assert sum(r.verdict != stats.NO_CHANGE for r in verdicts.values()) == 2
+
+
+def test_a_significant_change_under_the_minimum_effect_is_not_called():
+    before = {"t": timed([100, 101, 99, 100, 100.5], "ms", "lower")}
+    after = {"t": timed([110, 111, 109, 110, 110.5], "ms", "lower")}
+    row = compare_metrics(before, after)[0]
+    assert row.comparison.q_value < 0.01 and row.verdict == stats.NO_CHANGE
+    assert "under the 25% minimum" in row.why
+    interleaved = compare_metrics(before, after, paired=True)[0]
+    assert interleaved.verdict == stats.REGRESSION  # interleaved trials may call 10 %
+
+
+def test_exact_metrics_change_by_any_amount_and_cannot_hide_in_noise():
+    rows = {
+        r.name: r
+        for r in compare_metrics(
+            {"rt": exact(1, "RT/op"), "same": exact(3, "RT/op"), "mem": exact(200, "B", "lower")},
+            {"rt": exact(2, "RT/op"), "same": exact(3, "RT/op"), "mem": exact(180, "B", "lower")},
+        )
     }
-    after = {
-        "p99": metric(108),
-        "rps": metric(850, "higher"),
-        "rt": metric(2, noise=0.0),
-        "hits": metric(0.9, "none"),
+    assert rows["rt"].verdict == stats.REGRESSION and rows["rt"].why == "exact: 1 → 2"
+    assert rows["same"].verdict == stats.NO_CHANGE
+    assert rows["mem"].verdict == stats.IMPROVEMENT
+
+
+def test_a_figure_that_should_be_exact_but_varies_between_trials_is_compared_as_timed():
+    assert from_trials([3.0, 3.0, 3.0], "RT/op").kind == "exact"
+    varied = from_trials([1.01, 2.97, 1.02], "RT/op")
+    assert varied.kind == "timed" and varied.samples == [1.01, 2.97, 1.02] and "varied" in varied.note
+
+
+def test_hit_ratios_are_compared_as_miss_ratios_so_0_99_to_0_95_is_five_times_the_misses():
+    before = {"miss": proportion([10, 10, 10, 10], [1000] * 4)}
+    after = {"miss": proportion([50, 50, 50, 50], [1000] * 4)}
+    row = compare_metrics(before, after)[0]
+    assert row.verdict == stats.REGRESSION
+    assert row.comparison.ratio == pytest.approx(5.0) and 3 < row.comparison.low < 5 < row.comparison.high
+
+
+def test_bursty_misses_widen_the_interval_instead_of_faking_significance():
+    calm = stats.compare_proportions([50, 50], [1000, 1000], [60, 60], [1000, 1000])
+    bursty = stats.compare_proportions([5, 95], [1000, 1000], [10, 110], [1000, 1000])
+    assert stats.dispersion([5, 95], [1000, 1000]) > 10
+    assert (bursty.high / bursty.low) > 3 * (calm.high / calm.low)
+
+
+def test_one_sided_descriptive_and_single_trial_metrics_are_reported_not_judged():
+    rows = {
+        r.name: r
+        for r in compare_metrics(
+            {"gone": exact(1, ""), "desc": info(5), "one": timed([1.0], "ms", "lower")},
+            {"new": exact(1, ""), "desc": info(50), "one": timed([9.0], "ms", "lower")},
+        )
     }
-    verdicts = {d.name: d.verdict for d in compare_metrics(before, after)}
-    assert verdicts == {"p99": "within noise", "rps": "regression", "rt": "regression", "hits": "changed"}
-    better = {d.name: d.verdict for d in compare_metrics(after, before)}
-    assert better["rps"] == "improvement" and better["rt"] == "improvement"
+    assert {n: r.verdict for n, r in rows.items()} == dict.fromkeys(
+        ("gone", "desc", "one", "new"), "not compared"
+    )
+    text = verdict_markdown(list(rows.values()), title="t")
+    assert "0 regression(s)" in text and "4 not compared" in text
 
 
-def test_new_gone_and_missing_values_are_reported_not_crashed_on():
-    deltas = compare_metrics({"a": metric(1), "b": metric(None)}, {"b": metric(2), "c": metric(3)})
-    assert {d.name: d.verdict for d in deltas} == {"a": "gone", "b": "n/a", "c": "new"}
-    text = deltas_markdown(deltas)
-    assert "| a (ms) |" in text and "No change beyond the noise band." in text
+def test_the_verdict_lists_regressions_then_improvements_then_counts_the_rest():
+    before = {"a": exact(1, "RT"), "b": exact(5, "RT"), "c": exact(2, "RT")}
+    after = {"a": exact(1, "RT"), "b": exact(4, "RT"), "c": exact(3, "RT")}
+    text = verdict_markdown(compare_metrics(before, after), title="t")
+    assert text.index("**regression** | `c`") < text.index("**improvement** | `b`")
+    assert "1 regression(s), 1 improvement(s); 1 metrics unchanged" in text
 
 
-def test_slos_parse_evaluate_and_fail_without_data():
+def test_metrics_files_round_trip_and_old_or_corrupt_ones_are_refused_in_one_line(tmp_path):
+    metrics = {"x": timed([1.0, 2.0], "ms", "lower"), "y": exact(3, "RT"), "z": proportion([1], [10])}
+    write_metrics(tmp_path / "metrics.json", metrics)
+    loaded = load_metrics(tmp_path)
+    assert loaded["x"].samples == [1.0, 2.0] and loaded["y"].value == 3 and loaded["z"].lookups == [10]
+    assert json.loads((tmp_path / "metrics.json").read_text())["schema"] == SCHEMA
+    for body, reason in (
+        ("{not json", "not valid JSON"),
+        ("{}", "older cachelab"),
+        (json.dumps({"load.p99_ms": {"value": 1, "noise": 0.2}}), "older cachelab"),
+        (json.dumps({"schema": SCHEMA, "metrics": {}}), "holds no metrics"),
+        (json.dumps({"schema": SCHEMA, "metrics": {"a": {"kind": "guess"}}}), "no valid kind"),
+    ):
+        (tmp_path / "metrics.json").write_text(body)
+        with pytest.raises(MetricsError, match=reason) as err:
+            load_metrics(tmp_path)
+        assert "\n" not in str(err.value)
+
+
+def test_slos_parse_evaluate_fail_without_data_and_skip_what_was_not_measured():
     assert parse_slo("load.cache_on.p99_ms < 200") == ("load.cache_on.p99_ms", "<", 200.0)
     with pytest.raises(ValueError, match="bad SLO"):
         parse_slo("p99 is small")
-    results = evaluate_slos({"x": metric(5), "y": metric(0.99)}, ["x<10", "y>=0.995", "z<1", "x<3"])
-    assert [(r["slo"], r["passed"]) for r in results] == [("x<3", False), ("y>=0.995", False), ("z<1", False)]
-    assert results[2]["note"] == "no data"
+    metrics = {"x": timed([4, 5, 6], "ms", "lower"), "y": exact(0.99, "ratio", "higher")}
+    results = evaluate_slos(
+        metrics, ["x<10", "y>=0.995", "z<1", "x<3", "outage.jobs_lost<=0"], skipped={"notebooks"}
+    )
+    assert [(r["slo"], r["passed"]) for r in results] == [
+        ("x<3", False),
+        ("y>=0.995", False),
+        ("z<1", False),
+        ("outage.jobs_lost<=0", None),
+    ]
+    assert results[2]["note"] == "no data" and results[3]["note"] == "step skipped"
 
 
 def test_capacity_scales_measured_costs_to_1000_requests_per_second():
     scenario = {
-        "totals": {"rps": 250.0, "hit_ratio": 0.9},
+        "totals": {
+            "rps": 250.0,
+            "hit_ratio": 0.9,
+            "requests": 2500,
+            "costs": {
+                "200 HIT": {"redis-cmd": {"requests": 2000, "min": 2, "max": 2, "mean": 2.0}},
+                "200 MISS": {"redis-cmd": {"requests": 500, "min": 4, "max": 4, "mean": 4.0}},
+            },
+        },
         "redis": {
             "seconds": 10.0,
-            "commands": 7500,
+            "commands": 9999,  # what the server booked, scripts' inner commands included: not used
             "cpu_seconds": 0.5,
-            "server_usec": 75_000,
             "bytes_in": 1_000_000,
             "bytes_out": 4_000_000,
             "used_memory": 50 * 2**20,
         },
     }
     rows = capacity_rows(scenario)
-    assert rows["redis_ops_per_s"] == 3000.0  # 750 ops/s at 250 req/s
-    assert rows["redis_commands_per_request"] == 3.0
-    assert rows["redis_cpu_cores"] == 0.2
+    assert rows["redis_commands_per_request"] == 2.4 and rows["commands_counted"] == "sent by the app"
+    assert rows["redis_ops_per_s"] == 2400.0
+    assert rows["redis_cpu_cores"] == 0.2 and rows["redis_cpu_us_per_request"] == 200.0
     assert rows["network_mb_s"] == 2.0
-    assert rows["redis_server_usec_per_request"] == 30.0
-    plan = Plan.parse("tier:ops=30000,net=10,mem=40,cpu=1")
+    plan = Plan.parse("tier:ops=24000,net=10,mem=40,cpu=1")
     h = headroom(rows, plan)
     assert h["max_rps_by"] == {"ops": 10000, "network": 5000, "cpu": 5000}
     assert h["binding_limit"] in {"network", "cpu"} and h["max_rps"] == 5000
@@ -78,18 +185,33 @@ def test_capacity_scales_measured_costs_to_1000_requests_per_second():
     with pytest.raises(ValueError, match="bad --plan"):
         Plan.parse("nonsense")
     assert capacity_rows({"totals": {"rps": 0}, "redis": {}}) is None
+    del scenario["totals"]["costs"]
+    assert capacity_rows(scenario)["commands_counted"] == "booked by the server"
 
 
-def test_compare_command_prints_deltas_and_can_gate_on_regressions(tmp_path, capsys):
+def test_compare_command_prints_a_verdict_gates_on_regressions_and_refuses_bad_folders(tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
-    for folder, p99 in ((a, 100), (b, 200)):
+    for folder, p99, rt in ((a, 100, 1), (b, 300, 2)):
         folder.mkdir()
-        (folder / "metrics.json").write_text(json.dumps({"load.p99_ms": metric(p99, noise=0.2)}))
+        write_metrics(
+            folder / "metrics.json",
+            {
+                "load.p99_ms": timed([p99 * f for f in (1.0, 1.05, 0.97, 1.02)], "ms", "lower"),
+                "bench.x.round_trips": exact(rt, "RT/op"),
+            },
+        )
         (folder / "manifest.json").write_text(
             json.dumps({"machine": {"cpus": 2}, "parameters": {"profile": "quick"}})
         )
     assert main(["compare", str(a), str(b)]) == 0
     out = capsys.readouterr().out
-    assert "regression" in out and "+100.0%" in out
+    assert "2 regression(s)" in out and "exact: 1 → 2" in out and "**regression** | `load.p99_ms`" in out
     assert main(["compare", str(a), str(b), "--fail-on-regression"]) == 1
+    assert main(["compare", str(a), str(a), "--fail-on-regression"]) == 0
+    capsys.readouterr()
     assert main(["compare", str(a), str(tmp_path / "missing")]) == 2
+    capsys.readouterr()
+    (b / "metrics.json").write_text("{}")
+    assert main(["compare", str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "older cachelab" in err

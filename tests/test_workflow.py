@@ -1,13 +1,15 @@
 """The pull-request report workflow (``.github/workflows/report.yml``), tested where it can be.
 
 GitHub Actions cannot run here, so this pins what a run depends on: it is valid
-YAML with the triggers and the label condition; both jobs get the redis and
-postgres service containers; every ``cachelab`` command it calls exists and
-accepts the flags it passes (asked of the real CLI); the result folders are
-uploaded; and the one comment it posts is, byte for byte, a hidden marker
-followed by the ``summary.md`` that ``cachelab report`` generated — with the
-deltas against the base run in it. The shell steps are executed for real
-(with a stand-in ``cachelab`` where a real run would take minutes).
+YAML with the triggers and the label condition; base and pull request are
+measured in ONE job (``cachelab report --against`` the base commit, trials
+interleaved on one runner); the job gets the redis and postgres service
+containers; every ``cachelab`` command it calls exists and accepts the flags it
+passes (asked of the real CLI); the result folder is uploaded; and the one
+comment it posts is, byte for byte, a hidden marker followed by the
+``summary.md`` that ``cachelab report`` generated — with the verdict in it. The
+shell steps are executed for real (with a stand-in ``cachelab`` where a real run
+would take minutes).
 """
 
 from __future__ import annotations
@@ -76,34 +78,35 @@ def test_it_runs_on_labelled_pull_requests_and_on_every_push_to_them(workflow):
     assert workflow["permissions"]["contents"] == "read"
 
 
-def test_both_jobs_run_against_redis_7_and_postgres_service_containers(workflow):
-    for name in ("base", "report"):
-        job = workflow["jobs"][name]
-        services = job["services"]
-        assert services["redis"]["image"].startswith("redis:7"), name
-        assert services["postgres"]["image"].startswith("postgres:"), name
-        for service in services.values():
-            assert "--health-cmd" in service["options"]  # steps start only once it answers
-        assert job["env"]["REDIS_URL"].startswith("redis://127.0.0.1:6379")
-        assert job["env"]["DATABASE_URL"].startswith("postgresql://")
-        python = _uses(workflow, name, "actions/setup-python")
-        assert python and python[0]["with"]["python-version"] == "3.11"
-        runs = "\n".join(s.get("run", "") for s in job["steps"])
-        assert 'pip install -e ".[dev]"' in runs
-        assert "apt-get install -y -qq redis-server" in runs  # the launcher's binary
-        assert "ipykernel install --user --name python3" in runs  # papermill's kernel
+def test_the_job_runs_against_redis_7_and_postgres_service_containers(workflow):
+    job = workflow["jobs"]["report"]
+    services = job["services"]
+    assert services["redis"]["image"].startswith("redis:7")
+    assert services["postgres"]["image"].startswith("postgres:")
+    for service in services.values():
+        assert "--health-cmd" in service["options"]  # steps start only once it answers
+    assert job["env"]["REDIS_URL"].startswith("redis://127.0.0.1:6379")
+    assert job["env"]["DATABASE_URL"].startswith("postgresql://")
+    python = _uses(workflow, "report", "actions/setup-python")
+    assert python and python[0]["with"]["python-version"] == "3.11"
+    runs = "\n".join(s.get("run", "") for s in job["steps"])
+    assert 'pip install -e ".[dev]"' in runs
+    assert "apt-get install -y -qq redis-server" in runs  # the launcher's binary
+    assert "ipykernel install --user --name python3" in runs  # papermill's kernel
 
 
-def test_the_base_job_checks_out_the_base_and_cannot_block_the_pr_report(workflow):
-    base, report = workflow["jobs"]["base"], workflow["jobs"]["report"]
-    checkout = _uses(workflow, "base", "actions/checkout")[0]
-    assert checkout["with"]["ref"] == "${{ github.event.pull_request.base.sha }}"
-    assert base["continue-on-error"] is True
-    assert report["needs"] == "base" and report["if"].startswith("always() &&")
-    download = _uses(workflow, "report", "actions/download-artifact")[0]
-    upload = _uses(workflow, "base", "actions/upload-artifact")[0]
-    assert download["with"]["name"] == upload["with"]["name"]
-    assert download["with"]["path"] == upload["with"]["path"] == "results/base"
+def test_base_and_pull_request_are_measured_in_one_job_with_their_trials_interleaved(workflow):
+    """Two jobs would mean two runners, which differ by more than most changes worth catching."""
+    assert list(workflow["jobs"]) == ["report"]
+    job = workflow["jobs"]["report"]
+    assert "needs" not in job
+    checkout = _uses(workflow, "report", "actions/checkout")[0]
+    assert checkout.get("with", {}).get("fetch-depth") == 0  # the base commit is in the clone
+    assert "ref" not in checkout.get("with", {})  # the PR's own code orchestrates both sides
+    step = _step(workflow, "report", "--against")
+    assert step["env"]["BASE_SHA"] == "${{ github.event.pull_request.base.sha }}"
+    assert 'cachelab report --quick --against "$BASE_SHA"' in step["run"]
+    assert not _uses(workflow, "report", "actions/download-artifact")
 
 
 def test_every_cachelab_command_it_calls_exists_and_takes_those_flags():
@@ -121,8 +124,7 @@ def test_every_cachelab_command_it_calls_exists_and_takes_those_flags():
         for flag in (a for a in call[2:] if a.startswith("--")):
             assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", helps[call[1]]), (call, flag)
     report_calls = [c for c in calls if c[1] == "report"]
-    assert all("--quick" in c and "--out" in c for c in report_calls)
-    assert any("--baseline" in c for c in report_calls)
+    assert all("--quick" in c and "--out" in c and "--against" in c for c in report_calls)
 
 
 def test_the_dev_extra_it_installs_exists():
@@ -134,7 +136,6 @@ def test_the_result_folders_are_uploaded_as_artifacts(workflow):
     uploads = _uses(workflow, "report", "actions/upload-artifact@v4")
     assert uploads and uploads[0]["with"]["path"].rstrip("/") == "results"
     assert uploads[0]["if"] == "always()"  # a failed SLO is exactly when the data matters
-    assert _uses(workflow, "base", "actions/upload-artifact@v4")
 
 
 def _run_step(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -148,28 +149,26 @@ def _run_step(script: str, cwd: Path, env: dict[str, str]) -> subprocess.Complet
     )
 
 
-def test_the_report_step_passes_the_baseline_only_when_the_base_run_left_one(workflow, tmp_path):
+def test_the_report_step_passes_the_base_commit_and_records_a_failing_exit_code(workflow, tmp_path):
     """Run the step's shell with a stand-in ``cachelab`` that records its arguments and fails."""
-    step = _step(workflow, "report", "cachelab report --quick (this pull request")
+    step = _step(workflow, "report", "--against")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "cachelab"
     fake.write_text('#!/bin/sh\necho "$@" >> "$CALLS"\nexit 1\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "CALLS": str(tmp_path / "calls")}
-
-    for with_base in (False, True):
-        if with_base:
-            (tmp_path / "results" / "base").mkdir(parents=True)
-            (tmp_path / "results" / "base" / "metrics.json").write_text("{}")
-        output = tmp_path / f"github_output_{with_base}"
-        proc = _run_step(step["run"], tmp_path, {**env, "GITHUB_OUTPUT": str(output)})
-        assert proc.returncode == 0, proc.stderr  # a failing report must not skip the comment
-        assert output.read_text().strip() == "exit_code=1"
-    calls = (tmp_path / "calls").read_text().splitlines()
-    assert calls == [
-        "report --quick --out results/pr",
-        "report --quick --out results/pr --baseline results/base",
+    output = tmp_path / "github_output"
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "CALLS": str(tmp_path / "calls"),
+        "GITHUB_OUTPUT": str(output),
+        "BASE_SHA": "0123abc",
+    }
+    proc = _run_step(step["run"], tmp_path, env)
+    assert proc.returncode == 0, proc.stderr  # a failing report must not skip the comment
+    assert output.read_text().strip() == "exit_code=1"
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        "report --quick --against 0123abc --out results/pr"
     ]
     final = _step(workflow, "report", "Fail the check")
     assert final["if"] == "steps.report.outputs.exit_code != '0'"
@@ -185,8 +184,9 @@ def _summary_json(folder: Path, value: float) -> None:
                 "headlines": {"working set MB": value},
                 "figures": [],
                 "tables": [],
-                "capacity": [{"row": "Working set: every row cached", "value": value, "unit": "MB",
-                              "note": "test"}],
+                "capacity": [
+                    {"row": "Working set: every row cached", "value": value, "unit": "MB", "note": "test"}
+                ],
             }
         )
     )
@@ -202,11 +202,13 @@ def test_the_comment_is_the_marker_then_the_generated_summary_with_deltas_agains
     results = tmp_path / "results"
     skip = {"benchmarks", "load", "notebooks"}
     _summary_json(results / "base", 2.0)
-    run_report(profile_name="quick", out=results / "base", skip=skip)
+    run_report(profile_name="quick", out=results / "base", skip=skip, allow_existing=True)
     _summary_json(results / "pr", 3.0)
-    run_report(profile_name="quick", out=results / "pr", skip=skip, baseline=results / "base")
+    run_report(
+        profile_name="quick", out=results / "pr", skip=skip, baseline=results / "base", allow_existing=True
+    )
     summary = (results / "pr" / "summary.md").read_text()
-    assert "Changes against the baseline" in summary and "Working set: every row cached" in summary
+    assert "Against the baseline `base`" in summary and "Working set: every row cached" in summary
 
     compose = _step(workflow, "report", "Compose the comment")
     env = {k: v for k, v in compose["env"].items() if "${{" not in v}

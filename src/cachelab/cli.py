@@ -171,35 +171,52 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         "report",
         help="run benchmarks, load scenarios, outage experiments and notebooks; write results/<run-id>/",
         description=(
-            "Runs everything and writes results/<timestamp>-<git-sha>/ with manifest.json, metrics.json, "
-            "summary.md (paste into a PR), report.html (self-contained), raw data and executed notebooks. "
-            "Exit code 1 when an SLO fails or a step could not run."
+            "Runs everything and writes results/<timestamp>-<git-sha>/ (in the checkout) with manifest.json, "
+            "metrics.json (every trial), summary.md (verdicts, capacity, SLOs: paste into a PR), report.html "
+            "(self-contained), raw data and executed notebooks. Benchmarks and load runs are repeated, "
+            "interleaved trials; comparisons come with 95%% intervals. Exit code 1 when an SLO fails or a "
+            "step could not run."
         ),
     )
     group = p.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_const", const="quick", dest="profile",
-                       help="short runs: under 5 minutes on 2 cores (default)")
+                       help="short runs: about 5 minutes on 2 cores (default)")
     group.add_argument("--full", action="store_const", const="full", dest="profile",
                        help="longer runs and more configurations")
     p.set_defaults(profile="quick")
-    p.add_argument("--baseline", type=Path, help="a previous result folder to show deltas against")
-    p.add_argument("--out", type=Path, help="write here instead of results/<timestamp>-<sha>/")
+    p.add_argument(
+        "--against",
+        metavar="REF",
+        help="also measure git REF (a worktree with its own venv), its trials interleaved with this "
+        "checkout's, and lead with the verdict against it (like `asv continuous`)",
+    )
+    p.add_argument("--baseline", type=Path, help="an earlier result folder to judge this run against")
+    p.add_argument(
+        "--out", type=Path, help="write here (a new or empty folder) instead of results/<timestamp>-<sha>/"
+    )
     p.add_argument("--slo", action="append", default=[], metavar="METRIC<OP>VALUE",
                    help="an extra SLO, e.g. 'load.cache_on.p99_ms<200' (repeatable; see metrics.json)")
     p.add_argument("--plan", action="append", default=[], metavar="NAME:ops=N,net=MBps,mem=MB",
                    help="a Redis plan to size against (repeatable; default: two example plans)")
     p.add_argument("--skip", action="append", default=[], choices=["benchmarks", "load", "notebooks"],
                    help="leave a step out (repeatable)")
+    p.add_argument("--bench-select", metavar="EXPR",
+                   help="only the benchmarks matching this pytest -k expression")
+    p.add_argument("--fail-on-regression", action="store_true",
+                   help="exit 1 when a regression is called against --against or --baseline")
 
     def run(args: argparse.Namespace) -> int:
         from cachelab.report.capacity import EXAMPLE_PLANS, Plan
+        from cachelab.report.metrics import MetricsError
         from cachelab.report.run import run_report
+        from cachelab.report.sides import SideError
 
         try:
             plans = tuple(Plan.parse(t) for t in args.plan) or EXAMPLE_PLANS
             outcome = run_report(profile_name=args.profile, out=args.out, baseline=args.baseline,
-                                 slos=args.slo, plans=plans, skip=set(args.skip))
-        except (ValueError, FileNotFoundError, RuntimeError) as exc:
+                                 against=args.against, slos=args.slo, plans=plans, skip=set(args.skip),
+                                 bench_select=args.bench_select, fail_on_regression=args.fail_on_regression)
+        except (ValueError, FileNotFoundError, RuntimeError, MetricsError, SideError) as exc:
             print(f"cachelab report: {exc}", file=sys.stderr)
             return 2
         print(outcome.folder / "summary.md")
@@ -209,23 +226,36 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="deltas between two result folders, with a noise band and a verdict")
+    p = sub.add_parser(
+        "compare",
+        help="judge one result folder against another: regressions, improvements, how much did not change",
+        description=(
+            "Exact metrics (round trips, commands, bytes, statements) change or do not; timed metrics are "
+            "compared from their trials (Welch t on log values, 95%% intervals, Benjamini-Hochberg over all "
+            "metrics) and called only when significant and beyond the minimum effect; miss ratios as "
+            "proportions. Exit 2 when a folder cannot be read."
+        ),
+    )
     p.add_argument("baseline", type=Path, help="the earlier result folder")
     p.add_argument("candidate", type=Path, help="the later result folder")
-    p.add_argument("--noise", type=float, help="override every metric's noise band (e.g. 0.1 for ±10%%)")
-    p.add_argument("--fail-on-regression", action="store_true", help="exit 1 if any metric regressed")
+    p.add_argument("--min-effect", type=float, metavar="FRACTION",
+                   help="smallest relative change to call for timed metrics (default 0.25 between runs)")
+    p.add_argument("--fail-on-regression", action="store_true", help="exit 1 if any regression is called")
 
     def run(args: argparse.Namespace) -> int:
-        from cachelab.report.compare import compare_folders
+        from cachelab.report.compare import compare_folders, regressions
+        from cachelab.report.metrics import MetricsError
 
+        if args.min_effect is not None and not 0 <= args.min_effect < 10:
+            print("cachelab compare: --min-effect must be a fraction such as 0.1", file=sys.stderr)
+            return 2
         try:
-            text, deltas = compare_folders(args.baseline, args.candidate, noise=args.noise)
-        except FileNotFoundError as exc:
+            text, rows = compare_folders(args.baseline, args.candidate, min_effect=args.min_effect)
+        except (FileNotFoundError, MetricsError) as exc:
             print(f"cachelab compare: {exc}", file=sys.stderr)
             return 2
         print(text)
-        regressed = any(d.verdict == "regression" for d in deltas)
-        return 1 if regressed and args.fail_on_regression else 0
+        return 1 if regressions(rows) and args.fail_on_regression else 0
 
     p.set_defaults(handler=run)
 

@@ -50,6 +50,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from cachelab import request_cost
 from cachelab.config import ConfigError, Settings
 from cachelab.resilience import BackgroundTasks, CircuitBreaker
 
@@ -100,23 +101,108 @@ def _redact(url: str) -> str:
 redact_url = _redact
 
 
+#: Commands whose INFO commandstats entry is per subcommand (``client|setinfo``) on Redis >= 7.
+SUBCOMMAND_FAMILIES = frozenset(
+    {"acl", "client", "cluster", "command", "config", "function", "latency", "memory", "module",
+     "object", "pubsub", "script", "slowlog", "xgroup", "xinfo"}
+)
+
+
+def command_name(args: tuple[Any, ...]) -> str:
+    """The commandstats name of a packed command: ``get``, ``evalsha``, ``client|setinfo``."""
+    if not args:
+        return ""
+    words = _word(args[0]).split()
+    if not words:
+        return ""
+    if words[0] not in SUBCOMMAND_FAMILIES:
+        return words[0]
+    if len(words) == 1 and len(args) > 1:
+        words.append(_word(args[1]))
+    return "|".join(words[:2])
+
+
+def _word(value: Any) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("latin-1").lower()
+    return str(value).lower()
+
+
 class RoundTripCounter:
-    """Counts requests written to the server; thread-safe, cheap."""
+    """What a client wrote to the server: round trips, and commands by name.
+
+    Round trips are counted per ``send_packed_command`` (a pipeline is one).
+    Commands are counted as they are packed; those between MULTI and EXEC are
+    also counted in ``queued``, because the server runs them inside EXEC and
+    books their time under EXEC as well as under their own name. Knowing
+    what the client sent is what lets :class:`~cachelab.harness.cost.CostMeter`
+    tell top-level commands from those a script or a transaction ran.
+    Thread-safe and cheap (a lock and a dict update per command).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.value = 0
+        self.commands: dict[str, int] = {}
+        self.queued: dict[str, int] = {}
 
     def add(self, n: int = 1) -> None:
         with self._lock:
             self.value += n
 
+    def record(self, name: str, *, queued: bool) -> None:
+        with self._lock:
+            self.commands[name] = self.commands.get(name, 0) + 1
+            if queued:
+                self.queued[name] = self.queued.get(name, 0) + 1
+
+    def snapshot(self) -> tuple[int, dict[str, int], dict[str, int]]:
+        """(round trips, commands by name, queued by name), copied under the lock."""
+        with self._lock:
+            return self.value, dict(self.commands), dict(self.queued)
+
+
+class _CommandTally:
+    """Mixed into a connection class: tells its counter the name of every command it packs."""
+
+    _counter: RoundTripCounter | None = None
+    _in_multi = False
+
+    def _tally(self, args: tuple[Any, ...]) -> None:
+        if (scoped := request_cost.current.get()) is not None:
+            scoped.redis_commands += 1
+        counter = self._counter
+        if counter is None or not args:
+            return
+        name = command_name(args)
+        if name == "multi":
+            self._in_multi = True
+        elif name in ("exec", "discard"):
+            self._in_multi = False
+        counter.record(name, queued=self._in_multi and name not in ("multi", "exec", "discard"))
+
+    # Single commands are counted in each connection class's ``send_command`` (redis-py's sync
+    # client packs them without calling ``pack_command``); pipelines and transactions here.
+    def pack_commands(self, commands: Any) -> Any:
+        commands = [tuple(c) for c in commands]
+        for args in commands:
+            self._tally(args)
+        return super().pack_commands(commands)  # type: ignore[misc]
+
 
 def _counting_async(base: type[AsyncConnection], counter: RoundTripCounter | None) -> type:
-    class CountingConnection(base):  # type: ignore[misc, valid-type]
+    class CountingConnection(_CommandTally, base):  # type: ignore[misc, valid-type]
+        _counter = counter
+
+        async def send_command(self, *args: Any, **kwargs: Any) -> None:
+            self._tally(args)
+            await super().send_command(*args, **kwargs)
+
         async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             if counter is not None:
                 counter.add()
+            if (scoped := request_cost.current.get()) is not None:
+                scoped.redis_round_trips += 1
             try:
                 await super().send_packed_command(command, check_health)
             except RuntimeError as exc:
@@ -131,9 +217,17 @@ def _counting_async(base: type[AsyncConnection], counter: RoundTripCounter | Non
 
 
 def _counting_sync(base: type[redis.Connection], counter: RoundTripCounter) -> type:
-    class CountingConnection(base):  # type: ignore[misc, valid-type]
+    class CountingConnection(_CommandTally, base):  # type: ignore[misc, valid-type]
+        _counter = counter
+
+        def send_command(self, *args: Any, **kwargs: Any) -> None:
+            self._tally(args)
+            super().send_command(*args, **kwargs)
+
         def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             counter.add()
+            if (scoped := request_cost.current.get()) is not None:
+                scoped.redis_round_trips += 1
             super().send_packed_command(command, check_health)
 
     return CountingConnection

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     rate_limit_algorithm: str = "gcra"
     rate_limit_failure: FailurePolicy = "local"
     db_delay_ms: float = Field(0, ge=0)
+    # X-Request-Cost on every response (Redis round trips/commands, SQL statements): load tests only.
+    cost_header: bool = False
     max_value_bytes: int = Field(1_000_000, ge=1)
 
     # authentication (see cachelab.app.auth)

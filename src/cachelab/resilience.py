@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import logging
 import time
@@ -225,7 +226,9 @@ class BackgroundTasks:
             self.stats.dropped += 1
             return False
         self.stats.submitted += 1
-        task = asyncio.get_running_loop().create_task(self._run(coro_fn))
+        # An empty context: background work is not billed to the request that happened to start it
+        # (cachelab.request_cost), and does not inherit anything else request-scoped either.
+        task = asyncio.get_running_loop().create_task(self._run(coro_fn), context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True

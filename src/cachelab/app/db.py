@@ -68,6 +68,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from cachelab import request_cost
 from cachelab.client import redact_url
 from cachelab.config import ConfigError
 
@@ -370,6 +371,8 @@ class Database:
         if self.delay_ms > 0:
             await asyncio.sleep(self.delay_ms / 1000.0)
         self.queries += 1
+        if (scoped := request_cost.current.get()) is not None:
+            scoped.db_statements += 1
         if params is None:
             return await conn.execute(statement)
         return await conn.execute(statement, params)

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cachelab import __version__
 from cachelab.app.api import api, public
+from cachelab.app.cost_header import CostHeaderMiddleware
 from cachelab.app.db import Database
 from cachelab.app.metrics import CONTENT_TYPE, AppMetrics
 from cachelab.app.state import AppState
@@ -104,6 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = AppMetrics(lambda: getattr(app.state, "cachelab", None))
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if settings.cost_header:
+        app.add_middleware(CostHeaderMiddleware)
     app.include_router(public)
     app.include_router(api)
 

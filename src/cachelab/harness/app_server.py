@@ -8,10 +8,18 @@ starts uvicorn in a subprocess on a free loopback port, waits for
 started on exit.
 
 Every seeded user's password is :attr:`AppServer.seed_password` (random per
-server unless given); log in with :mod:`cachelab.harness.app_client`. uvicorn
-runs with proxy headers off, as under ``cachelab serve``: ``X-Forwarded-For``
-counts only from ``trusted_proxies`` (``CACHELAB_TRUSTED_PROXIES``), which a
-load generator that simulates many clients from one address sets explicitly.
+server unless given); log in with :mod:`cachelab.harness.app_client`, and a
+Locust run against :attr:`base_url` finds it (and the tenant count) through
+:meth:`AppServer.serving`. uvicorn runs with proxy headers off, as under
+``cachelab serve``; ``X-Forwarded-For`` counts only from ``trusted_proxies``
+(``CACHELAB_TRUSTED_PROXIES``). The app's own default trusts nobody; an
+AppServer is launched for experiments whose load generator runs on this host
+and stands in for many clients, so it trusts 127.0.0.1 unless told otherwise
+(``trusted_proxies=""`` to trust nobody, as a test of the limits does).
+
+``python`` runs another checkout's app (``cachelab report --against``): its
+interpreter and environment (``env``, e.g. its ``PYTHONPATH``) start uvicorn,
+the job workers and the seeding, so the code measured is that checkout's.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,6 +40,8 @@ import httpx
 
 from cachelab.harness.children import spawn
 from cachelab.harness.redis_server import HOST, RedisServer, RedisServerConfig, free_port
+
+_serving: weakref.WeakValueDictionary[str, AppServer] = weakref.WeakValueDictionary()
 
 
 class AppServerFailed(RuntimeError):
@@ -53,7 +64,8 @@ class AppServer:
         port: int | None = None,
         startup_timeout: float = 30.0,
         seed_password: str | None = None,
-        trusted_proxies: str | None = None,
+        trusted_proxies: str = "127.0.0.1",
+        python: str | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.redis_config = redis_config
@@ -67,8 +79,8 @@ class AppServer:
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
         self.seed_password = seed_password or secrets.token_urlsafe(18)
-        if trusted_proxies is not None:
-            self.extra_env["CACHELAB_TRUSTED_PROXIES"] = trusted_proxies
+        self.extra_env.setdefault("CACHELAB_TRUSTED_PROXIES", trusted_proxies)
+        self.python = python or sys.executable
         self.redis: RedisServer | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._procs: list[subprocess.Popen[bytes]] = []
@@ -95,27 +107,30 @@ class AppServer:
                 self.redis_url = self.redis.url
             if self.database_url is None:
                 self.database_url = f"sqlite:///{Path(self._tmp.name) / 'dashboard.db'}"
-            asyncio.run(
-                prepare_database(
-                    self.database_url,
-                    tenants=self.tenants,
-                    per_tenant=self.initiatives_per_tenant,
-                    reset=False,
-                    only_if_empty=True,
-                    password=self.seed_password,
-                )
-            )
             self.env = {
                 **os.environ,
                 "REDIS_URL": self.redis_url,
                 "DATABASE_URL": self.database_url,
                 **self.extra_env,
             }
+            if self.python == sys.executable:
+                asyncio.run(
+                    prepare_database(
+                        self.database_url,
+                        tenants=self.tenants,
+                        per_tenant=self.initiatives_per_tenant,
+                        reset=False,
+                        only_if_empty=True,
+                        password=self.seed_password,
+                    )
+                )
+            else:
+                self._seed_with_own_python()
             self._log = open(Path(self._tmp.name) / "uvicorn.log", "wb")  # noqa: SIM115
             self._procs.append(
                 spawn(
                     [
-                        sys.executable,
+                        self.python,
                         "-m",
                         "uvicorn",
                         "cachelab.app.main:create_app",
@@ -140,16 +155,27 @@ class AppServer:
             for _ in range(self.job_workers):
                 self.start_job_worker(*self.job_worker_args)
             self._wait_healthy()
+            _serving[self.base_url] = self
         except BaseException:
             self.stop()
             raise
         return self
 
+    def _seed_with_own_python(self) -> None:
+        cmd = [self.python, "-m", "cachelab", "seed-db", "--tenants", str(self.tenants),
+               "--initiatives-per-tenant", str(self.initiatives_per_tenant)]
+        # That checkout's seed-db sets this password if it knows passwords (older ones ignore it).
+        env = {**self.env, "CACHELAB_SEED_PASSWORD": self.seed_password}
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            output = (proc.stderr or proc.stdout)[-2000:]
+            raise AppServerFailed(f"seeding with {self.python} failed: {output}")
+
     def start_job_worker(self, *extra_args: str) -> subprocess.Popen[bytes]:
         from cachelab.app.jobs import worker_command
 
         proc = spawn(
-            worker_command(*extra_args),
+            [self.python, *worker_command(*extra_args)[1:]],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -177,7 +203,13 @@ class AppServer:
             return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
         return ""
 
+    @staticmethod
+    def serving(base_url: str) -> AppServer | None:
+        """The running AppServer of this process at ``base_url``, if any (for its password and sizes)."""
+        return _serving.get(base_url.rstrip("/"))
+
     def stop(self) -> None:
+        _serving.pop(self.base_url, None)
         for proc in [*self._job_procs, *self._procs]:
             if proc.poll() is None:
                 proc.terminate()

@@ -16,7 +16,9 @@ server paid. So :class:`AsyncBench` / :class:`SyncBench`:
   after one warm-up call, also in ``--benchmark-disable`` smoke mode) between
   :class:`CostMeter` snapshots (:func:`measure_cost`) and write the server
   cost per operation into ``benchmark.extra_info``:
-  ``round_trips_per_op``, ``commands_per_op``, ``server_usec_per_op``,
+  ``round_trips_per_op``, ``commands_per_op`` (what the client sent),
+  ``inner_commands_per_op`` (what its scripts ran besides), ``server_usec_per_op``
+  (counted once; ``server_usec_booked_per_op`` is INFO's double-counting sum),
   ``bytes_in_per_op``, ``bytes_out_per_op``, ``commands`` (per op, by name),
   ``keyspace_hits_per_op``/``keyspace_misses_per_op``, ``redis_version``,
   ``redis_target`` and, when a key is named, ``memory_per_key``.
@@ -105,6 +107,7 @@ def cost_info(cost: Cost, ops: int) -> dict[str, Any]:
     }
     info["keyspace_hits_per_op"] = cost.keyspace_hits / ops
     info["keyspace_misses_per_op"] = cost.keyspace_misses / ops
+    info["server_usec_counted_once"] = cost.counted_once
     info["cost_ops"] = ops
     return info
 

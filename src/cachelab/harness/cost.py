@@ -5,10 +5,27 @@ cost does not, and it is what sizing a Redis needs. :class:`CostMeter` takes
 an ``INFO stats`` / ``INFO commandstats`` / ``INFO memory`` snapshot before
 and after a block and reports the difference:
 
-* round trips (from the client's :class:`~cachelab.client.RoundTripCounter`),
-* commands by name and in total, and the server microseconds they took,
+* round trips, and the commands the client sent by name (from the client's
+  :class:`~cachelab.client.RoundTripCounter`),
+* commands the server ran, by name, and the server microseconds they took,
 * bytes received and sent by the server,
 * keyspace hits/misses, evictions, and the change in used memory.
+
+**Server time is counted once.** INFO commandstats books a command that a
+script (EVALSHA, EVAL, FCALL) or a transaction (EXEC) runs under its own name
+*and* inside the script's or EXEC's time, so summing every line counts that
+time twice (a fixed-window check is one EVALSHA whose 15 µs already include
+its INCR and PEXPIRE). With the client's tally of what it sent, each
+command's booked time is scaled by the share of its calls the client sent
+directly: a name called only inside scripts or queued in MULTI contributes
+nothing of its own (its time is in EVALSHA/EXEC), a name only sent directly
+contributes all of it, and a name seen both ways contributes its direct
+share of the average (the one approximation: both kinds of call are assumed
+to cost the same). ``server_usec_booked`` keeps the plain sum, double count
+and all, for comparison. Without a tally (another process's traffic) the
+meter cannot tell the two apart and says so (``counted_once`` is False);
+where the question is CPU, the server's own CPU counters (``INFO cpu``, as
+the load runs use) count every microsecond exactly once.
 
 The meter reads INFO over its own connection (so its traffic is not counted as
 round trips) and subtracts its own footprint (the INFO calls, and the bytes of
@@ -19,7 +36,7 @@ server nothing else is using, which the launcher gives you.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -43,13 +60,22 @@ class ServerSnapshot:
 
 @dataclass
 class Cost:
-    """The delta of one measured block. ``per_op(n)`` divides it over n operations."""
+    """The delta of one measured block. ``per_op(n)`` divides it over n operations.
+
+    ``total_commands`` is what the client sent (top-level commands, MULTI and
+    EXEC included) when the client's tally is known, else everything the
+    server booked; ``inner_commands`` is what scripts ran on top of that.
+    ``server_usec`` is counted once (see the module docstring).
+    """
 
     round_trips: int = 0
     commands: dict[str, int] = field(default_factory=dict)
     server_usec_by_command: dict[str, int] = field(default_factory=dict)
     total_commands: int = 0
-    server_usec: int = 0
+    inner_commands: int = 0
+    server_usec: float = 0
+    server_usec_booked: int = 0
+    counted_once: bool = False
     bytes_in: int = 0
     bytes_out: int = 0
     keyspace_hits: int = 0
@@ -63,7 +89,9 @@ class Cost:
         return {
             "round_trips_per_op": self.round_trips / ops,
             "commands_per_op": self.total_commands / ops,
+            "inner_commands_per_op": self.inner_commands / ops,
             "server_usec_per_op": self.server_usec / ops,
+            "server_usec_booked_per_op": self.server_usec_booked / ops,
             "bytes_in_per_op": self.bytes_in / ops,
             "bytes_out_per_op": self.bytes_out / ops,
         }
@@ -122,7 +150,15 @@ class CostMeter:
         self._overhead_in = min(s[0] for s in samples)
         self._overhead_out = min(s[1] for s in samples)
 
-    def delta(self, before: ServerSnapshot, after: ServerSnapshot, round_trips: int = 0) -> Cost:
+    def delta(
+        self,
+        before: ServerSnapshot,
+        after: ServerSnapshot,
+        round_trips: int = 0,
+        sent: Mapping[str, int] | None = None,
+        queued: Mapping[str, int] | None = None,
+    ) -> Cost:
+        """The cost between two snapshots; ``sent``/``queued`` are the client's tally over the block."""
         cost = Cost(round_trips=round_trips)
         for name, (calls, usec) in after.commands.items():
             if name in _META_COMMANDS:
@@ -131,8 +167,21 @@ class CostMeter:
             if calls - prev_calls:
                 cost.commands[name] = calls - prev_calls
                 cost.server_usec_by_command[name] = usec - prev_usec
-        cost.total_commands = sum(cost.commands.values())
-        cost.server_usec = sum(cost.server_usec_by_command.values())
+        booked = sum(cost.commands.values())
+        cost.server_usec_booked = sum(cost.server_usec_by_command.values())
+        if sent is not None and booked and not any(n for k, n in sent.items() if k not in _META_COMMANDS):
+            sent = None  # the tally saw none of this traffic: another client's, which it cannot split
+        if sent is None:
+            cost.total_commands, cost.server_usec = booked, cost.server_usec_booked
+        else:
+            direct = _direct_calls(sent, queued or {}, cost.commands)
+            cost.total_commands = sum(n for name, n in sent.items() if name not in _META_COMMANDS)
+            cost.inner_commands = max(0, booked - cost.total_commands)
+            cost.server_usec = sum(
+                usec * min(1.0, direct.get(name, 0) / cost.commands[name])
+                for name, usec in cost.server_usec_by_command.items()
+            )
+            cost.counted_once = True
         cost.bytes_in = max(0, after.net_input_bytes - before.net_input_bytes - self._overhead_in)
         cost.bytes_out = max(0, after.net_output_bytes - before.net_output_bytes - self._overhead_out)
         cost.keyspace_hits = after.keyspace_hits - before.keyspace_hits
@@ -148,7 +197,7 @@ class CostMeter:
         # INFO commandstats grows as new commands appear, so the meter's own
         # footprint is re-measured right before each block (one extra snapshot).
         probe = self.snapshot()
-        rt_before = self.round_trips.value if self.round_trips else 0
+        tally_before = self.round_trips.snapshot() if self.round_trips else None
         before = self.snapshot()
         self._overhead_in = before.net_input_bytes - probe.net_input_bytes
         self._overhead_out = before.net_output_bytes - probe.net_output_bytes
@@ -156,10 +205,39 @@ class CostMeter:
             yield cost
         finally:
             after = self.snapshot()
-            rt = (self.round_trips.value - rt_before) if self.round_trips else 0
-            result = self.delta(before, after, rt)
+            if self.round_trips and tally_before is not None:
+                rt, sent, queued = self.round_trips.snapshot()
+                result = self.delta(
+                    before,
+                    after,
+                    rt - tally_before[0],
+                    sent=_minus(sent, tally_before[1]),
+                    queued=_minus(queued, tally_before[2]),
+                )
+            else:
+                result = self.delta(before, after)
             cost.__dict__.update(result.__dict__)
 
     def memory_usage(self, key: str) -> int | None:
         """Bytes Redis attributes to ``key`` (MEMORY USAGE), or None if it does not exist."""
         return self._admin.memory_usage(key, samples=0)
+
+
+def _minus(after: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+def _direct_calls(
+    sent: Mapping[str, int], queued: Mapping[str, int], booked: Mapping[str, int]
+) -> dict[str, int]:
+    """Calls of each booked name that the client sent itself, outside MULTI (so not inside EXEC).
+
+    The client names a subcommand (``client|setinfo``) where Redis 6.2 books
+    only the command (``client``): such names are folded into their family.
+    """
+    direct: dict[str, int] = {}
+    for name, n in sent.items():
+        own = n - queued.get(name, 0)
+        key = name if name in booked or "|" not in name else name.split("|", 1)[0]
+        direct[key] = direct.get(key, 0) + own
+    return direct

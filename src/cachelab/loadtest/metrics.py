@@ -6,6 +6,10 @@ each response was served. For every request this records the status, the
 scenario expected (an abusive client) or one it did not, and its latency in
 microseconds — raw, and for paced (open-model) users also from the request's
 *intended* start, which is what a user waiting behind a stall experiences.
+When the app sends ``X-Request-Cost`` (``CACHELAB_COST_HEADER=on``), the
+Redis round trips, Redis commands and SQL statements of every response are
+tallied per request class (status and X-Cache outcome): for a fixed code path
+they are exact, and a class whose figures vary says so (min ≠ max).
 
 Workers :meth:`LoadMetrics.drain` their data into each report to the master
 (counters as deltas, histograms encoded), and the master
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cachelab.loadtest.histograms import LatencyHistogram
+from cachelab.request_cost import parse_header
 
 CACHE_OUTCOMES = ("HIT", "MISS", "STALE", "BYPASS")
 TOTAL = "Aggregated"
@@ -46,6 +51,8 @@ class EndpointMetrics:
     x_cache: Counter[str] = field(default_factory=Counter)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     corrected: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # (request class, cost field, value) -> requests; see request_class()
+    costs: Counter[tuple[str, str, int]] = field(default_factory=Counter)
 
     def merge(self, other: EndpointMetrics) -> None:
         self.requests += other.requests
@@ -56,6 +63,7 @@ class EndpointMetrics:
         self.x_cache.update(other.x_cache)
         self.latency.merge(other.latency)
         self.corrected.merge(other.corrected)
+        self.costs.update(other.costs)
 
     def to_report(self) -> dict[str, Any]:
         return {
@@ -67,6 +75,7 @@ class EndpointMetrics:
             "x_cache": dict(self.x_cache),
             "latency": self.latency.encode() if self.latency.count else None,
             "corrected": self.corrected.encode() if self.corrected.count else None,
+            "costs": [[cls, name, value, n] for (cls, name, value), n in self.costs.items()],
         }
 
     @classmethod
@@ -78,6 +87,7 @@ class EndpointMetrics:
             rate_limited_expected=int(data["rate_limited_expected"]),
             statuses=Counter({str(k): int(v) for k, v in data["statuses"].items()}),
             x_cache=Counter({str(k): int(v) for k, v in data["x_cache"].items()}),
+            costs=Counter({(str(c), str(f), int(v)): int(n) for c, f, v, n in data.get("costs") or []}),
         )
         if data.get("latency"):
             m.latency.merge_encoded(data["latency"])
@@ -98,7 +108,30 @@ class EndpointMetrics:
             "hit_ratio": hit_ratio(self.x_cache),
             "latency_ms": self.latency.summary_ms(),
             "corrected_latency_ms": self.corrected.summary_ms(),
+            "costs": cost_summary(self.costs),
         }
+
+
+def request_class(status: int | None, x_cache: str | None) -> str:
+    """``"200 HIT"``, ``"200 MISS"``, ``"202"``, ``"429"``: requests of one class take one code path."""
+    code = str(status) if status else "error"
+    return f"{code} {x_cache.upper()}" if x_cache else code
+
+
+def cost_summary(costs: Counter[tuple[str, str, int]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per request class and cost field: requests, min, max and mean (min == max: an exact figure)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for (cls, name, value), n in sorted(costs.items()):
+        fields = out.setdefault(cls, {})
+        entry = fields.setdefault(name, {"requests": 0, "min": value, "max": value, "sum": 0})
+        entry["requests"] += n
+        entry["min"] = min(entry["min"], value)
+        entry["max"] = max(entry["max"], value)
+        entry["sum"] += value * n
+    for fields in out.values():
+        for entry in fields.values():
+            entry["mean"] = round(entry.pop("sum") / entry["requests"], 4)
+    return out
 
 
 def endpoint_key(method: str, name: str) -> str:
@@ -128,8 +161,10 @@ class LoadMetrics:
         x_cache: str | None,
         failed: bool,
         lag_s: float | None = None,
+        cost: str | None = None,
     ) -> None:
-        """One request. ``lag_s`` (paced users only) is how late it started against its schedule."""
+        """One request. ``lag_s`` (paced users only) is how late it started against its schedule;
+        ``cost`` is the response's ``X-Request-Cost`` header, if it had one."""
         m = self._endpoint(endpoint_key(method, name))
         m.requests += 1
         if failed:
@@ -145,6 +180,10 @@ class LoadMetrics:
         m.latency.record_ms(response_time_ms)
         if lag_s is not None:
             m.corrected.record_ms(response_time_ms + max(0.0, lag_s) * 1000.0)
+        if cost:
+            cls = request_class(status, x_cache)
+            for name, value in parse_header(cost).items():
+                m.costs[(cls, name, value)] += 1
 
     def drain(self) -> dict[str, Any]:
         """This process's data since the last drain, for a report to the master; then reset."""

@@ -91,10 +91,11 @@ class LoadTestSession:
         status = getattr(response, "status_code", None)
         headers = getattr(response, "headers", None)
         x_cache = headers.get("X-Cache") if headers is not None else None
+        cost = headers.get("X-Request-Cost") if headers is not None else None
         lag = context.get("cachelab_lag") if context else None
         self.metrics.record(
             request_type, name, response_time or 0.0, status=status, x_cache=x_cache,
-            failed=exception is not None, lag_s=lag,
+            failed=exception is not None, lag_s=lag, cost=cost,
         )
 
     def on_report_to_master(self, client_id: str, data: dict[str, Any], **_: Any) -> None:

@@ -152,10 +152,10 @@ def build_command(
     seed: int,
     redis_url: str | None,
     extra_args: Sequence[str],
-    tenants: int | None = None,
+    python: str | None = None,
 ) -> list[str]:
     cmd = [
-        sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
+        python or sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
         "-u", str(users), "-r", f"{spawn_rate or users:g}", "-t", f"{max(1, math.ceil(duration))}s",
         "--host", base_url, "--only-summary", "--loglevel", "INFO",
         "--csv", str(results_dir / "locust"), "--html", str(results_dir / "locust.html"),
@@ -167,8 +167,6 @@ def build_command(
             cmd += [flag, str(value)]
     if arrival_rate is not None:
         cmd += ["--arrival-rate", f"{arrival_rate:g}"]
-    if tenants is not None:
-        cmd += ["--tenants", str(tenants)]
     if processes:
         cmd += ["--processes", str(processes)]
     for t in thresholds:
@@ -224,19 +222,32 @@ class _CpuWatch:
                 for role, s in sorted(roles.items())}
 
 
+@dataclass(frozen=True)
+class _Target:
+    url: str
+    redis_url: str | None
+    own: bool  # did this call start the app
+    seed_password: str | None  # what the users log in with
+    tenants: int  # how many tenants' seeded users they log in as
+
+
 @contextlib.contextmanager
 def _app(
     base_url: str | None, redis_url: str | None, seed_password: str | None, **app_kwargs: Any
-) -> Iterator[tuple[str, str | None, bool, str | None]]:
-    if base_url is not None:
-        yield base_url, redis_url, False, seed_password or os.environ.get("CACHELAB_SEED_PASSWORD")
-        return
+) -> Iterator[_Target]:
     from cachelab.harness.app_server import AppServer
 
-    # All simulated users share this machine's address; each sends its own X-Forwarded-For, which
-    # the app believes only because it is told, here, that the generator is its proxy.
-    with AppServer(**app_kwargs, trusted_proxies="127.0.0.1") as app:
-        yield app.base_url, app.redis_url, True, app.seed_password
+    if base_url is not None:  # an AppServer of this process knows its password and sizes
+        known = AppServer.serving(base_url)
+        password = seed_password or (known.seed_password if known else None)
+        password = password or os.environ.get("CACHELAB_SEED_PASSWORD")
+        tenants = known.tenants if known else app_kwargs["tenants"]
+        yield _Target(base_url, redis_url, False, password, tenants)
+        return
+    # All simulated users share this machine's address and each sends its own X-Forwarded-For, which
+    # the AppServer's app believes because it is told that the generator is its proxy (127.0.0.1).
+    with AppServer(**app_kwargs) as app:
+        yield _Target(app.base_url, app.redis_url, True, app.seed_password, app.tenants)
 
 
 def run_scenario(
@@ -262,6 +273,8 @@ def run_scenario(
     extra_args: Sequence[str] = (),
     timeout: float | None = None,
     seed_password: str | None = None,
+    python: str | None = None,
+    generator_env: Mapping[str, str] | None = None,
 ) -> ScenarioResult:
     """Run Locust headless for ``duration`` seconds against the app and return its figures.
 
@@ -272,32 +285,40 @@ def run_scenario(
     ``think_time`` ``"MIN,MAX"`` seconds. Results (``loadtest.json``,
     ``endpoints.csv``, ``histograms.json``, Locust's CSV/HTML and its log) go
     to ``results_dir`` (a new temporary directory when None, left for the
-    caller). The users log in as the seeded users of ``tenants`` tenants with
-    the app's seed password (``seed_password`` for an app at ``base_url``, else
-    ``$CACHELAB_SEED_PASSWORD``). The subprocess is killed after ``timeout`` seconds (default
+    caller). The users log in as the app's seeded users with its seed password
+    (for an app at ``base_url``: an AppServer of this process is recognised by
+    its URL; otherwise ``seed_password`` or ``$CACHELAB_SEED_PASSWORD``, and
+    ``tenants``). The subprocess is killed after ``timeout`` seconds (default
     ``duration + 90``). A failed threshold gives ``exit_code == 1``; no
-    results at all raises :class:`ScenarioFailed`.
+    results at all raises :class:`ScenarioFailed`. ``python`` and
+    ``generator_env`` run Locust (and a launched app) with another checkout's
+    interpreter and environment, e.g. its ``PYTHONPATH``.
     """
     locustfile = Path(locustfile) if locustfile else default_locustfile()
     out = Path(results_dir) if results_dir else Path(tempfile.mkdtemp(prefix="cachelab-locust-"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "loadtest.json").unlink(missing_ok=True)  # never read a previous run's results
     hard_timeout = timeout if timeout is not None else duration + 90.0
-    app_kwargs = {"env": dict(env or {}), "tenants": tenants, "job_workers": job_workers,
-                  "initiatives_per_tenant": initiatives_per_tenant}
-    with _app(base_url, redis_url, seed_password, **app_kwargs) as (url, redis, own_app, password):
+    app_kwargs = {"env": {**(generator_env or {}), **(env or {})}, "tenants": tenants, "python": python,
+                  "job_workers": job_workers, "initiatives_per_tenant": initiatives_per_tenant}
+    with _app(base_url, redis_url, seed_password, **app_kwargs) as target:
+        url, redis, own_app = target.url, target.redis_url, target.own
         cmd = build_command(
             locustfile=locustfile, base_url=url, results_dir=out, duration=duration, users=users,
             spawn_rate=spawn_rate, mix=_format_mix(mix), shape=shape, arrival_rate=arrival_rate,
             think_time=think_time, thresholds=thresholds, processes=processes, seed=seed, redis_url=redis,
-            extra_args=extra_args, tenants=tenants,
+            extra_args=extra_args, python=python,
         )
         # Ambient CACHELAB_* settings must not leak into the generator: the call's arguments decide.
         locust_env = {k: v for k, v in os.environ.items()
                       if not k.startswith("CACHELAB_") and k != "REDIS_URL"}
+        locust_env.update(generator_env or {})
         locust_env["PYTHONUNBUFFERED"] = "1"
-        if password:  # the users log in as the seeded users
-            locust_env["CACHELAB_SEED_PASSWORD"] = password
+        # The users log in as the seeded users of this many tenants (by environment, not flags, which
+        # a checkout from before log-ins would refuse).
+        locust_env["CACHELAB_TENANTS"] = str(target.tenants)
+        if target.seed_password:
+            locust_env["CACHELAB_SEED_PASSWORD"] = target.seed_password
         log_path = out / "locust.log"
         with log_path.open("wb") as log_file:
             proc = spawn(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=locust_env,

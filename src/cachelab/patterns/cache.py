@@ -18,6 +18,13 @@ trip (``TTL``) and lets every reader near expiry start its own refresh.
 
 * values are wrapped in an :mod:`~cachelab.patterns.envelope` entry, so any
   JSON value is a hit and corrupt bytes are a miss that gets repaired;
+* values must be plain JSON and anything else is *refused*, not converted: a
+  ``datetime``, ``date``, ``UUID``, dataclass, tuple, enum or ``NaN`` raises
+  ``TypeError``/``ValueError`` naming its type and place before anything is
+  written (orjson would store them as strings, objects, arrays or ``null``, so
+  a hit would return a different type than the miss before it). Convert them
+  in the loader. (:meth:`Cache.write_through` still invalidates the key first:
+  the database has changed, so the old entry must not stay.);
 * ``None`` from a loader is cached as a *negative* entry with its own TTL;
 * TTLs carry jitter, so keys written together do not expire together;
 * misses are coalesced in-process (:class:`~.stampede.SingleFlight`) and, with
@@ -425,7 +432,10 @@ class Cache:
     async def set(
         self, key: str, value: Any, *, policy: CachePolicy | None = None, tags: Sequence[str] = ()
     ) -> bool:
-        """Unconditionally store ``value`` (warming, tests). False if Redis is unavailable."""
+        """Unconditionally store ``value`` (warming, tests). False if Redis is unavailable.
+
+        TypeError/ValueError, nothing written, if ``value`` is not plain JSON.
+        """
         policy = policy or self.policy
         tag_keys = self._tag_keys(key, tags)
         tag_gens: tuple[str, ...] = ()
@@ -455,7 +465,11 @@ class Cache:
         One round trip.
         """
         policy = policy or self.policy
-        encoded = self._encode(value, 0, policy, ())
+        try:
+            encoded = self._encode(value, 0, policy, ())
+        except (TypeError, ValueError):
+            await self.invalidate(key, version=version)  # the committed row must not be served stale
+            raise
         if encoded is None:
             await self.invalidate(key, version=version)
             return False
@@ -559,15 +573,19 @@ class Cache:
         policy: CachePolicy | None = None,
         batch: int = 500,
     ) -> int:
-        """Pre-populate entries with pipelined SETs, one round trip per ``batch``. Returns count stored."""
+        """Pre-populate entries with pipelined SETs, one round trip per ``batch``. Returns count stored.
+
+        Every value is encoded before the first write, so a value that is not
+        plain JSON raises with nothing written.
+        """
         policy = policy or self.policy
         pairs = list(items.items() if isinstance(items, Mapping) else items)
+        encoded_pairs = [(key, self._encode(value, 0, policy, ())) for key, value in pairs]
         stored = 0
-        for start in range(0, len(pairs), batch):
+        for start in range(0, len(encoded_pairs), batch):
             pipe = self.rr.client.pipeline(transaction=False)
             queued = 0
-            for key, value in pairs[start : start + batch]:
-                encoded = self._encode(value, 0, policy, ())
+            for key, encoded in encoded_pairs[start : start + batch]:
                 if encoded is not None:
                     pipe.set(key, encoded[0], px=encoded[1])
                     queued += 1

@@ -6,7 +6,9 @@ matches, or impersonates, other tenants' keys. Here:
 
 * every caller-supplied component is percent-encoded outside ``[A-Za-z0-9_.-]``
   (:func:`safe`), so an id can never contain a separator, a glob character or
-  a hash-tag brace;
+  a hash-tag brace; the encoding is injective (two different ids never share
+  a key, so never a cache entry or a rate-limit quota) and readable (``a-b.c``
+  stays ``a-b.c``);
 * every key of a scope (a tenant) shares a hash tag ``{scope}``, so multi-key
   commands and Lua scripts over one tenant's keys work on Redis Cluster;
 * :func:`glob_escape` escapes a literal for use inside ``SCAN MATCH`` as a
@@ -30,11 +32,26 @@ DEFAULT_PREFIX = "cl"
 
 
 def safe(component: object) -> str:
-    """Percent-encode one key component so it holds no ``:``, glob, brace or space."""
+    """Percent-encode one key component so it holds no ``:``, glob, brace or space.
+
+    Components are compared by ``str()`` (``7`` and ``"7"`` are one id). Every
+    character outside ``[A-Za-z0-9_.-]`` becomes ``%XX`` per UTF-8 byte
+    (uppercase hex; ``%`` itself is ``%25``), and the empty string becomes a
+    lone ``%``, which no non-empty string encodes to (an escape always has two
+    hex digits after it). So each output decodes to exactly one input: the
+    encoding is injective. (An earlier version wrote "" as ``%00``, which is
+    also the encoding of ``"\\x00"``: two identifiers shared one rate-limit
+    quota.) Lone surrogates are encoded with ``surrogatepass`` rather than
+    raising. No Redis round trips: keys are built in process.
+    """
     text = str(component)
     if not text:
-        return "%00"  # an empty id must not collapse two separators into one
-    return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), text)
+        return "%"  # an empty id must not collapse two separators into one
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    return "".join(f"%{b:02X}" for b in match.group().encode("utf-8", "surrogatepass"))
 
 
 def glob_escape(literal: str) -> str:

@@ -32,11 +32,21 @@ The fix
                                                     limit over a full period if the previous
                                                     window's traffic was all at its end
   ``token_bucket``          hash (tokens, time)     ≤ burst + limit·d/period in any interval d
-  ``gcra``                  one float (TAT)         as token bucket, in one string key
+  ``gcra``                  one integer (TAT, µs)   as token bucket, in one string key
   ========================  ======================  ==============================================
 
   With ``burst=1`` the token bucket and GCRA become strict pacers: ≤ limit in
   any interval of one period, but no burst at all.
+* GCRA (Redis and the local fallback alike) counts time in whole microseconds:
+  ``period`` becomes integer µs once, at construction; the emission interval
+  is ``period_us / limit`` rounded up to a µs (exact integer arithmetic, no
+  new argument or round trip) and the TAT moves by whole intervals, so exactly
+  ``burst`` units pass at once and then exactly one per interval, with no
+  float tie at the boundary (see :mod:`~cachelab.patterns.ratelimit_local`).
+* ``limit``, ``period`` and ``burst`` are checked once, at construction, by
+  :func:`~cachelab.patterns.ratelimit_local.validate_rate`: NaN, infinities,
+  values ≤ 0, non-integers and absurd sizes are a :class:`ValueError` naming
+  the argument (``period=inf`` used to escape as ``OverflowError``).
 * Each check may carry a ``cost`` (an expensive endpoint costs 5); a cost the
   limiter can never admit (more than ``limit``, or than ``burst``) is a
   :class:`ValueError`, not a silent eternal 429.
@@ -63,7 +73,7 @@ import redis.asyncio
 
 from cachelab.client import ResilientRedis
 from cachelab.patterns.keys import DEFAULT_PREFIX, make_key
-from cachelab.patterns.ratelimit_local import LocalGCRA
+from cachelab.patterns.ratelimit_local import LocalGCRA, validate_rate
 from cachelab.resilience import RedisUnavailable
 
 FailurePolicy = Literal["open", "closed", "local"]
@@ -124,8 +134,10 @@ def parse_limit(text: str) -> tuple[int, float]:
     count, number, unit = match.groups()
     limit = int(count)
     period = float(number or 1) * _UNITS[unit]
-    if limit < 1 or period <= 0:
-        raise ValueError(f"rate limit {text!r} must have a count >= 1 and a period > 0")
+    try:
+        validate_rate(limit, period)
+    except ValueError as exc:
+        raise ValueError(f"rate limit {text!r}: {exc}") from None
     return limit, period
 
 
@@ -175,16 +187,13 @@ class RateLimiter:
         name: str | None = None,
         local_max_keys: int = 100_000,
     ) -> None:
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
-        if period < 0.001:
-            raise ValueError(f"period must be at least 1 ms, got {period!r} s")
+        limit, period_us, _burst = validate_rate(limit, period)
         if failure_policy not in FAILURE_POLICIES:
             raise ValueError(f"failure_policy must be one of {FAILURE_POLICIES}, got {failure_policy!r}")
         self.rr = rr
         self.limit = limit
         self.period = float(period)
-        self.period_us = round(period * 1_000_000)
+        self.period_us = period_us
         self.failure_policy = failure_policy
         self.prefix = prefix
         self.name = name
@@ -273,10 +282,7 @@ class _BurstLimiter(RateLimiter):
 
     def __init__(self, rr: ResilientRedis, limit: int, period: float, *, burst: int | None = None,
                  **kwargs: Any) -> None:
-        burst = limit if burst is None else burst
-        if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
-            raise ValueError(f"burst must be an integer >= 1, got {burst!r}")
-        self.burst = burst
+        _limit, _period_us, self.burst = validate_rate(limit, period, burst)
         super().__init__(rr, limit, period, **kwargs)
 
     @property

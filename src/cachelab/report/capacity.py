@@ -1,9 +1,10 @@
 """The capacity table: what 1 000 requests/s of the dashboard mix cost Redis.
 
 Measured, not modelled: the Locust run of the dashboard mix records the
-app's requests/s and, over the same window, the Redis server's commands,
-CPU seconds (INFO ``used_cpu_*``), bytes in/out and memory. Dividing gives a
-per-request cost, scaled to 1 000 requests/s. Those ratios transfer between
+app's requests/s, the Redis commands each request sent (``X-Request-Cost``)
+and, over the same window, the Redis server's CPU seconds (INFO
+``used_cpu_*``), bytes in/out and memory. Dividing gives a per-request cost,
+scaled to 1 000 requests/s. Those ratios transfer between
 machines much better than absolute throughput does (Redis's per-command cost
 barely depends on the client machine), so they are what a capacity plan
 should be built on. The plan limits are examples and configurable: compare
@@ -51,8 +52,22 @@ EXAMPLE_PLANS = (
 )
 
 
+def _sent_commands(totals: dict[str, Any]) -> float | None:
+    """Redis commands the app sent on the requests' own paths, from ``X-Request-Cost`` (None without it)."""
+    classes = (totals.get("costs") or {}).values()
+    counted = [c["redis-cmd"] for c in classes if "redis-cmd" in c]
+    return sum(f["mean"] * f["requests"] for f in counted) if counted else None
+
+
 def capacity_rows(scenario: dict[str, Any]) -> dict[str, Any] | None:
-    """Per-1 000-requests/s figures from one load scenario's summary (``None`` without Redis data)."""
+    """Per-1 000-requests/s figures from one load scenario's summary (``None`` without Redis data).
+
+    Commands per request are what the app sent (``X-Request-Cost``), which is
+    what a provider's operations limit counts; without that header, what the
+    server booked, which also counts the commands scripts run inside EVALSHA.
+    Redis CPU comes from the server's CPU counters, so script time is counted
+    once.
+    """
     redis = scenario.get("redis") or {}
     totals = scenario.get("totals") or {}
     rps = float(totals.get("rps") or 0)
@@ -61,12 +76,16 @@ def capacity_rows(scenario: dict[str, Any]) -> dict[str, Any] | None:
         return None
     requests = rps * seconds
     scale = SCALE_RPS / rps
+    sent = _sent_commands(totals)
+    sent_requests = totals.get("requests") or requests
+    per_request = sent / sent_requests if sent is not None else redis["commands"] / requests
     return {
         "measured_rps": round(rps, 1),
-        "redis_ops_per_s": round(redis["commands"] / seconds * scale, 1),
-        "redis_commands_per_request": round(redis["commands"] / requests, 2),
+        "redis_ops_per_s": round(per_request * SCALE_RPS, 1),
+        "redis_commands_per_request": round(per_request, 2),
+        "commands_counted": "sent by the app" if sent is not None else "booked by the server",
         "redis_cpu_cores": round(redis.get("cpu_seconds", 0) / seconds * scale, 3),
-        "redis_server_usec_per_request": round(redis.get("server_usec", 0) / requests, 1),
+        "redis_cpu_us_per_request": round(redis.get("cpu_seconds", 0) * 1e6 / requests, 1),
         "network_mb_s": round((redis["bytes_in"] + redis["bytes_out"]) / seconds * scale / 1e6, 3),
         "working_set_mb": round(redis.get("used_memory", 0) / 2**20, 2),
         "hit_ratio": totals.get("hit_ratio"),

@@ -1,100 +1,177 @@
-"""``cachelab compare A B``: deltas between two result folders, with a noise band and a verdict.
+"""``cachelab compare A B`` and the report's own comparisons: verdicts, not deltas.
 
-Each result folder has a ``metrics.json``: ``{name: {"value", "unit",
-"better": "lower"|"higher", "noise": fraction}}``. A change inside the noise
-band is "within noise" — on a shared machine, timings drift ±20 % between
-runs, so load-test latencies carry a wide band and server-side counts
-(round trips, commands per request) a narrow one. Outside the band, the
-direction the metric prefers decides between improvement and regression.
+Every metric both sides have is compared by its kind (:mod:`cachelab.report.metrics`):
+exact metrics by equality, timed metrics from their trials, miss ratios as
+proportions; the p-values of all statistical comparisons together go through
+Benjamini–Hochberg (:mod:`cachelab.report.stats`), so a hundred metrics do not
+produce five false "regressions" by chance. The output reads as a verdict:
+regressions first, then improvements, then one line saying how much did not
+change — each row with its ratio, interval and why it was called.
+
+Two separate runs (``cachelab compare``) are compared as independent samples
+with the larger minimum effect; base and candidate interleaved in one run
+(``cachelab report --against``) pair trial *i* of one with trial *i* of the
+other and may call smaller changes.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEFAULT_NOISE = 0.2
+from cachelab.report import stats
+from cachelab.report.metrics import Metric, load_metrics
 
 
 @dataclass(frozen=True)
-class Delta:
+class Row:
     name: str
+    kind: str
     unit: str
     before: float | None
     after: float | None
-    change: float | None  # relative, e.g. 0.12 for +12 %
-    noise: float
-    verdict: str  # regression | improvement | within noise | new | gone | n/a
+    verdict: str
+    why: str
+    comparison: stats.Comparison | None = None
+
+    @property
+    def judged(self) -> bool:
+        return self.verdict in (stats.REGRESSION, stats.IMPROVEMENT, stats.CHANGED, stats.NO_CHANGE)
 
 
-def load_metrics(folder: str | Path) -> dict[str, dict[str, Any]]:
-    path = Path(folder) / "metrics.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not a cachelab result folder (no metrics.json)")
-    return json.loads(path.read_text())
+def _statistical(before: Metric, after: Metric, *, paired: bool) -> stats.Comparison | None:
+    if before.kind == "proportion" and after.kind == "proportion":
+        return stats.compare_proportions(before.events, before.lookups, after.events, after.lookups)
+    if paired and len(before.samples) == len(after.samples):
+        return stats.compare_paired(before.samples, after.samples)
+    return stats.compare_trials(before.samples, after.samples)
 
 
 def compare_metrics(
-    before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]], *, noise: float | None = None
-) -> list[Delta]:
-    deltas: list[Delta] = []
+    before: Mapping[str, Metric],
+    after: Mapping[str, Metric],
+    *,
+    paired: bool = False,
+    min_effect: float | None = None,
+) -> list[Row]:
+    """Judge every metric of ``after`` against ``before`` (see the module docstring)."""
+    default_min = stats.MIN_EFFECT_INTERLEAVED if paired else stats.MIN_EFFECT_SEPARATE_RUNS
+    rows: list[Row] = []
+    pending: list[tuple[str, Metric, Metric, stats.Comparison]] = []
     for name in sorted(set(before) | set(after)):
         a, b = before.get(name), after.get(name)
-        spec = b or a or {}
-        band = noise if noise is not None else float(spec.get("noise", DEFAULT_NOISE))
-        unit = spec.get("unit", "")
-        va = None if a is None else a.get("value")
-        vb = None if b is None else b.get("value")
+        spec = b or a
+        assert spec is not None
+        va, vb = (a.value if a else None), (b.value if b else None)
         if a is None or b is None:
-            deltas.append(Delta(name, unit, va, vb, None, band, "new" if a is None else "gone"))
+            rows.append(
+                Row(
+                    name,
+                    spec.kind,
+                    spec.unit,
+                    va,
+                    vb,
+                    stats.NOT_COMPARED,
+                    "only in the candidate" if a is None else "only in the baseline",
+                )
+            )
             continue
-        if va is None or vb is None or any(isinstance(v, float) and math.isnan(v) for v in (va, vb)):
-            deltas.append(Delta(name, unit, va, vb, None, band, "n/a"))
+        if a.kind != b.kind:
+            rows.append(
+                Row(name, b.kind, b.unit, va, vb, stats.NOT_COMPARED, f"kind changed: {a.kind} → {b.kind}")
+            )
             continue
-        change = (0.0 if vb == 0 else math.copysign(math.inf, vb)) if va == 0 else (vb - va) / abs(va)
-        if abs(change) <= band:
-            verdict = "within noise"
-        elif spec.get("better", "lower") not in ("lower", "higher"):
-            verdict = "changed"  # a descriptive figure: no better direction
-        else:
-            worse = change > 0 if spec.get("better", "lower") == "lower" else change < 0
-            verdict = "regression" if worse else "improvement"
-        deltas.append(Delta(name, unit, va, vb, change, band, verdict))
-    return deltas
+        if b.kind == "info":
+            rows.append(Row(name, b.kind, b.unit, va, vb, stats.NOT_COMPARED, "descriptive"))
+            continue
+        if b.kind == "exact":
+            if not _number(va) or not _number(vb):
+                rows.append(Row(name, b.kind, b.unit, va, vb, stats.NOT_COMPARED, "no value"))
+                continue
+            verdict, why = stats.compare_exact(float(va), float(vb), better=b.better)
+            rows.append(Row(name, b.kind, b.unit, va, vb, verdict, why))
+            continue
+        comparison = _statistical(a, b, paired=paired)
+        if comparison is None:
+            rows.append(Row(name, b.kind, b.unit, va, vb, stats.NOT_COMPARED, "fewer than two trials a side"))
+            continue
+        pending.append((name, a, b, comparison))
+    adjusted = stats.control_fdr([p[3] for p in pending])
+    for (name, a, b, _), comparison in zip(pending, adjusted, strict=True):
+        floor = min_effect if min_effect is not None else (b.min_effect or default_min)
+        called = stats.call(comparison, better=b.better, min_effect=floor)
+        rows.append(Row(name, b.kind, b.unit, a.value, b.value, called.verdict, called.why, called))
+    return rows
 
 
-def _fmt(value: float | None) -> str:
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def fmt_value(value: Any) -> str:
     if value is None:
         return "–"
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
-    return f"{value:,.0f}" if isinstance(value, int | float) else str(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if not math.isfinite(value):
+        return str(value)
+    if float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
-def deltas_markdown(deltas: list[Delta], *, title: str = "Changes against the baseline") -> str:
-    icon = {"regression": "**regression**", "improvement": "improvement"}
-    lines = [
-        f"### {title}",
-        "",
-        "| metric | baseline | this run | change | noise band | verdict |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
-    for d in deltas:
-        change = "–" if d.change is None else ("∞" if math.isinf(d.change) else f"{d.change:+.1%}")
-        lines.append(
-            f"| {d.name} ({d.unit}) | {_fmt(d.before)} | {_fmt(d.after)} | {change} | ±{d.noise:.0%} | "
-            f"{icon.get(d.verdict, d.verdict)} |"
+def fmt_ratio(row: Row) -> str:
+    c = row.comparison
+    if c is None:
+        return "–"
+    if not math.isfinite(c.ratio):
+        return "∞"
+    if c.low == c.high:
+        return f"{c.ratio:.3g}×"
+    return f"{c.ratio:.3g}× [{c.low:.3g}–{c.high:.3g}]"
+
+
+def regressions(rows: list[Row]) -> list[Row]:
+    return [r for r in rows if r.verdict == stats.REGRESSION]
+
+
+def verdict_markdown(rows: list[Row], *, title: str, limit: int | None = None) -> str:
+    """Regressions, then improvements, then real changes without a direction, then one counting line."""
+    lines = [f"### {title}", ""]
+    order = (stats.REGRESSION, stats.IMPROVEMENT, stats.CHANGED)
+    shown = [r for verdict in order for r in rows if r.verdict == verdict]
+    if shown:
+        lines += [
+            "| verdict | metric | before | after | ratio [95 % CI] | why |",
+            "|---|---|---:|---:|---|---|",
+        ]
+        for r in shown[:limit] if limit else shown:
+            lines.append(
+                f"| **{r.verdict}** | `{r.name}` ({r.unit}) | {fmt_value(r.before)} | {fmt_value(r.after)} | "
+                f"{fmt_ratio(r)} | {r.why} |"
+            )
+        if limit and len(shown) > limit:
+            lines.append(f"| … | {len(shown) - limit} more in `report.html` | | | | |")
+        lines.append("")
+    unchanged = [r for r in rows if r.verdict == stats.NO_CHANGE]
+    exact_same = sum(r.kind == "exact" for r in unchanged)
+    not_compared = sum(not r.judged for r in rows)
+    counts = {v: sum(r.verdict == v for r in rows) for v in order}
+    lines.append(
+        f"**{counts[stats.REGRESSION]} regression(s), {counts[stats.IMPROVEMENT]} improvement(s)"
+        + (f", {counts[stats.CHANGED]} change(s)" if counts[stats.CHANGED] else "")
+        + f"; {len(unchanged)} metrics unchanged** ({exact_same} exact and identical, "
+        f"{len(unchanged) - exact_same} timed within their interval or under the minimum effect)"
+        + (
+            f"; {not_compared} not compared (descriptive, one-sided or too few trials)."
+            if not_compared
+            else "."
         )
-    regressions = sum(d.verdict == "regression" for d in deltas)
-    lines += [
-        "",
-        f"{regressions} regression(s) beyond the noise band."
-        if regressions
-        else "No change beyond the noise band.",
-    ]
+    )
     return "\n".join(lines)
 
 
@@ -103,7 +180,10 @@ def manifest_warnings(a: str | Path, b: str | Path) -> list[str]:
 
     def load(folder: str | Path) -> dict[str, Any]:
         path = Path(folder) / "manifest.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        try:
+            return json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):
+            return {}
 
     ma, mb = load(a), load(b)
     warnings = []
@@ -119,10 +199,13 @@ def manifest_warnings(a: str | Path, b: str | Path) -> list[str]:
     return warnings
 
 
-def compare_folders(a: str | Path, b: str | Path, *, noise: float | None = None) -> tuple[str, list[Delta]]:
-    deltas = compare_metrics(load_metrics(a), load_metrics(b), noise=noise)
-    text = deltas_markdown(deltas, title=f"{Path(b).name} vs {Path(a).name}")
+def compare_folders(
+    a: str | Path, b: str | Path, *, min_effect: float | None = None
+) -> tuple[str, list[Row]]:
+    """Markdown verdict of result folder ``b`` against ``a`` (raises on an unreadable folder)."""
+    rows = compare_metrics(load_metrics(a), load_metrics(b), min_effect=min_effect)
+    text = verdict_markdown(rows, title=f"{Path(b).name} against {Path(a).name}")
     warnings = manifest_warnings(a, b)
     if warnings:
         text = "\n".join(f"> **Note:** {w}" for w in warnings) + "\n\n" + text
-    return text, deltas
+    return text, rows

@@ -94,10 +94,13 @@ def redis_info(url: str) -> dict[str, Any]:
         client.close()
 
 
-def build_manifest(parameters: dict[str, Any], *, redis_url: str | None = None) -> dict[str, Any]:
+def build_manifest(
+    parameters: dict[str, Any], *, redis_url: str | None = None, root: Path | None = None
+) -> dict[str, Any]:
+    """The manifest; ``root`` is the checkout measured (git is read there, not in the current folder)."""
     manifest: dict[str, Any] = {
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "git": git_info(),
+        "git": git_info(root),
         "packages": package_versions(),
         "machine": machine_info(),
         "parameters": parameters,

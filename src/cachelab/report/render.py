@@ -6,6 +6,7 @@ import base64
 import html
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,19 +51,52 @@ def embed_image(path: Path) -> str:
     return f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
 
 
+def _metrics_table(metrics: Mapping[str, Any]) -> str:
+    """Every metric: kind, value (median of trials), spread, note — grouped by what measured it."""
+    rows = []
+    for name, m in sorted(metrics.items()):
+        spread = ""
+        if m.samples:
+            spread = f"{len(m.samples)} trials, {fmt(min(m.samples))}–{fmt(max(m.samples))}"
+        elif m.kind == "proportion" and m.lookups:
+            spread = f"{sum(m.events)} of {sum(m.lookups)}"
+        rows.append([name, m.kind, m.value, m.unit, spread, m.note])
+    return md_table(["metric", "kind", "value", "unit", "trials", "note"], rows)
+
+
 def write_html(
-    folder: Path, summary_md: str, figures: list[tuple[str, Path]], manifest: dict[str, Any]
+    folder: Path,
+    summary_md: str,
+    figures: list[tuple[str, Path]],
+    manifest: dict[str, Any],
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    headlines: Mapping[str, Mapping[str, Any]] | None = None,
+    verdict: Sequence[Any] | None = None,
 ) -> Path:
-    """``report.html``: the summary, every figure embedded (no external asset), the manifest."""
+    """``report.html``: the summary, then all it leaves out; every figure embedded, no external asset."""
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         "<meta name=viewport content='width=device-width,initial-scale=1'>",
         f"<title>cachelab report {html.escape(folder.name)}</title><style>{_CSS}</style></head><body>",
         markdown_to_html(summary_md),
-        "<h2>Figures</h2>",
     ]
+    if verdict:
+        from cachelab.report.compare import verdict_markdown
+
+        parts.append(markdown_to_html(verdict_markdown(list(verdict), title="Every metric judged")))
+    for nb, data in sorted((headlines or {}).items()):
+        items = data.get("headlines") or {}
+        if items:
+            parts.append(f"<h2>{html.escape(str(data.get('title', nb)))}</h2>")
+            parts.append(markdown_to_html("\n".join(f"- {k}: **{fmt(v)}**" for k, v in items.items())))
+    parts.append("<h2>Figures</h2>")
     for caption, path in figures:
         parts.append(f"<figure>{embed_image(path)}<figcaption>{html.escape(caption)}</figcaption></figure>")
+    if metrics:
+        parts.append("<details><summary>Every metric (metrics.json)</summary>")
+        parts.append(markdown_to_html(_metrics_table(metrics)))
+        parts.append("</details>")
     parts.append("<details><summary>Manifest</summary><pre>")
     parts.append(html.escape(json.dumps(manifest, indent=2, default=str)))
     parts.append("</pre></details></body></html>")

@@ -1,0 +1,188 @@
+"""``summary.md``: what a reviewer reads on the pull request, in at most ~80 lines.
+
+Verdicts first, exact figures before timed ones, every timed comparison with
+its interval; the capacity table with units; the SLOs. Everything else (every
+benchmark, every metric, the notebooks' findings and figures, the manifest)
+goes to ``report.html``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cachelab.report import stats
+from cachelab.report.capacity import Plan, headroom
+from cachelab.report.compare import Row, fmt_ratio, fmt_value, verdict_markdown
+from cachelab.report.render import md_table
+
+#: Our pattern against the guide's version of it, measured in the same trials:
+#: (what, our benchmark, the guide's benchmark).
+GUIDE_PAIRS = (
+    ("cache-aside hit", "test_fetch_hit", "test_naive_cache_aside_hit"),
+    ("cache-aside miss (load and fill)", "test_fetch_miss_fresh_key", "test_naive_cache_aside_miss"),
+    ("refresh-ahead read", "test_refresh_ahead", "test_naive_refresh_ahead"),
+    ("fixed-window rate check", "test_check_allowed[fixed_window]", "test_check_allowed[naive_fixed_window]"),
+    ("tag invalidation", "test_generation_tag_invalidation", "test_naive_tag_invalidation"),
+    ("enqueue", "test_enqueue", "test_naive_enqueue"),
+    ("job: enqueue, take, finish", "test_enqueue_reserve_ack", "test_naive_enqueue_dequeue"),
+)
+
+
+@dataclass
+class SummaryInput:
+    title: str
+    context_line: str
+    slos: list[dict[str, Any]]
+    cache_rows: list[tuple[str, Row]] = field(default_factory=list)  # cache-aside against off, paired
+    guide_rows: list[tuple[str, Row, Any, Any]] = field(
+        default_factory=list
+    )  # (what, time row, RT ours, guide)
+    capacity: dict[str, Any] | None = None
+    plans: Sequence[Plan] = ()
+    against: tuple[str, list[Row]] | None = None  # (title, rows) base vs candidate, or baseline folder
+    problems: list[str] = field(default_factory=list)
+    trials_line: str = ""
+    extra_capacity: list[list[Any]] = field(default_factory=list)  # the notebooks' rows: [what, value, unit]
+
+
+def _verdict_line(s: SummaryInput) -> str:
+    failed = [x for x in s.slos if x["passed"] is False]
+    parts = ["SLOs: all passed" if not failed else f"SLOs: **{len(failed)} failed**"]
+    if s.against is not None:
+        regressions = sum(r.verdict == stats.REGRESSION for r in s.against[1])
+        parts.append(
+            f"{regressions} regression(s) against {s.against[0]}"
+            if regressions
+            else f"no regression against {s.against[0]}"
+        )
+    if s.problems:
+        parts.append(f"**{len(s.problems)} step(s) could not run**")
+    return "**Verdict:** " + "; ".join(parts) + "."
+
+
+def build(s: SummaryInput) -> str:
+    lines = [f"## {s.title}", "", s.context_line, "", _verdict_line(s), ""]
+    if s.against is not None:
+        lines += [verdict_markdown(s.against[1], title=f"Against {s.against[0]}", limit=15), ""]
+    if s.cache_rows:
+        lines += [
+            "### Cache-aside against no cache (the dashboard mix, interleaved trials)",
+            "",
+            md_table(
+                ["metric", "no cache", "cache-aside", "ratio [95 % CI]", "verdict"],
+                [
+                    [what, fmt_value(r.before), fmt_value(r.after), fmt_ratio(r), _direction(r)]
+                    for what, r in s.cache_rows
+                ],
+            ),
+            "",
+        ]
+    if s.capacity:
+        cap = s.capacity
+        lines += [
+            "### Capacity per 1 000 requests/s of the dashboard mix (cache-aside)",
+            "",
+            md_table(
+                [
+                    "Redis ops/s",
+                    "commands/request",
+                    "Redis CPU (cores)",
+                    "Redis CPU µs/request",
+                    "network MB/s",
+                    "working set MB",
+                    "measured at req/s",
+                ],
+                [
+                    [
+                        cap.get("redis_ops_per_s"),
+                        cap.get("redis_commands_per_request"),
+                        cap.get("redis_cpu_cores"),
+                        cap.get("redis_cpu_us_per_request"),
+                        cap.get("network_mb_s"),
+                        cap.get("working_set_mb"),
+                        cap.get("measured_rps"),
+                    ]
+                ],
+            ),
+            "",
+        ]
+        if s.plans:
+            rows = []
+            for plan in s.plans:
+                h = headroom(cap, plan)
+                rows.append(
+                    [plan.name, h["max_rps"], h["binding_limit"], "yes" if h["memory_fits"] else "NO"]
+                )
+            lines += [
+                md_table(
+                    ["plan (example limits)", "max req/s of this mix", "binding limit", "working set fits"],
+                    rows,
+                ),
+                "",
+            ]
+    if s.extra_capacity:
+        lines += [
+            "### Capacity: memory, persistence and network distance (notebooks, one run each)",
+            "",
+            md_table(["", "value", "unit"], s.extra_capacity),
+            "",
+        ]
+    if s.guide_rows:
+        lines += [
+            "### Our patterns against the guide's versions (benchmarks, same trials)",
+            "",
+            md_table(
+                ["operation", "round trips: ours / guide's", "time: ours ÷ guide's [95 % CI]"],
+                [
+                    [what, f"{fmt_value(rt_ours)} / {fmt_value(rt_guide)}", fmt_ratio(r)]
+                    for what, r, rt_ours, rt_guide in s.guide_rows
+                ],
+            ),
+            "",
+        ]
+    lines += [
+        "### SLOs",
+        "",
+        md_table(
+            ["SLO", "measured", "result"],
+            [
+                [
+                    f"`{x['slo']}`",
+                    _plain(x["value"]),
+                    _slo_result(x),
+                ]
+                for x in s.slos
+            ],
+        ),
+        "",
+    ]
+    if s.problems:
+        lines += ["### Problems", "", *[f"- {p}" for p in s.problems], ""]
+    lines.append(
+        f"<sub>{s.trials_line} Ratios are of geometric means over trials, with 95 % t intervals; a change is "
+        "called only when significant after false-discovery control and larger than the minimum effect. "
+        "Compare two runs with `cachelab compare A B`. Everything else: `report.html`.</sub>"
+    )
+    return "\n".join(lines)
+
+
+def _slo_result(slo: dict[str, Any]) -> str:
+    if slo["passed"] is None:
+        return f"not measured ({slo['note']})"
+    return "pass" if slo["passed"] else f"**FAIL** {slo['note']}".strip()
+
+
+def _direction(row: Row) -> str:
+    """Within one run the question is which way, not better or worse: more commands buy fewer queries."""
+    if row.verdict in (stats.REGRESSION, stats.IMPROVEMENT, stats.CHANGED) and row.comparison is not None:
+        return "higher" if row.comparison.ratio > 1 else "lower"
+    return "no significant change" if row.verdict == stats.NO_CHANGE else row.verdict
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and math.isfinite(value):
+        return round(value, 4)
+    return value
