@@ -15,10 +15,12 @@ RUN pip install ".[load,postgres]"
 
 COPY locustfiles ./locustfiles
 
-# Never run as root; /results is where the Locust master writes (a bind mount in compose).
+# Never run as root; /results is where the Locust master writes (a bind mount in compose);
+# /run/cachelab holds a generated seed password (a named volume in compose, so it keeps this owner).
 RUN useradd --create-home --uid 10001 cachelab \
-    && mkdir -p /results \
-    && chown cachelab:cachelab /results
+    && mkdir -p /results /run/cachelab \
+    && chown cachelab:cachelab /results /run/cachelab \
+    && chmod 0700 /run/cachelab
 USER cachelab
 
 # API, Locust web UI, Locust master <- workers.

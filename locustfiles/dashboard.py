@@ -7,10 +7,12 @@
 
 Standard Locust flags work unchanged (--processes, --master/--worker, --csv,
 --html). cachelab's own options (--mix, --shape, --arrival-rate, --think-time,
---seed, --results-dir, --redis-url, --threshold, --thresholds-file) are
+--seed, --tenants, --results-dir, --redis-url, --threshold, --thresholds-file) are
 described in locustfiles/README.md and appear in the web UI's custom
 parameters (Locust prints --help before it imports a locustfile, so they are
-not listed there). Everything this file declares is implemented, and tested,
+not listed there). The users log in as the app's seeded users with
+CACHELAB_SEED_PASSWORD, or the password `cachelab serve` generated on this
+machine. Everything this file declares is implemented, and tested,
 in :mod:`cachelab.loadtest`.
 """
 

@@ -223,11 +223,18 @@ def test_published_ports_bind_loopback_by_default_and_no_secret_is_committed():
     raw = yaml.safe_load(COMPOSE.read_text())
     postgres_env = raw["services"]["postgres"]["environment"]
     assert postgres_env["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:-change-me}"
-    # Credentials only ever come from the environment; the one default is an obvious placeholder.
+    # Credentials only ever come from the environment; the one default is an obvious placeholder, or
+    # nothing at all (the seed password is then generated into a volume, see below). A *_FILE names
+    # where a secret is kept, never the secret.
     for name, service in raw["services"].items():
-        for key, value in (service.get("environment") or {}).items():
-            if re.search(r"PASSWORD|SECRET|TOKEN|_KEY$", key):
-                assert re.fullmatch(r"\$\{[A-Z_]+(:-change-me)?\}", value), (name, key, value)
+        environment = dict(service.get("environment") or {})
+        environment.pop("<<", None)
+        environment |= raw["x-seed-password-env"] if name in {"api", "locust-master", "locust-worker"} else {}
+        for key, value in environment.items():
+            if key.endswith("_FILE"):
+                assert value.startswith("/run/"), (name, key, value)
+            elif re.search(r"PASSWORD|SECRET|TOKEN|_KEY$", key):
+                assert re.fullmatch(r"\$\{[A-Z_]+(:-change-me|:-)?\}", value), (name, key, value)
 
     def url_passwords(doc: Any) -> set[str]:
         urls = re.findall(r"[a-z+]+://\S+", str(doc))
@@ -251,3 +258,31 @@ def test_dockerfile_builds_one_non_root_image_without_local_config():
     }
     assert {".env", ".git", "results", "tests"} <= ignored
     assert not ignored & {"src", "locustfiles", "pyproject.toml", "README.md"}
+
+
+def test_the_seed_password_is_generated_into_a_volume_the_api_writes_and_locust_reads(tmp_path, monkeypatch):
+    from cachelab.app.seed_password import resolve_seed_password, seed_password_for_client
+
+    services = compose()["services"]
+    assert "seed-secret:/run/cachelab" in services["api"]["volumes"]
+    for name in ("locust-master", "locust-worker"):
+        assert "seed-secret:/run/cachelab:ro" in services[name]["volumes"], name
+    assert "seed-secret" in yaml.safe_load(COMPOSE.read_text())["volumes"]
+    assert "seed-secret" not in str(services["worker"].get("volumes"))  # jobs need no password
+    api_env, locust_env = services["api"]["environment"], services["locust-worker"]["environment"]
+    assert api_env["CACHELAB_SEED_PASSWORD"] == ""
+    assert api_env["CACHELAB_SEED_PASSWORD_FILE"] == locust_env["CACHELAB_SEED_PASSWORD_FILE"]
+    from_dot_env = compose({"CACHELAB_SEED_PASSWORD": "from .env"})["services"]
+    assert from_dot_env["api"]["environment"]["CACHELAB_SEED_PASSWORD"] == "from .env"
+    # What the containers' cachelab does with that environment: the API, bound to 0.0.0.0, may
+    # start because the operator named a file; Locust reads the same file.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CACHELAB_SEED_PASSWORD", api_env["CACHELAB_SEED_PASSWORD"])
+    monkeypatch.setenv("CACHELAB_SEED_PASSWORD_FILE", str(tmp_path / "run" / "seed-password"))
+    password, _ = resolve_seed_password(flag(command(services["api"]), "--host"))
+    assert seed_password_for_client() == password
+    # Locust logs in as the users of as many tenants as the API seeded.
+    seven = compose({"SEED_TENANTS": "7"})["services"]
+    tenants = {flag(command(seven[name]), "--tenants") for name in ("api", "locust-master")}
+    assert tenants == {"7"}
+    assert "/run/cachelab" in (ROOT / "Dockerfile").read_text()

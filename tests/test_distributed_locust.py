@@ -71,10 +71,11 @@ def app() -> Iterator[AppServer]:
         yield server
 
 
-def _locust_env(tally_dir: Path) -> dict[str, str]:
-    # As in the runner: ambient cachelab settings must not leak into the generator.
+def _locust_env(tally_dir: Path, seed_password: str) -> dict[str, str]:
+    # As in the runner: ambient cachelab settings must not leak into the generator; the workers' users
+    # log in with the app's seed password.
     env = {k: v for k, v in os.environ.items() if not k.startswith("CACHELAB_") and k != "REDIS_URL"}
-    env.update(PYTHONUNBUFFERED="1", TALLY_DIR=str(tally_dir))
+    env.update(PYTHONUNBUFFERED="1", TALLY_DIR=str(tally_dir), CACHELAB_SEED_PASSWORD=seed_password)
     return env
 
 
@@ -99,7 +100,7 @@ def run_distributed(app: AppServer, out: Path) -> tuple[int, list[list[Any]], st
     tally_dir = out / "tallies"
     tally_dir.mkdir()
     port = free_port()
-    env = _locust_env(tally_dir)
+    env = _locust_env(tally_dir, app.seed_password)
     master_cmd = [
         sys.executable, "-m", "locust", "-f", str(locustfile), "--master", "--headless",
         "--master-bind-host", HOST, "--master-bind-port", str(port),
@@ -107,7 +108,7 @@ def run_distributed(app: AppServer, out: Path) -> tuple[int, list[list[Any]], st
         "-u", "4", "-r", "4", "-t", f"{RUN_SECONDS}s", "--host", app.base_url,
         "--only-summary", "--loglevel", "INFO", "--csv", str(out / "locust"),
         "--results-dir", str(out), "--redis-url", app.redis_url or "",
-        "--mix", MIX, "--think-time", "0.05,0.15", "--seed", "3",
+        "--mix", MIX, "--think-time", "0.05,0.15", "--seed", "3", "--tenants", str(app.tenants),
     ]
     worker_cmd = [
         sys.executable, "-m", "locust", "-f", f"{locustfile},{tally_file}", "--worker",

@@ -159,14 +159,18 @@ ALL_TYPES = "viewer=1,browser=1,editor=1,reporter=1,leaderboard=1"
 @pytest.fixture(scope="module")
 def app() -> Iterator[AppServer]:
     env = {"CACHELAB_CACHE_MODE": "cache-aside", "CACHELAB_RATE_LIMIT": "1000/60s"}
-    with AppServer(env=env, tenants=2, initiatives_per_tenant=200, job_workers=1) as server:
+    # Locust's simulated clients all come from 127.0.0.1, each with its own X-Forwarded-For: the app
+    # is told the generator is its proxy, as run_scenario does for the apps it starts.
+    with AppServer(env=env, tenants=2, initiatives_per_tenant=200, job_workers=1,
+                   trusted_proxies="127.0.0.1") as server:
         yield server
 
 
 def scenario(app: AppServer, results: Path, **kwargs: Any) -> ScenarioResult:
     params: dict[str, Any] = {"duration": 3, "users": 2, "think_time": "0.05,0.15", "timeout": 60}
     params.update(kwargs)
-    return run_scenario(base_url=app.base_url, redis_url=app.redis_url, results_dir=results, **params)
+    return run_scenario(base_url=app.base_url, redis_url=app.redis_url, results_dir=results,
+                        seed_password=app.seed_password, tenants=app.tenants, **params)
 
 
 def explain(result: ScenarioResult) -> str:
@@ -174,7 +178,7 @@ def explain(result: ScenarioResult) -> str:
 
 
 @pytest.mark.slow
-def test_every_user_type_runs_against_the_app_without_failures(app, tmp_path):
+def test_every_user_type_logs_in_and_runs_against_the_app_without_failures(app, tmp_path):
     result = scenario(app, tmp_path, mix=ALL_TYPES, users=5, duration=4,
                       thresholds=["error_rate<1%", "rps>0"])
     assert result.exit_code == 0, explain(result)
@@ -192,6 +196,12 @@ def test_every_user_type_runs_against_the_app_without_failures(app, tmp_path):
     assert x_cache["HIT"] > 0 and x_cache["MISS"] > 0, x_cache  # cache-aside: both outcomes seen
     assert written["endpoints"]["GET /api/dashboard"]["x_cache"]["HIT"] + \
         written["endpoints"]["GET /api/dashboard"]["x_cache"]["MISS"] > 0
+    # Every user logged in once and carried its session: not one request was refused for it.
+    statuses = Counter()
+    for endpoint in written["endpoints"].values():
+        statuses.update(endpoint["statuses"])
+    assert statuses["401"] == statuses["403"] == 0, statuses
+    assert written["endpoints"]["POST /api/login"]["requests"] == 5
     assert written["redis"]["commands"] > 0 and written["redis"]["keyspace_hits"] > 0
     assert written["generator"]["processes"]["local"]["cpu_seconds"] > 0
     assert [t["passed"] for t in written["thresholds"]] == [True, True]
@@ -215,7 +225,7 @@ def test_browser_heavy_mix_is_mostly_cache_hits_and_worker_processes_merge_exact
 
 @pytest.mark.slow
 def test_abusive_client_429s_are_counted_as_expected_not_as_failures(tmp_path):
-    # Its own app with a tight limit (20 requests a minute per client address).
+    # Its own app with a tight limit (20 requests a minute per client address, log-in included).
     result = run_scenario(
         env={"CACHELAB_RATE_LIMIT": "20/60s"}, tenants=1, initiatives_per_tenant=50, job_workers=0,
         mix="abuser=1", users=1, duration=3, results_dir=tmp_path, timeout=60,
@@ -251,5 +261,5 @@ def test_constant_arrival_rate_reports_corrected_percentiles_at_least_raw(app, t
         for p in ("p50", "p90", "p99", "p99.9", "max"):
             assert corrected[p] >= raw[p], (name, p, raw, corrected)
     # Paced, not closed-loop: with no think time, free-running users would send far more.
-    on_start = result.endpoints["GET /api/tenants"].requests
+    on_start = result.endpoints["GET /api/tenants"].requests + result.endpoints["POST /api/login"].requests
     assert result.totals.requests - on_start <= rate * seconds * 1.5, explain(result)

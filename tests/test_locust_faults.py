@@ -29,14 +29,20 @@ def test_a_hang_during_the_run_fails_open_and_is_recorded(tmp_path):
         "CACHELAB_BREAKER_RESET_TIMEOUT": "0.5",
         "CACHELAB_RATE_LIMIT": "1000000/60s",
     }
+    # Sessions (and the queue) on a Redis of their own, as in docker-compose: the cache Redis hangs,
+    # every request's session is still checked. (With one shared Redis, they would all be 503s.)
     with (
         RedisServer() as redis_server,
+        RedisServer() as durable,
         AppServer(
-            redis_url=f"redis://127.0.0.1:{port}/0", env=env, tenants=2, initiatives_per_tenant=100
+            redis_url=f"redis://127.0.0.1:{port}/0", env={**env, "QUEUE_REDIS_URL": durable.url},
+            tenants=2, initiatives_per_tenant=100,
         ) as app,
     ):
         result = run_scenario(
             base_url=app.base_url,
+            seed_password=app.seed_password,
+            tenants=app.tenants,
             duration=6,
             users=4,
             mix="browser=1",

@@ -2,6 +2,9 @@
 
 Each run launches its own redis-server (AOF on), a fault proxy, the app and a
 report worker; the fault sits in the middle of the load and is always undone.
+Every read carries a session of its tenant. In the default ``split`` topology
+the sessions (and the queue) live on a second Redis that is not faulted, so
+reads fail open; with one ``shared`` Redis they must answer 503 instead.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ WITH_BREAKER = OutageConfig("breaker", {**FAST, "CACHELAB_BREAKER_ENABLED": "tru
 WITHOUT_BREAKER = OutageConfig("no-breaker", {**FAST, "CACHELAB_BREAKER_ENABLED": "false"})
 
 
-def plan(kind: str, **kw) -> OutagePlan:
-    return OutagePlan(FaultSpec(kind, start=2.5, duration=3.0, **kw), duration=9.0, rate=25, warmup=1.0)
+def plan(kind: str, topology: str = "split", **kw) -> OutagePlan:
+    return OutagePlan(
+        FaultSpec(kind, start=2.5, duration=3.0, **kw), duration=9.0, rate=25, warmup=1.0, topology=topology
+    )
 
 
 @pytest.mark.slow
@@ -32,8 +37,9 @@ def plan(kind: str, **kw) -> OutagePlan:
 def test_fail_open_through_each_fault_kind(kind):
     result = run_outage(plan(kind, rtt=0.6), WITH_BREAKER)
     s = result.summary
-    # Reads fail open to the database: not one 5xx, whatever the fault.
-    assert s["reads_5xx_during_fault"] == 0, s
+    assert result.topology == s["topology"] == "split"
+    # Reads fail open to the database: not one 5xx, whatever the fault, and every session still checked.
+    assert s["reads_5xx_during_fault"] == 0 and s["reads_401_during_fault"] == 0, s
     assert s["transport_errors_during_fault"] == 0, s
     # Latency stays bounded by the timeouts (x retries x Redis calls per request) plus database time.
     assert s["p99_fault_ms"] < 4 * 2 * TIMEOUT * 1000 + 500, s
@@ -59,6 +65,26 @@ def test_without_the_breaker_a_hung_redis_costs_every_request_its_timeouts():
     assert without["p50_fault_ms"] > with_breaker["p50_fault_ms"]
     assert without["p50_fault_ms"] >= TIMEOUT * 1000  # each request waits at least one timeout
     assert not math.isnan(without["p99_fault_ms"])
+
+
+@pytest.mark.slow
+def test_with_one_shared_redis_killed_authenticated_reads_answer_503_and_never_an_unchecked_200():
+    result = run_outage(plan("kill", topology="shared"), WITH_BREAKER)
+    s = result.summary
+    assert result.topology == s["topology"] == "shared"
+    assert s["reads_ok_inside_fault"] == 0, s
+    assert s["reads_5xx_during_fault"] > 0 and s["transport_errors_during_fault"] == 0, s
+    inside = [row for row in result.timeline if 3 <= row["t"] < 5]  # seconds wholly inside 2.5..5.5
+    assert inside and all(row["ok"] == 0 and row["errors_5xx"] == row["requests"] > 0 for row in inside)
+    # Restarted from its AOF, Redis still holds the sessions: the same users are served again.
+    after = [row for row in result.timeline if row["t"] >= 7]
+    assert after and all(row["ok"] == row["requests"] for row in after), after
+    assert s["jobs_lost"] == 0, s
+
+
+def test_an_unknown_topology_is_refused_before_anything_starts():
+    with pytest.raises(ValueError, match="topology"):
+        run_outage(plan("kill", topology="sideways"), WITH_BREAKER)
 
 
 def test_process_faults_refuse_servers_we_did_not_launch():

@@ -83,7 +83,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
             "CACHELAB_BREAKER_FAILURE_THRESHOLD, CACHELAB_BREAKER_RESET_TIMEOUT, "
             "CACHELAB_REDIS_CONNECT_TIMEOUT, CACHELAB_REDIS_COMMAND_TIMEOUT, CACHELAB_KPI_TTL, "
             "CACHELAB_AREAS_TTL, CACHELAB_LIST_TTL, "
-            "CACHELAB_DASHBOARD_SOFT_TTL, CACHELAB_DASHBOARD_TTL, CACHELAB_TTL_JITTER, CACHELAB_DB_DELAY_MS."
+            "CACHELAB_DASHBOARD_SOFT_TTL, CACHELAB_DASHBOARD_TTL, CACHELAB_TTL_JITTER, CACHELAB_DB_DELAY_MS, "
+            "CACHELAB_SEED_PASSWORD (every seeded user's password; unset: a random one kept in a 0600 file "
+            "on a loopback bind, refused on any other), CACHELAB_SEED_PASSWORD_FILE, "
+            "CACHELAB_TRUSTED_PROXIES (whose X-Forwarded-For to believe; default nobody's), "
+            "CACHELAB_LOGIN_RATE_LIMIT_IP, CACHELAB_LOGIN_RATE_LIMIT_ACCOUNT."
         ),
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CacheMode = Literal["off", "cache-aside", "refresh-ahead", "swr", "xfetch", "lock"]
@@ -67,6 +67,17 @@ class Settings(BaseSettings):
     cost_header: bool = False
     max_value_bytes: int = Field(1_000_000, ge=1)
 
+    # authentication (see cachelab.app.auth)
+    # Peers whose X-Forwarded-For is believed (comma-separated IPs or CIDRs); empty: nobody's.
+    trusted_proxies: str = ""
+    # Login attempts, GCRA: a burst of <count>, then <count> per period. Per client address and
+    # per account (e-mail), whether the attempt succeeds or not.
+    login_rate_limit_ip: str = "30/60s"
+    login_rate_limit_account: str = "10/5m"
+    # The seeded users' password (cachelab serve / seed-db); see cachelab.app.seed_password.
+    seed_password: SecretStr | None = None
+    seed_password_file: str | None = None
+
     @field_validator("redis_url", "queue_redis_url")
     @classmethod
     def _check_redis_url(cls, value: str | None) -> str | None:
@@ -82,7 +93,20 @@ class Settings(BaseSettings):
         """Where the queue and sessions live: ``QUEUE_REDIS_URL``, else ``REDIS_URL``."""
         return self.queue_redis_url or self.redis_url
 
-    @field_validator("rate_limit")
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        from cachelab.app.client_address import parse_networks
+
+        parse_networks(value)
+        return value
+
+    @field_validator("seed_password", "seed_password_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("rate_limit", "login_rate_limit_ip", "login_rate_limit_account")
     @classmethod
     def _check_rate_limit(cls, value: str) -> str:
         from cachelab.patterns.ratelimit import parse_limit

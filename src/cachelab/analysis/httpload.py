@@ -10,6 +10,10 @@ so a stall is measured in full (see :mod:`cachelab.loadtest.pacing`).
 
 Database load is the app's own ``cachelab_db_queries_total`` counter from
 ``/metrics``; Redis memory is ``INFO memory`` of the app's Redis.
+
+Every tenant URL needs a session of that tenant: :func:`tenant_sessions` logs
+in once per tenant (before anything is measured) and :func:`run_paced` sends
+each request with its tenant's session, as a dashboard in a browser would.
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import redis
 
 from cachelab.app.db import STATUSES
+from cachelab.harness.app_client import alogin_per_tenant
 from cachelab.harness.outage import parse_metrics
 from cachelab.loadtest.zipf import ZipfSampler
 
@@ -119,11 +125,13 @@ async def run_paced(
     *,
     max_in_flight: int = 64,
     on_response: Callable[[Served], None] | None = None,
+    sessions: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[Served]:
     """Send ``plan`` on schedule from ``start`` (a ``time.monotonic()`` instant); return every response.
 
     In-flight requests are capped; a request that cannot start because of the
     cap waits (and its wait counts in its latency, from its intended start).
+    Each request carries its tenant's session from ``sessions`` (see :func:`tenant_sessions`).
     """
     served: list[Served] = []
     gate = asyncio.Semaphore(max_in_flight)
@@ -133,7 +141,8 @@ async def run_paced(
             sent = time.monotonic() - start
             status, x_cache, age = 0, None, None
             try:
-                response = await http.get(item.resource.url)
+                headers = dict(sessions.get(item.resource.tenant, {})) if sessions else None
+                response = await http.get(item.resource.url, headers=headers)
                 status, x_cache = response.status_code, response.headers.get("x-cache")
                 with contextlib.suppress(TypeError, ValueError):
                     age = int(response.headers.get("age"))  # type: ignore[arg-type]
@@ -188,10 +197,10 @@ def redis_memory(url: str) -> dict[str, int]:
         client.close()
 
 
-async def tenant_ids(http: httpx.AsyncClient) -> list[str]:
-    response = await http.get("/api/tenants")
-    response.raise_for_status()
-    return [t["id"] for t in response.json()]
+async def tenant_sessions(http: httpx.AsyncClient, app: Any) -> dict[str, dict[str, str]]:
+    """``{tenant: Cookie header}``: one session per tenant of an AppServer, as its admin. The
+    tenants are the dict's keys (each tenant sees only itself in ``/api/tenants``)."""
+    return await alogin_per_tenant(http, app.accounts(), app.seed_password)
 
 
 def lag_report(served: Sequence[Served]) -> dict[str, float]:

@@ -45,7 +45,7 @@ import random
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -55,6 +55,7 @@ import redis
 from cachelab.analysis.httpload import db_queries
 from cachelab.analysis.loops import off_loop
 from cachelab.analysis.output import for_profile
+from cachelab.harness.app_client import alogin_per_tenant, cookie_header, tenant_ids
 from cachelab.harness.app_server import AppServer
 from cachelab.harness.redis_server import RedisServer, RedisServerConfig
 from cachelab.loadtest.histograms import LatencyHistogram
@@ -63,6 +64,7 @@ from cachelab.loadtest.zipf import ZipfSampler
 #: The app settings every experiment here runs with: limits far above the load (a 429 is not a miss).
 APP_ENV = {
     "CACHELAB_RATE_LIMIT": "100000000/60s",
+    "CACHELAB_LOGIN_RATE_LIMIT_IP": "100000000/60s",  # every login comes from this one address
     "CACHELAB_CACHE_MODE": "cache-aside",
     # A bounded pool keeps the clients' share of used_memory small and steady.
     "CACHELAB_REDIS_MAX_CONNECTIONS": "16",
@@ -112,6 +114,8 @@ def describe(sz: MemorySizes) -> dict[str, Any]:
 
 
 # -- a closed-loop HTTP driver ---------------------------------------------------------------------
+_TENANT_URL = re.compile(r"^/api/tenants/([^/?]+)/")
+
 @dataclass(frozen=True)
 class Call:
     """One request of a workload."""
@@ -129,7 +133,7 @@ class LoadResult:
 
     elapsed: float = 0.0
     requests: int = 0
-    errors: int = 0  # transport errors and 5xx
+    errors: int = 0  # transport errors, 5xx, and 401/403 (a session lost mid-run)
     statuses: Counter[int] = field(default_factory=Counter)
     x_cache: Counter[str] = field(default_factory=Counter)
     by_kind: Counter[str] = field(default_factory=Counter)
@@ -159,6 +163,7 @@ async def closed_loop(
     *,
     concurrency: int,
     max_seconds: float = 60.0,
+    sessions: Mapping[str, Mapping[str, str]] | None = None,
 ) -> LoadResult:
     """Send ``calls`` in order from ``concurrency`` workers, each waiting for its last answer.
 
@@ -166,6 +171,7 @@ async def closed_loop(
     configuration sustains, and every worker always has a request ready. The
     run stops at the end of ``calls`` or after ``max_seconds``, whichever is
     first; an error is counted, never raised, so a bad point shows up as data.
+    A call to ``/api/tenants/<t>/…`` carries ``sessions[t]`` (one session per tenant).
     """
     result = LoadResult()
     pending: Iterator[Call] = iter(calls)
@@ -179,9 +185,10 @@ async def closed_loop(
             t0 = time.perf_counter()
             status = 0
             try:
-                response = await http.request(
-                    call.method, call.url, json=call.body, headers=dict(call.headers)
-                )
+                headers = dict(call.headers)
+                if sessions and (match := _TENANT_URL.match(call.url)):
+                    headers.update(sessions.get(match.group(1), {}))
+                response = await http.request(call.method, call.url, json=call.body, headers=headers)
                 status = response.status_code
                 if x_cache := response.headers.get("x-cache"):
                     result.x_cache[x_cache] += 1
@@ -191,7 +198,7 @@ async def closed_loop(
             result.requests += 1
             result.by_kind[call.kind] += 1
             result.statuses[status] += 1
-            result.errors += status == 0 or status >= 500
+            result.errors += status == 0 or status >= 500 or status in (401, 403)
             result.latency.record_us(us)
             result.latency_by_kind[call.kind].record_us(us)
 
@@ -361,10 +368,13 @@ async def _measure_point(
 ) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=sz.concurrency, max_keepalive_connections=sz.concurrency)
     async with httpx.AsyncClient(base_url=app.base_url, limits=limits, timeout=10) as http:
-        await closed_loop(http, warmup, concurrency=sz.concurrency)
+        # The Redis was just flushed: log in again (one session per tenant, read on every request,
+        # so never the coldest key an evicting policy would pick).
+        sessions = await alogin_per_tenant(http, app.accounts(), app.seed_password)
+        await closed_loop(http, warmup, concurrency=sz.concurrency, sessions=sessions)
         evicted0 = int(admin.info("stats")["evicted_keys"])
         queries0 = await _db_queries(http)
-        load = await closed_loop(http, calls, concurrency=sz.concurrency)
+        load = await closed_loop(http, calls, concurrency=sz.concurrency, sessions=sessions)
         queries = await _db_queries(http) - queries0
     memory = admin.info("memory")
     rows_cached = sum(
@@ -404,7 +414,8 @@ async def _db_queries(http: httpx.AsyncClient, attempts: int = 5) -> float:
 
 async def _warm_only(app: AppServer, calls: Sequence[Call], sz: MemorySizes) -> None:
     async with httpx.AsyncClient(base_url=app.base_url, timeout=10) as http:
-        await closed_loop(http, calls, concurrency=sz.concurrency)
+        sessions = await alogin_per_tenant(http, app.accounts(), app.seed_password)
+        await closed_loop(http, calls, concurrency=sz.concurrency, sessions=sessions)
 
 
 def run_memory_sizing(sz: MemorySizes, *, progress: bool = False) -> MemoryRun:
@@ -422,7 +433,7 @@ def run_memory_sizing(sz: MemorySizes, *, progress: bool = False) -> MemoryRun:
         assert app.redis is not None and app.database_url is not None
         admin = app.redis.client(socket_timeout=10)
         try:
-            tenants = [t["id"] for t in httpx.get(f"{app.base_url}/api/tenants", timeout=10).json()]
+            tenants = tenant_ids(app.accounts())
             rows = asyncio.run(_all_rows(app.database_url, tenants, sz.initiatives_per_tenant))
             random.Random(1).shuffle(rows)  # popularity order: which rows Zipf makes hot
             order = [(r["tenant_id"], r["id"]) for r in rows]
@@ -544,22 +555,28 @@ def measure_object_bytes(client: redis.Redis, *, sample: int = 200) -> list[dict
     return sorted(rows, key=lambda r: -r["bytes_per_object"])
 
 
-async def _create_app_objects(base_url: str, redis_url: str, tenants: Sequence[str], jobs: int) -> None:
+async def _create_app_objects(
+    base_url: str, redis_url: str, tenants: Sequence[str], jobs: int, password: str
+) -> None:
     """Drive the app so that every object type exists: KPIs, dashboards, sessions, limits, jobs."""
     from cachelab.client import ResilientRedis
     from cachelab.patterns.ratelimit import create_limiter
 
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+        admins: dict[str, dict[str, str]] = {}
         for tenant in tenants:
-            (await http.get(f"/api/tenants/{tenant}/kpis")).raise_for_status()
             for n in range(1, 21):  # the seed has 20 users per tenant
-                login = await http.post("/api/login", json={"email": f"user{n}@{tenant}.example"})
+                body = {"email": f"user{n}@{tenant}.example", "password": password}
+                login = await http.post("/api/login", json=body)
                 login.raise_for_status()
                 http.cookies.clear()  # one session per login: send it explicitly
-                cookie = {"Cookie": f"session={login.cookies.get('session')}"}
+                cookie = cookie_header(login.cookies["session"])
+                admins.setdefault(tenant, cookie)  # user 1 is the tenant's admin
                 (await http.get("/api/dashboard", headers=cookie)).raise_for_status()
+            (await http.get(f"/api/tenants/{tenant}/kpis", headers=admins[tenant])).raise_for_status()
         for n in range(jobs):
-            (await http.post(f"/api/tenants/{tenants[n % len(tenants)]}/reports")).raise_for_status()
+            tenant = tenants[n % len(tenants)]
+            (await http.post(f"/api/tenants/{tenant}/reports", headers=admins[tenant])).raise_for_status()
     # The curves run the app with a limit far above the load (a 429 must not pass for a miss), and
     # GCRA keys live only while quota is in use: so the per-IP keys are made with the app's own
     # limiter at its default limit, which is the same key and value shape.
@@ -588,7 +605,8 @@ def _object_census(
     admin.config_set("maxmemory", 0)
     admin.config_set("maxmemory-policy", "noeviction")
     admin.flushdb()  # the app's launched Redis, db 0
-    asyncio.run(_create_app_objects(app.base_url, app.redis.url, tenants, jobs=50))
+    password = app.seed_password
+    asyncio.run(_create_app_objects(app.base_url, app.redis.url, tenants, jobs=50, password=password))
     asyncio.run(prefill_rows(app.redis.url, rows[:100]))
     return measure_object_bytes(admin), take_census(admin).table()
 

@@ -59,12 +59,17 @@ from cachelab.analysis.loops import off_loop
 from cachelab.analysis.memory_sizing import Call, closed_loop
 from cachelab.analysis.output import for_profile
 from cachelab.client import ClientOptions, ResilientRedis
+from cachelab.harness.app_client import alogin, cookie_header, tenant_ids
 from cachelab.harness.app_server import AppServer
 from cachelab.harness.children import spawn
 from cachelab.harness.fault_proxy import FaultProxy
 from cachelab.harness.redis_server import RedisServer
 
-APP_ENV = {"CACHELAB_RATE_LIMIT": "100000000/60s", "CACHELAB_CACHE_MODE": "cache-aside"}
+APP_ENV = {
+    "CACHELAB_RATE_LIMIT": "100000000/60s",
+    "CACHELAB_LOGIN_RATE_LIMIT_IP": "100000000/60s",  # every login comes from this one address
+    "CACHELAB_CACHE_MODE": "cache-aside",
+}
 
 
 @dataclass(frozen=True)
@@ -230,20 +235,33 @@ async def naive_session_get(client: redis.asyncio.Redis, key: str, ttl_ms: int) 
 
 # -- the app under distance --------------------------------------------------------------------
 def app_mix(
-    tenants: Sequence[str], cookies: Sequence[str], rows: Sequence[tuple[str, int]], n: int
+    tenants: Sequence[str], cookies: Sequence[tuple[str, str]], rows: Sequence[tuple[str, int]], n: int
 ) -> list[Call]:
-    """``n`` calls cycling over the read mix (KPIs, a row, /me, /dashboard), sessions and tenants."""
+    """``n`` calls cycling over the read mix (KPIs, a row, /me, /dashboard), sessions and tenants.
+
+    ``cookies`` are ``(tenant, session id)``; every call carries a session (of the URL's tenant for
+    tenant routes), since the app checks one on every request.
+    """
     kinds = ("kpis (cache hit)", "row (cache hit)", "me (session)", "dashboard (session + cache hit)")
+    by_tenant: dict[str, list[str]] = {}
+    for tenant, session in cookies:
+        by_tenant.setdefault(tenant, []).append(session)
+
+    def of(tenant: str, i: int) -> tuple[tuple[str, str], ...]:
+        sessions = by_tenant[tenant]
+        return (("Cookie", f"session={sessions[i % len(sessions)]}"),)
+
     calls = []
     for i in range(n):
         tenant = tenants[i % len(tenants)]
-        cookie = (("Cookie", f"session={cookies[i % len(cookies)]}"),)
+        cookie = (("Cookie", f"session={cookies[i % len(cookies)][1]}"),)
         kind = kinds[i % len(kinds)]
         if kind.startswith("kpis"):
-            calls.append(Call("GET", f"/api/tenants/{tenant}/kpis", kind))
+            calls.append(Call("GET", f"/api/tenants/{tenant}/kpis", kind, headers=of(tenant, i)))
         elif kind.startswith("row"):
             row_tenant, row_id = rows[i % len(rows)]
-            calls.append(Call("GET", f"/api/tenants/{row_tenant}/initiatives/{row_id}", kind))
+            url = f"/api/tenants/{row_tenant}/initiatives/{row_id}"
+            calls.append(Call("GET", url, kind, headers=of(row_tenant, i)))
         elif kind.startswith("me"):
             calls.append(Call("GET", "/api/me", kind, headers=cookie))
         else:
@@ -251,24 +269,27 @@ def app_mix(
     return calls
 
 
-async def _login(http: httpx.AsyncClient, tenants: Sequence[str], users: int) -> list[str]:
+async def _login(
+    http: httpx.AsyncClient, tenants: Sequence[str], users: int, password: str
+) -> list[tuple[str, str]]:
+    """``users`` sessions, spread over the tenants: ``(tenant, session id)``."""
     cookies = []
     for n in range(users):
         tenant = tenants[n % len(tenants)]
         email = f"user{n // len(tenants) + 1}@{tenant}.example"
-        response = await http.post("/api/login", json={"email": email})
-        response.raise_for_status()
-        cookies.append(response.cookies["session"])
-        http.cookies.clear()
+        cookies.append((tenant, await alogin(http, email, password)))
     return cookies
 
 
 async def _app_series(app: AppServer, proxy: ProxyProcess, sz: DistanceSizes) -> list[dict[str, Any]]:
     limits = httpx.Limits(max_connections=sz.concurrency, max_keepalive_connections=sz.concurrency)
     async with httpx.AsyncClient(base_url=app.base_url, timeout=30, limits=limits) as http:
-        tenants = [t["id"] for t in (await http.get("/api/tenants")).json()]
-        cookies = await _login(http, tenants, sz.users)
-        firsts = [(await http.get(f"/api/tenants/{t}/initiatives?page=1")).json()["items"] for t in tenants]
+        tenants = tenant_ids(app.accounts())
+        cookies = await _login(http, tenants, max(sz.users, len(tenants)), app.seed_password)
+        firsts = []
+        for t, sid in cookies[: len(tenants)]:  # one session of each tenant, in the tenants' order
+            page = await http.get(f"/api/tenants/{t}/initiatives?page=1", headers=cookie_header(sid))
+            firsts.append(page.json()["items"])
         rows = [(t, item["id"]) for t, items in zip(tenants, firsts, strict=True) for item in items[:5]]
         mix = app_mix(tenants, cookies, rows, sz.app_requests)
         await closed_loop(http, mix[: 4 * len(cookies) * len(tenants) + 40], concurrency=4)  # caches filled

@@ -13,6 +13,15 @@ latency to every reply).
 
 Configurations: the circuit breaker on or off; the rate limiter's failure
 policy (``open``, ``closed``, ``local``); the Redis command timeout.
+
+Topology: every run here is ``split`` (:data:`TOPOLOGY`), as docker-compose
+deploys the app: the faulted Redis is the cache, while sessions and the job
+queue live on a second Redis that stays up — every read is logged in and its
+session is checked throughout. With one shared Redis the same faults turn
+authenticated reads into 503s by design (a session that cannot be checked is
+never admitted; ``tests/test_outage.py`` pins that), which is the case for
+giving sessions their own Redis. The topology is written into every run's
+archive entry and stated in the findings.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from cachelab.harness.faults import FaultSpec
 from cachelab.harness.outage import (
     LIMITER_CONFIGS,
     STANDARD_CONFIGS,
+    TOPOLOGIES,
     OutageConfig,
     OutagePlan,
     OutageResult,
@@ -38,6 +48,7 @@ from cachelab.harness.outage import (
 CONFIGS: dict[str, OutageConfig] = {
     c.name: c for c in (*STANDARD_CONFIGS, *LIMITER_CONFIGS, *timeout_configs())
 }
+TOPOLOGY = "split"
 KIND_LABELS = {
     "kill": "kill (crash + restart)",
     "pause": "hang (SIGSTOP)",
@@ -116,6 +127,7 @@ def plan_for(kind: str, sz: OutageSizes) -> OutagePlan:
         drain_timeout=sz.drain_timeout,
         tenants=sz.tenants,
         initiatives_per_tenant=sz.initiatives_per_tenant,
+        topology=TOPOLOGY,
     )
 
 
@@ -141,7 +153,12 @@ def summary_rows(results: Sequence[OutageResult]) -> list[dict[str, Any]]:
         steady, fault = s.get("db_qps_steady"), s.get("db_qps_fault")
         ok = all(isinstance(v, int | float) and not math.isnan(v) for v in (steady, fault))
         s["extra_db_qps"] = fault - steady if ok else math.nan  # type: ignore[operator]
-        row = {"fault": r.fault["kind"], "config": r.config, "run": f"{r.fault['kind']}/{r.config}"}
+        row = {
+            "fault": r.fault["kind"],
+            "config": r.config,
+            "run": f"{r.fault['kind']}/{r.config}",
+            "topology": r.topology,
+        }
         row |= {col: _clean(s.get(col)) for col in SUMMARY_COLUMNS}
         rows.append(row)
     return rows
@@ -166,6 +183,7 @@ def archive(results: Sequence[OutageResult]) -> dict[str, Any]:
             {
                 "config": r.config,
                 "fault": r.fault,
+                "topology": r.topology,
                 "summary": {**r.summary, "extra_db_qps": extra[f"{r.fault['kind']}/{r.config}"]},
             }
             for r in results
@@ -237,7 +255,8 @@ def _fmt(value: Any, spec: str, missing: str = "n/a") -> str:
 
 
 def findings(rows: Sequence[dict[str, Any]]) -> str:
-    lines = []
+    topologies = sorted({r.get("topology", TOPOLOGY) for r in rows})
+    lines = [f"- **Topology**: {t} — {TOPOLOGIES.get(t, t)}." for t in topologies]
     for r in rows:
         opened = r["breaker_open_after_s"]
         breaker = (

@@ -46,7 +46,7 @@ from cachelab.analysis.httpload import (
     lag_report,
     redis_memory,
     run_paced,
-    tenant_ids,
+    tenant_sessions,
     zipf_plan,
 )
 from cachelab.analysis.loops import off_loop, run_async
@@ -179,6 +179,12 @@ def run_one(ttl: float, sz: TTLSizes) -> tuple[dict[str, Any], list[dict[str, An
         env=app_env(ttl), tenants=sz.tenants, initiatives_per_tenant=sz.initiatives_per_tenant
     ) as app:
         assert app.redis_url is not None and app.database_url is not None
+
+        async def log_in() -> dict[str, dict[str, str]]:
+            async with httpx.AsyncClient(base_url=app.base_url, timeout=10) as http:
+                return await tenant_sessions(http, app)
+
+        sessions = run_async(log_in)  # before the memory baseline: the sessions are not the cache's
         memory_before = redis_memory(app.redis_url)
 
         async def go() -> tuple[list[Served], list[Write], float, float]:
@@ -186,7 +192,7 @@ def run_one(ttl: float, sz: TTLSizes) -> tuple[dict[str, Any], list[dict[str, An
             limits = client_limits(sz.max_in_flight)
             try:
                 async with httpx.AsyncClient(base_url=app.base_url, timeout=10, limits=limits) as http:
-                    tenants = await tenant_ids(http)
+                    tenants = sorted(sessions)
                     ids = await _initiative_ids(db, tenants)
                     plan = zipf_plan(
                         catalogue(tenants, sz.initiatives_per_tenant, seed=sz.seed),
@@ -199,7 +205,7 @@ def run_one(ttl: float, sz: TTLSizes) -> tuple[dict[str, Any], list[dict[str, An
                     start = time.monotonic() + 0.05
                     writes: list[Write] = []
                     served, _ = await asyncio.gather(
-                        run_paced(http, plan, start, max_in_flight=sz.max_in_flight),
+                        run_paced(http, plan, start, max_in_flight=sz.max_in_flight, sessions=sessions),
                         _writer(db, ids, sz, start, writes),
                     )
                     elapsed = time.monotonic() - start

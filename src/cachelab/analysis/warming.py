@@ -1,6 +1,8 @@
 """Notebook 03: a cold cache against a warm one, and what explicit warming buys.
 
-One app, one Redis, the same seeded Zipf request sequence three times:
+One app, its cache Redis, the same seeded Zipf request sequence three times
+(sessions live on a second Redis, ``QUEUE_REDIS_URL``, as in docker-compose,
+so flushing the cache does not log the reader out):
 
 1. **cold** — right after a ``FLUSHDB``: every first read of a resource misses;
 2. **warm** — the same sequence again, on the cache the cold run left;
@@ -43,14 +45,16 @@ from cachelab.analysis.httpload import (
     hit_ratio,
     lag_report,
     run_paced,
-    tenant_ids,
+    tenant_sessions,
     zipf_plan,
 )
 from cachelab.analysis.loops import off_loop, run_async
 from cachelab.analysis.output import for_profile, percentiles
 from cachelab.harness.app_server import AppServer
+from cachelab.harness.redis_server import RedisServer
 
 RUNS = ("cold", "warm", "pre-warmed")
+Sessions = dict[str, dict[str, str]]  # tenant -> its session's Cookie header
 
 
 @dataclass(frozen=True)
@@ -124,14 +128,14 @@ async def _sample_db(
 
 
 async def _measured_run(
-    http: httpx.AsyncClient, plan: Sequence[Any], sz: WarmSizes
+    http: httpx.AsyncClient, plan: Sequence[Any], sz: WarmSizes, sessions: Sessions
 ) -> tuple[list[Served], float, list[tuple[float, float]]]:
     samples: list[tuple[float, float]] = []
     before = await db_queries(http)
     start = time.monotonic() + 0.05
     sampler = asyncio.ensure_future(_sample_db(http, start, sz.sample_every, samples))
     try:
-        served = await run_paced(http, plan, start, max_in_flight=sz.max_in_flight)
+        served = await run_paced(http, plan, start, max_in_flight=sz.max_in_flight, sessions=sessions)
     finally:
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -139,7 +143,9 @@ async def _measured_run(
     return served, await db_queries(http) - before, samples
 
 
-async def _warm_pass(http: httpx.AsyncClient, resources: Sequence[Resource], concurrency: int) -> int:
+async def _warm_pass(
+    http: httpx.AsyncClient, resources: Sequence[Resource], concurrency: int, sessions: Sessions
+) -> int:
     """Read every resource once, ``concurrency`` at a time; the number of non-200 answers."""
     gate = asyncio.Semaphore(concurrency)
     failures = 0
@@ -147,7 +153,7 @@ async def _warm_pass(http: httpx.AsyncClient, resources: Sequence[Resource], con
     async def one(resource: Resource) -> None:
         nonlocal failures
         async with gate:
-            if (await http.get(resource.url)).status_code != 200:
+            if (await http.get(resource.url, headers=sessions[resource.tenant])).status_code != 200:
                 failures += 1
 
     await asyncio.gather(*(one(r) for r in resources))
@@ -169,33 +175,38 @@ def run(profile: str) -> dict[str, Any]:
 
 
 def _run(sz: WarmSizes) -> dict[str, Any]:
-    with AppServer(
-        env=app_env(sz), tenants=sz.tenants, initiatives_per_tenant=sz.initiatives_per_tenant
-    ) as app:
+    with (
+        RedisServer() as sessions_redis,
+        AppServer(
+            env={**app_env(sz), "QUEUE_REDIS_URL": sessions_redis.url},
+            tenants=sz.tenants,
+            initiatives_per_tenant=sz.initiatives_per_tenant,
+        ) as app,
+    ):
         assert app.redis_url is not None
         redis_url = app.redis_url
 
         async def go() -> dict[str, Any]:
             limits = client_limits(sz.max_in_flight)
             async with httpx.AsyncClient(base_url=app.base_url, timeout=10, limits=limits) as http:
-                tenants = await tenant_ids(http)
-                resources = catalogue(tenants, sz.initiatives_per_tenant, seed=sz.seed)
+                sessions = await tenant_sessions(http, app)
+                resources = catalogue(sorted(sessions), sz.initiatives_per_tenant, seed=sz.seed)
                 plan = zipf_plan(resources, sz.requests, sz.rate, s=sz.zipf_s, seed=sz.seed)
                 results: dict[str, Any] = {}
                 _flush(redis_url)
-                results["cold"] = await _measured_run(http, plan, sz)
-                results["warm"] = await _measured_run(http, plan, sz)
+                results["cold"] = await _measured_run(http, plan, sz, sessions)
+                results["warm"] = await _measured_run(http, plan, sz, sessions)
                 _flush(redis_url)
                 before = await db_queries(http)
                 began = time.monotonic()
-                failures = await _warm_pass(http, resources, sz.warm_concurrency)
+                failures = await _warm_pass(http, resources, sz.warm_concurrency, sessions)
                 warm_pass = {
                     "resources": len(resources),
                     "seconds": time.monotonic() - began,
                     "db_statements": await db_queries(http) - before,
                     "failures": failures,
                 }
-                results["pre-warmed"] = await _measured_run(http, plan, sz)
+                results["pre-warmed"] = await _measured_run(http, plan, sz, sessions)
                 return {"results": results, "warm_pass": warm_pass}
 
         raw = run_async(go)

@@ -6,59 +6,86 @@ to the database first, then update or invalidate every cache they affect.
 Session, leaderboard and job endpoints need Redis (it is their source of
 truth) and answer 503 while it is unavailable, rather than fail open into
 accepting unauthenticated users or losing jobs.
+
+Who may call what is decided in :mod:`cachelab.app.auth`, by router:
+
+* ``public``: ``/api/health`` (no limits, no session);
+* ``anonymous``: ``/api/login`` and ``/api/logout`` (rate limited, no session);
+* ``authenticated``: every other ``/api`` route (a live session);
+* ``tenant``: ``/api/tenants/{tenant_id}/…`` (a session of that tenant; writes need a
+  writing role).
+
+Every cache key of tenant data starts with the tenant id, and the tenant id of
+a request is the session's (a request for another tenant is refused before any
+key is built), so one tenant's cached data cannot be served to another.
+Client-supplied values that become keys (query parameters, ``Idempotency-Key``)
+are scoped the same way. The only cross-tenant entry, the tenant list, is
+filtered to the caller's tenant before it is returned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from cachelab.app.auth import (
+    SESSION_COOKIE,
+    CurrentCaller,
+    State,
+    TenantCaller,
+    Writer,
+    authenticate,
+    client_ip,
+    enforce,
+    rate_limit,
+    same_tenant,
+    state_of,
+    unavailable,
+)
 from cachelab.app.db import STATUSES
 from cachelab.app.state import AppState
 from cachelab.patterns.cache import Cache
 from cachelab.patterns.health import redis_health
 from cachelab.patterns.keys import request_key
-from cachelab.patterns.sessions import is_valid_session_id
 from cachelab.resilience import RedisUnavailable
 
-SESSION_COOKIE = "session"
+__all__ = ["SESSION_COOKIE", "api", "public", "state_of"]
+
 Status = Literal["planning", "in_progress", "at_risk", "completed", "on_hold"]
 assert set(Status.__args__) == set(STATUSES)  # type: ignore[attr-defined]
 
 
-def state_of(request: Request) -> AppState:
-    return request.app.state.cachelab
+def _encodable(value: str) -> str:
+    """Refuse lone surrogates (valid JSON escapes, but no database or Redis can store them)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
 
 
-State = Annotated[AppState, Depends(state_of)]
+def _title(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return _encodable(value)
 
 
-# -- rate limiting (every /api route but health) -----------------------------
-async def rate_limit(request: Request, response: Response, state: State) -> None:
-    """Per client IP, and per session when there is one; 429 with Retry-After when refused."""
-    checks: list[Awaitable[Any]] = [
-        state.limiters["ip"].check(request.client.host if request.client else "-")
-    ]
-    session_id = request.cookies.get(SESSION_COOKIE)
-    if session_id and is_valid_session_id(session_id):
-        checks.append(state.limiters["session"].check(session_id))
-    results = await asyncio.gather(*checks)
-    tightest = min(results, key=lambda r: (r.allowed, r.remaining))
-    headers = tightest.headers()
-    if not tightest.allowed:
-        raise HTTPException(status_code=429, detail="rate limit exceeded", headers=headers)
-    for name, value in headers.items():
-        if name != "Retry-After":
-            response.headers[name] = value
+Text = Annotated[str, AfterValidator(_encodable)]
+Title = Annotated[str, AfterValidator(_title)]
 
 
 public = APIRouter()
-api = APIRouter(prefix="/api", dependencies=[Depends(rate_limit)])
+anonymous = APIRouter(prefix="/api", dependencies=[Depends(rate_limit)])
+authenticated = APIRouter(prefix="/api", dependencies=[Depends(authenticate)])
+tenant = APIRouter(prefix="/api/tenants/{tenant_id}", dependencies=[Depends(same_tenant)])
 
 
 # -- helpers ------------------------------------------------------------------
@@ -84,37 +111,28 @@ async def cached(
     return value
 
 
-def tenant_loader(state: AppState, tenant_id: str, query: Callable[[], Awaitable[Any]]) -> Callable[[], Any]:
-    """A loader that returns None (a negative-cached 404) for a tenant that does not exist."""
-
-    async def load() -> Any:
-        if await state.db.get_tenant(tenant_id) is None:
-            return None
-        return await query()
-
-    return load
-
-
 def tenants_key(cache: Cache) -> str:
-    """The one cached tenant list (served by /api/tenants, used to check tenant ids)."""
+    """The one cached tenant list (filtered to the caller's tenant before it is served)."""
     return cache.key("_", "all")
 
 
-async def known_tenant(state: AppState, tenant_id: str) -> bool:
-    """Does the tenant exist? Answered from the cached tenant list (one round trip)."""
-    if state.caches.tenants is None:
-        return await state.db.get_tenant(tenant_id) is not None
-    tenants = await state.caches.tenants.get_or_load(tenants_key(state.caches.tenants), state.db.list_tenants)
-    return any(t["id"] == tenant_id for t in tenants)
+async def tenant_user_ids(state: AppState, tenant_id: str) -> set[int]:
+    """The tenant's user ids, from the cached user list (one round trip when cached)."""
+    users_cache = state.caches.users
+    if users_cache is None:
+        users = await state.db.list_users(tenant_id)
+    else:
+        users = await users_cache.get_or_load(
+            users_cache.key(tenant_id, "users"), lambda: state.db.list_users(tenant_id)
+        )
+    return {int(u["id"]) for u in users or ()}
 
 
 async def redis_or_503(coro: Awaitable[Any]) -> Any:
     try:
         return await coro
     except RedisUnavailable as exc:
-        raise HTTPException(
-            status_code=503, detail="redis unavailable", headers={"Retry-After": "1"}
-        ) from exc
+        raise unavailable() from exc
 
 
 # -- health and metrics -------------------------------------------------------
@@ -137,42 +155,54 @@ async def health(state: State) -> dict[str, Any]:
 
 
 # -- tenants, users, areas ----------------------------------------------------
-@api.get("/tenants")
-async def list_tenants(state: State, response: Response) -> list[dict[str, Any]]:
-    return await cached(response, state.caches.tenants, tenants_key, state.db.list_tenants)
+@authenticated.get("/tenants")
+async def list_tenants(caller: CurrentCaller, state: State, response: Response) -> list[dict[str, Any]]:
+    """The caller's own tenant (the cached list holds every tenant; only theirs leaves)."""
+    tenants = await cached(response, state.caches.tenants, tenants_key, state.db.list_tenants)
+    return [t for t in tenants if t["id"] == caller.tenant_id]
 
 
-@api.get("/tenants/{tenant_id}/users")
-async def list_users(tenant_id: str, state: State, response: Response) -> list[dict[str, Any]]:
-    loader = tenant_loader(state, tenant_id, lambda: state.db.list_users(tenant_id))
+@tenant.get("/users")
+async def list_users(
+    tenant_id: str, caller: TenantCaller, state: State, response: Response
+) -> list[dict[str, Any]]:
     return await cached(
-        response, state.caches.users, lambda c: c.key(tenant_id, "users"), loader, not_found="unknown tenant"
+        response,
+        state.caches.users,
+        lambda c: c.key(tenant_id, "users"),
+        lambda: state.db.list_users(tenant_id),
     )
 
 
-@api.get("/tenants/{tenant_id}/kpis")
-async def kpis(tenant_id: str, state: State, response: Response) -> dict[str, Any]:
+@tenant.get("/kpis")
+async def kpis(tenant_id: str, caller: TenantCaller, state: State, response: Response) -> dict[str, Any]:
     """The KPI cache: a GROUP BY over the tenant's initiatives, cached (300 s by default)."""
-    loader = tenant_loader(state, tenant_id, lambda: state.db.kpis(tenant_id))
     return await cached(
-        response, state.caches.kpis, lambda c: c.key(tenant_id, "kpis"), loader, not_found="unknown tenant"
+        response, state.caches.kpis, lambda c: c.key(tenant_id, "kpis"), lambda: state.db.kpis(tenant_id)
     )
 
 
-@api.get("/tenants/{tenant_id}/areas")
-async def areas(tenant_id: str, state: State, response: Response) -> list[dict[str, Any]]:
+@tenant.get("/areas")
+async def areas(
+    tenant_id: str, caller: TenantCaller, state: State, response: Response
+) -> list[dict[str, Any]]:
     """The guide's ``cachedQuery`` (600 s)."""
-    loader = tenant_loader(state, tenant_id, lambda: state.db.list_areas(tenant_id))
     return await cached(
-        response, state.caches.areas, lambda c: c.key(tenant_id, "areas"), loader, not_found="unknown tenant"
+        response,
+        state.caches.areas,
+        lambda c: c.key(tenant_id, "areas"),
+        lambda: state.db.list_areas(tenant_id),
     )
 
 
-@api.get("/tenants/{tenant_id}/stats")
-async def stats(tenant_id: str, state: State, response: Response) -> dict[str, Any]:
+@tenant.get("/stats")
+async def stats(tenant_id: str, caller: TenantCaller, state: State, response: Response) -> dict[str, Any]:
     """A date-keyed aggregation whose entry expires at the end of its day."""
     today = dt.datetime.now(dt.UTC).date()
-    loader = tenant_loader(state, tenant_id, lambda: state.db.stats(tenant_id, today))
+
+    async def loader() -> dict[str, Any]:
+        return await state.db.stats(tenant_id, today)
+
     if state.caches.stats is None:
         value, status = await loader(), "BYPASS"
     else:
@@ -180,36 +210,29 @@ async def stats(tenant_id: str, state: State, response: Response) -> dict[str, A
         value, status = result.value, result.status.value
         response.headers["Age"] = str(int(result.age))
     response.headers["X-Cache"] = status
-    if value is None:
-        raise HTTPException(status_code=404, detail="unknown tenant", headers={"X-Cache": status})
     return value
 
 
 # -- initiatives -------------------------------------------------------------
-@api.get("/tenants/{tenant_id}/initiatives")
+@tenant.get("/initiatives")
 async def list_initiatives(
     tenant_id: str,
-    request: Request,
+    caller: TenantCaller,
     state: State,
     response: Response,
     status: Status | None = None,
     area_id: Annotated[int | None, Query(ge=1)] = None,
     page: Annotated[int, Query(ge=1, le=10_000)] = 1,
 ) -> dict[str, Any]:
-    """Response cache: the key is the path plus the canonical (sorted) query; tagged by its filters."""
+    """Response cache: the key is the tenant, the path and the canonical (sorted) query; tagged by
+    its filters."""
     params = {"status": status, "area_id": area_id, "page": page}
-    loader = tenant_loader(
-        state,
-        tenant_id,
-        lambda: state.db.list_initiatives(tenant_id, status=status, area_id=area_id, page=page),
-    )
     return await cached(
         response,
         state.caches.initiatives,
         lambda c: request_key(c.prefix, tenant_id, "initiatives", params),
-        loader,
+        lambda: state.db.list_initiatives(tenant_id, status=status, area_id=area_id, page=page),
         tags=list_tags(status, area_id),
-        not_found="unknown tenant",
     )
 
 
@@ -237,11 +260,11 @@ def list_tags_touched_by(row: Mapping[str, Any], changes: Mapping[str, Any]) -> 
     return ["list:all", f"list:area:{row['area_id']}", *(f"list:status:{s}" for s in statuses)]
 
 
-@api.get("/tenants/{tenant_id}/initiatives/{initiative_id}")
+@tenant.get("/initiatives/{initiative_id}")
 async def get_initiative(
-    tenant_id: str, initiative_id: int, state: State, response: Response
+    tenant_id: str, initiative_id: int, caller: TenantCaller, state: State, response: Response
 ) -> dict[str, Any]:
-    """One row, kept current by write-through with a version guard."""
+    """One row, kept current by write-through with a version guard; another tenant's id is a 404."""
     return await cached(
         response,
         state.caches.initiative,
@@ -254,12 +277,12 @@ class InitiativePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     progress: int | None = Field(default=None, ge=0, le=100)
     status: Status | None = None
-    title: str | None = Field(default=None, min_length=1, max_length=200)
+    title: Title | None = Field(default=None, min_length=1, max_length=200)
 
 
-@api.patch("/tenants/{tenant_id}/initiatives/{initiative_id}")
+@tenant.patch("/initiatives/{initiative_id}")
 async def patch_initiative(
-    tenant_id: str, initiative_id: int, patch: InitiativePatch, state: State
+    tenant_id: str, initiative_id: int, patch: InitiativePatch, caller: Writer, state: State
 ) -> dict[str, Any]:
     """Write-through: commit to the database, then update the row's cache (version-guarded) and
     invalidate everything derived from it — KPIs, today's stats, the list pages that can show
@@ -267,7 +290,10 @@ async def patch_initiative(
     changes = patch.model_dump(exclude_none=True)
     if not changes:
         raise HTTPException(status_code=422, detail="nothing to change")
-    row = await state.db.update_initiative(tenant_id, initiative_id, changes)
+    try:
+        row = await state.db.update_initiative(tenant_id, initiative_id, changes)
+    except ValueError as exc:  # the database layer's own checks: a client error, never a 500
+        raise HTTPException(status_code=422, detail=str(exc)) from None
     if row is None:
         raise HTTPException(status_code=404, detail="unknown initiative")
     await invalidate_after_write(state, tenant_id, row, changes)
@@ -301,7 +327,9 @@ async def invalidate_after_write(
 # -- sessions ----------------------------------------------------------------
 class Login(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: str = Field(min_length=3, max_length=254)
+    email: Text = Field(min_length=3, max_length=254)
+    # Optional so that a missing password gets the same 401 (after the same work) as a wrong one.
+    password: Text | None = Field(default=None, max_length=1024)
 
 
 def set_session_cookie(request: Request, response: Response, session_id: str, max_age: int) -> None:
@@ -316,12 +344,31 @@ def set_session_cookie(request: Request, response: Response, session_id: str, ma
     )
 
 
-@api.post("/login")
+LOGIN_FAILED = "invalid e-mail or password"
+
+
+@anonymous.post("/login")
 async def login(body: Login, request: Request, response: Response, state: State) -> dict[str, Any]:
-    """Creates a fresh session id on every login (rotation), discarding any previous one."""
-    user = await state.db.get_user_by_email(body.email)
-    if user is None:
-        raise HTTPException(status_code=401, detail="unknown user")
+    """Password login; a fresh session id every time (rotation), discarding any previous one.
+
+    Limited per client address and per account (every attempt counts, known e-mail or not)
+    before any password work. An unknown e-mail, a user without a password, a wrong or a
+    missing password all cost one Argon2 verify and get the same 401.
+    """
+    account = body.email.strip().lower()
+    enforce(
+        list(
+            await asyncio.gather(
+                state.limiters["login_ip"].check(client_ip(request, state)),
+                state.limiters["login_account"].check(account),
+            )
+        ),
+        response,
+    )
+    found = await state.db.get_credentials(account)
+    user, stored = found if found is not None else (None, None)
+    if not await state.passwords.check(stored, body.password) or user is None:
+        raise HTTPException(status_code=401, detail=LOGIN_FAILED)
     old = request.cookies.get(SESSION_COOKIE)
     if old:
         await redis_or_503(state.sessions.destroy(old))
@@ -331,67 +378,69 @@ async def login(body: Login, request: Request, response: Response, state: State)
         )
     )
     set_session_cookie(request, response, session.id, int(state.sessions.absolute_lifetime))
+    response.headers["Cache-Control"] = "no-store"
     return {"user": user}
 
 
-async def current_session(request: Request, state: State) -> Any:
-    session_id = request.cookies.get(SESSION_COOKIE)
-    if not session_id:
-        raise HTTPException(status_code=401, detail="no session")
-    session = await redis_or_503(state.sessions.get(session_id))
-    if session is None:
-        raise HTTPException(status_code=401, detail="invalid or expired session")
-    return session
-
-
-@api.post("/logout")
+@anonymous.post("/logout")
 async def logout(request: Request, response: Response, state: State) -> dict[str, bool]:
+    """Ends the session server-side: its id is refused from now on, whoever holds a copy."""
     session_id = request.cookies.get(SESSION_COOKIE)
     destroyed = bool(session_id) and bool(await redis_or_503(state.sessions.destroy(session_id)))
     response.delete_cookie(SESSION_COOKIE, path="/")
     return {"logged_out": destroyed}
 
 
-@api.get("/me")
-async def me(session: Annotated[Any, Depends(current_session)]) -> dict[str, Any]:
-    return {"user_id": int(session.user_id), **session.data}
+@authenticated.get("/me")
+async def me(caller: CurrentCaller) -> dict[str, Any]:
+    return {
+        "user_id": caller.user_id,
+        "tenant_id": caller.tenant_id,
+        "role": caller.role,
+        "email": caller.email,
+    }
 
 
-@api.get("/dashboard")
-async def dashboard(
-    session: Annotated[Any, Depends(current_session)], state: State, response: Response
-) -> dict[str, Any]:
-    """Per-user, per-role dashboard: soft TTL (served stale and refreshed) under a hard TTL."""
-    user_id, role, tenant_id = int(session.user_id), session.data["role"], session.data["tenant_id"]
+@authenticated.get("/dashboard")
+async def dashboard(caller: CurrentCaller, state: State, response: Response) -> dict[str, Any]:
+    """Per-user, per-role dashboard (keyed by tenant, role and user): soft TTL (served stale and
+    refreshed) under a hard TTL."""
     return await cached(
         response,
         state.caches.dashboard,
-        lambda c: c.key(tenant_id, "dashboard", role, user_id),
-        lambda: state.db.dashboard(user_id, role),
+        lambda c: c.key(caller.tenant_id, "dashboard", caller.role, caller.user_id),
+        lambda: state.db.dashboard(caller.user_id, caller.role),
         tags=["dashboards"],
     )
 
 
 # -- jobs --------------------------------------------------------------------
-@api.post("/tenants/{tenant_id}/reports", status_code=202)
+def tenant_idempotency_key(tenant_id: str, key: str) -> str:
+    """The queue's idempotency key for a client's ``Idempotency-Key``: the same key sent by two
+    tenants names two jobs (JSON, so no choice of key can collide with another tenant's)."""
+    return json.dumps([tenant_id, key])
+
+
+@tenant.post("/reports", status_code=202)
 async def request_report(
     tenant_id: str,
+    caller: Writer,
     state: State,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> dict[str, str]:
     """Enqueue a report job (one round trip); a worker process computes it."""
-    if not await known_tenant(state, tenant_id):
-        raise HTTPException(status_code=404, detail="unknown tenant")
+    scoped = None if idempotency_key is None else tenant_idempotency_key(tenant_id, idempotency_key)
     job_id = await redis_or_503(
-        state.queue.enqueue({"type": "report", "tenant_id": tenant_id}, idempotency_key=idempotency_key)
+        state.queue.enqueue({"type": "report", "tenant_id": tenant_id}, idempotency_key=scoped)
     )
     return {"job_id": job_id}
 
 
-@api.get("/jobs/{job_id}")
-async def job_status(job_id: str, state: State) -> dict[str, Any]:
+@authenticated.get("/jobs/{job_id}")
+async def job_status(job_id: str, caller: CurrentCaller, state: State) -> dict[str, Any]:
+    """The job's status, to its own tenant only: another tenant's job is as unknown as a missing one."""
     status = await redis_or_503(state.queue.status(job_id))
-    if status is None:
+    if status is None or (status.payload or {}).get("tenant_id") != caller.tenant_id:
         raise HTTPException(status_code=404, detail="unknown job")
     return status.as_dict()
 
@@ -403,9 +452,10 @@ class ScoreUpdate(BaseModel):
     score: float = Field(allow_inf_nan=False)
 
 
-@api.get("/tenants/{tenant_id}/leaderboard")
+@tenant.get("/leaderboard")
 async def leaderboard(
     tenant_id: str,
+    caller: TenantCaller,
     state: State,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
     user_id: Annotated[int | None, Query(ge=1)] = None,
@@ -422,11 +472,19 @@ def _entries(top: list[tuple[str, float]]) -> list[dict[str, Any]]:
     return [{"user_id": int(m) if m.isdigit() else m, "score": s} for m, s in top]
 
 
-@api.post("/tenants/{tenant_id}/leaderboard")
+@tenant.post("/leaderboard")
 async def update_leaderboard(
-    tenant_id: str, state: State, body: Annotated[ScoreUpdate, Body()]
+    tenant_id: str, caller: Writer, state: State, body: Annotated[ScoreUpdate, Body()]
 ) -> dict[str, Any]:
-    if not await known_tenant(state, tenant_id):
-        raise HTTPException(status_code=404, detail="unknown tenant")
+    """Scores only for the tenant's own users (checked against the cached user list)."""
+    if body.user_id not in await tenant_user_ids(state, tenant_id):
+        raise HTTPException(status_code=422, detail="user_id is not a user of this tenant")
     await redis_or_503(state.leaderboard.update(tenant_id, str(body.user_id), body.score))
     return {"ok": True}
+
+
+# Included by the app in this order; every router above is part of ``api``.
+api = APIRouter()
+api.include_router(anonymous)
+api.include_router(authenticated)
+api.include_router(tenant)

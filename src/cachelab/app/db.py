@@ -73,7 +73,8 @@ from cachelab.client import redact_url
 from cachelab.config import ConfigError
 
 STATUSES = ("planning", "in_progress", "at_risk", "completed", "on_hold")
-ROLES = ("admin", "manager", "member")
+ROLES = ("admin", "manager", "member", "viewer")
+WRITE_ROLES = frozenset({"admin", "manager", "member"})  # a viewer reads, never writes
 UPDATABLE = frozenset({"progress", "status", "title"})
 DASHBOARD_ITEMS = 50  # initiatives listed on a member's / manager's dashboard (most recent first)
 MAX_PAGE_SIZE = 1000
@@ -106,6 +107,8 @@ users = Table(
     Column("email", Text, nullable=False, unique=True),
     Column("name", Text, nullable=False),
     Column("role", Text, nullable=False),
+    # An Argon2id hash string (cachelab.app.passwords); NULL: the user cannot log in.
+    Column("password_hash", Text, nullable=True),
     CheckConstraint(f"role IN ({_quoted(ROLES)})", name="ck_users_role"),
     # Target of the composite foreign keys below: a reference can never cross tenants.
     UniqueConstraint("tenant_id", "id", name="uq_users_tenant_id"),
@@ -376,9 +379,16 @@ class Database:
 
     # -- lifecycle ---------------------------------------------------------------
     async def create_schema(self) -> None:
-        """Create missing tables and indexes; safe to call on every start-up."""
+        """Create missing tables and indexes; safe to call on every start-up.
+
+        A database seeded before users had passwords gains the (empty) column, so
+        ``cachelab serve`` keeps working on it and then sets the seeded password.
+        """
         async with self.connect(write=True) as conn:
             await conn.run_sync(metadata.create_all, checkfirst=True)
+            columns = await conn.run_sync(lambda sync: inspect(sync).get_columns("users"))
+            if "password_hash" not in {c["name"] for c in columns}:
+                await conn.execute(text("ALTER TABLE users ADD COLUMN password_hash TEXT"))
 
     async def reset_schema(self) -> None:
         """Drop and recreate every table (all data is lost)."""
@@ -442,6 +452,36 @@ class Database:
         result = await self.execute(conn, select(*self._USER_COLUMNS).where(users.c.id == user_id))
         row = result.first()
         return dict(row._mapping) if row else None
+
+    async def get_credentials(self, email: str) -> tuple[dict[str, Any], str | None] | None:
+        """The user with this e-mail and their password hash (kept out of every other query)."""
+        if not _ok_text(email):
+            return None
+        stmt = select(*self._USER_COLUMNS, users.c.password_hash).where(
+            users.c.email == email.strip().lower()
+        )
+        async with self.connect() as conn:
+            row = (await self.execute(conn, stmt)).first()
+        if row is None:
+            return None
+        user = dict(row._mapping)
+        return user, user.pop("password_hash")
+
+    async def set_password_hash(self, password_hash: str, *, user_ids: list[int] | None = None) -> int:
+        """Store ``password_hash`` for the given users (all users when None); returns how many."""
+        stmt = update(users).values(password_hash=password_hash)
+        if user_ids is not None:
+            stmt = stmt.where(users.c.id.in_(user_ids))
+        async with self.connect(write=True) as conn:
+            return int((await self.execute(conn, stmt)).rowcount or 0)
+
+    async def is_member(self, tenant_id: str, user_id: int) -> bool:
+        """Does ``user_id`` belong to ``tenant_id``? (One indexed lookup.)"""
+        if not _ok_text(tenant_id) or not _ok_id(user_id):
+            return False
+        stmt = select(users.c.id).where(users.c.tenant_id == tenant_id, users.c.id == user_id)
+        async with self.connect() as conn:
+            return (await self.execute(conn, stmt)).first() is not None
 
     async def get_user_by_email(self, email: str) -> dict[str, Any] | None:
         """Emails are stored lower-case; the lookup is case-insensitive on the caller's side only."""
@@ -645,7 +685,7 @@ class Database:
 
         ``admin``: tenant-wide KPIs and all areas. ``manager``: KPIs over the
         areas they manage, those areas, and the initiatives they own.
-        ``member``: the initiatives they own, with a status/progress summary.
+        ``member`` and ``viewer``: the initiatives they own, with a status/progress summary.
         Owned initiatives are the ``DASHBOARD_ITEMS`` most recently updated.
         """
         if role not in ROLES:

@@ -9,6 +9,13 @@ and owners are Zipf-like in size, progress agrees with status, and
 ``updated_at`` spreads over the last 30 days with a share from today, so the
 date-keyed stats have something to count.
 
+Roles: per tenant the first user is the admin, the next fifth are managers,
+the last fifth are read-only viewers, the rest members. Every user gets the
+same password (``password_hash``, one Argon2id hash computed once per seeding
+run: hashing each of hundreds of users separately would cost seconds for
+nothing, since the passwords are equal anyway). The hash is salted, so it is
+left out of :func:`data_checksum`.
+
 Rows are inserted in batches (``executemany``) inside one transaction, so the
 default 5 × 2,000 initiatives take a second or two on SQLite. Seeding refuses
 to touch a database that already has tenants unless ``reset=True`` (drop and
@@ -30,6 +37,9 @@ from cachelab.app.db import STATUSES, Database, areas, initiatives, iso, users
 from cachelab.app.db import tenants as tenants_table
 
 BATCH_SIZE = 1000
+DEFAULT_TENANTS = 5
+DEFAULT_USERS_PER_TENANT = 20
+DEFAULT_AREAS_PER_TENANT = 8
 TODAY_SHARE = 0.08  # fraction of initiatives updated "today" (UTC)
 HISTORY_DAYS = 30
 
@@ -79,6 +89,44 @@ def tenant_slugs(count: int) -> list[tuple[str, str]]:
     return out
 
 
+def role_of(n: int, users_per_tenant: int, areas_per_tenant: int) -> str:
+    """The role of a tenant's ``n``-th user (1-based): admin, then managers, members, viewers last."""
+    managers = min(areas_per_tenant, max(1, users_per_tenant // 5)) if users_per_tenant > 1 else 0
+    viewers = users_per_tenant // 5
+    if n == 1:
+        return "admin"
+    if n <= 1 + managers:
+        return "manager"
+    if n > users_per_tenant - viewers:
+        return "viewer"
+    return "member"
+
+
+def email_of(n: int, tenant_id: str) -> str:
+    return f"user{n}@{tenant_id}.example"
+
+
+def seed_accounts(
+    tenants: int = DEFAULT_TENANTS,
+    users_per_tenant: int = DEFAULT_USERS_PER_TENANT,
+    areas_per_tenant: int = DEFAULT_AREAS_PER_TENANT,
+) -> list[dict[str, str]]:
+    """``[{"tenant_id", "email", "role"}]`` of a seed with these sizes, computed without a database.
+
+    The accounts depend only on the sizes (never on ``seed``), which is what lets a load
+    generator log in as the seeded users knowing just how many tenants were seeded.
+    """
+    return [
+        {
+            "tenant_id": tenant_id,
+            "email": email_of(n, tenant_id),
+            "role": role_of(n, users_per_tenant, areas_per_tenant),
+        }
+        for tenant_id, _name in tenant_slugs(tenants)
+        for n in range(1, users_per_tenant + 1)
+    ]
+
+
 def _skewed(n: int, exponent: float, rng: random.Random) -> list[float]:
     """Zipf-like weights for ``n`` items, shuffled so the big one differs per tenant."""
     weights = [1.0 / (k + 1) ** exponent for k in range(n)]
@@ -125,7 +173,6 @@ def generate(
     rng = random.Random(seed)
     rows: dict[str, list[dict[str, Any]]] = {"tenants": [], "users": [], "areas": [], "initiatives": []}
     user_id = area_id = initiative_id = 0
-    managers_per_tenant = min(areas_per_tenant, max(1, users_per_tenant // 5)) if users_per_tenant > 1 else 0
     for tenant_id, tenant_name in tenant_slugs(tenants_count):
         rows["tenants"].append({"id": tenant_id, "name": tenant_name})
 
@@ -133,9 +180,9 @@ def generate(
         managers: list[int] = []
         for n in range(1, users_per_tenant + 1):
             user_id += 1
-            role = "admin" if n == 1 else "manager" if n <= 1 + managers_per_tenant else "member"
+            role = role_of(n, users_per_tenant, areas_per_tenant)
             rows["users"].append({
-                "id": user_id, "tenant_id": tenant_id, "email": f"user{n}@{tenant_id}.example",
+                "id": user_id, "tenant_id": tenant_id, "email": email_of(n, tenant_id),
                 "name": f"{rng.choice(FIRST)} {rng.choice(LAST)}", "role": role,
             })
             tenant_users.append(user_id)
@@ -177,17 +224,20 @@ def generate(
 async def seed_database(
     db: Database,
     *,
-    tenants: int = 5,
+    tenants: int = DEFAULT_TENANTS,
     initiatives_per_tenant: int = 2000,
-    users_per_tenant: int = 20,
-    areas_per_tenant: int = 8,
+    users_per_tenant: int = DEFAULT_USERS_PER_TENANT,
+    areas_per_tenant: int = DEFAULT_AREAS_PER_TENANT,
     seed: int = 42,
     reset: bool = False,
     now: dt.datetime | None = None,
+    password_hash: str | None = None,
 ) -> dict[str, int]:
     """Fill an empty database; returns row counts per table.
 
-    Raises :class:`AlreadySeeded` if tenants exist and ``reset`` is false.
+    Every user gets ``password_hash`` (None: nobody can log in until
+    :meth:`Database.set_password_hash`). Raises :class:`AlreadySeeded` if
+    tenants exist and ``reset`` is false.
     ``now`` (UTC; default the current time) anchors ``updated_at``: pass a
     fixed value for byte-identical data across runs.
     """
@@ -210,7 +260,7 @@ async def seed_database(
             )
     tables: Sequence[tuple[Table, list[dict[str, Any]]]] = (
         (tenants_table, data["tenants"]),
-        (users, data["users"]),
+        (users, [{**u, "password_hash": password_hash} for u in data["users"]]),
         (areas, data["areas"]),
         (initiatives, data["initiatives"]),
     )
@@ -246,12 +296,16 @@ async def ensure_seeded(db: Database, **kwargs: Any) -> dict[str, int] | None:
 
 
 async def data_checksum(db: Database) -> str:
-    """SHA-256 over every row of every table in primary-key order: equal iff the data is."""
+    """SHA-256 over every row of every table in primary-key order: equal iff the data is.
+
+    Password hashes are left out: they are salted, so equal passwords never hash equal.
+    """
     digest = hashlib.sha256()
     async with db.connect() as conn:
         for table in (tenants_table, users, areas, initiatives):
             digest.update(table.name.encode())
-            result = await db.execute(conn, select(table).order_by(table.c.id))
+            columns = [c for c in table.c if c.name != "password_hash"]
+            result = await db.execute(conn, select(*columns).order_by(table.c.id))
             for row in result:
                 values = [iso(v) if isinstance(v, dt.datetime) else v for v in row]
                 digest.update(repr(values).encode())

@@ -4,6 +4,12 @@ With nothing configured, ``serve`` launches a private redis-server, creates
 and seeds a SQLite database, starts a report worker, and runs uvicorn; every
 process it started is stopped when it exits. ``REDIS_URL`` and
 ``DATABASE_URL`` point it at existing services instead.
+
+Both commands set every user's password to the seed password
+(:mod:`cachelab.app.seed_password`: ``CACHELAB_SEED_PASSWORD``, else a random
+one kept in a 0600 file on a loopback bind; refused on any other bind), hashed
+once per run. uvicorn runs with its proxy-header handling off: the app decides
+whose ``X-Forwarded-For`` to believe (``CACHELAB_TRUSTED_PROXIES``).
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from collections.abc import Iterator
 
 from cachelab.app.db import Database
 from cachelab.app.jobs import worker_command
+from cachelab.app.passwords import hash_password
 from cachelab.app.seed import AlreadySeeded, seed_database
+from cachelab.app.seed_password import resolve_seed_password
 from cachelab.client import redact_url
-from cachelab.config import load_settings
+from cachelab.config import ConfigError, load_settings
 from cachelab.harness.children import spawn
 from cachelab.harness.redis_server import RedisServer
 
@@ -29,14 +37,27 @@ DEFAULT_SQLITE = "cachelab.db"
 
 
 async def prepare_database(
-    url: str | None, *, tenants: int, per_tenant: int, reset: bool, only_if_empty: bool
+    url: str | None,
+    *,
+    tenants: int,
+    per_tenant: int,
+    reset: bool,
+    only_if_empty: bool,
+    password: str | None = None,
 ) -> str:
+    """Seed (or, with ``only_if_empty``, keep an already seeded database); with ``password``, every
+    user's password becomes it — on a database seeded earlier too (one hash, one UPDATE)."""
     db = Database.from_url(url, default_path=DEFAULT_SQLITE)
+    password_hash = hash_password(password) if password is not None else None
     try:
         await db.create_schema()
         if only_if_empty and await db.is_seeded():
+            if password_hash is not None:
+                await db.set_password_hash(password_hash)
             return "already seeded"
-        counts = await seed_database(db, tenants=tenants, initiatives_per_tenant=per_tenant, reset=reset)
+        counts = await seed_database(
+            db, tenants=tenants, initiatives_per_tenant=per_tenant, reset=reset, password_hash=password_hash
+        )
         return ", ".join(f"{n} {name}" for name, n in counts.items())
     finally:
         await db.close()
@@ -44,6 +65,8 @@ async def prepare_database(
 
 def seed_db_command(args: argparse.Namespace) -> int:
     settings = load_settings()
+    password, source = resolve_seed_password(None)
+    print(source)
     try:
         summary = asyncio.run(
             prepare_database(
@@ -52,6 +75,7 @@ def seed_db_command(args: argparse.Namespace) -> int:
                 per_tenant=args.initiatives_per_tenant,
                 reset=args.reset,
                 only_if_empty=False,
+                password=password,
             )
         )
     except AlreadySeeded:
@@ -62,7 +86,7 @@ def seed_db_command(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def services(args: argparse.Namespace) -> Iterator[dict[str, str]]:
+def services(args: argparse.Namespace, password: str, source: str) -> Iterator[dict[str, str]]:
     """Redis (launched unless REDIS_URL), the seeded database and job workers; all stopped on exit."""
     settings = load_settings()
     env: dict[str, str] = {}
@@ -82,9 +106,11 @@ def services(args: argparse.Namespace) -> Iterator[dict[str, str]]:
                 per_tenant=args.initiatives_per_tenant,
                 reset=False,
                 only_if_empty=True,
+                password=password,
             )
         )
         print(f"database {redact_url(database_url)}: {summary}")
+        print(source)
         for _ in range(args.job_workers):
             proc = spawn(
                 worker_command(),
@@ -114,10 +140,15 @@ def serve_command(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[name] = str(value)
     load_settings()  # fail early, with the variable's name, on a bad setting
+    try:
+        password, source = resolve_seed_password(args.host)
+    except ConfigError as exc:
+        print(f"cachelab serve: {exc}", file=sys.stderr)
+        return 2
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so that the
     # services below (our redis-server, the job workers) are stopped instead of orphaned.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with services(args):
+    with services(args, password, source):
         base = f"http://{args.host}:{args.port}"
         print(f"Initiative Dashboard API on {base}  (docs {base}/docs, metrics {base}/metrics)")
         uvicorn.run(
@@ -128,5 +159,6 @@ def serve_command(args: argparse.Namespace) -> int:
             workers=args.workers,
             log_level=args.log_level,
             access_log=False,
+            proxy_headers=False,  # X-Forwarded-For is the app's call (CACHELAB_TRUSTED_PROXIES)
         )
     return 0

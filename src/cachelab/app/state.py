@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cachelab.app.caching import AppCaches
+from cachelab.app.client_address import Network, parse_networks
 from cachelab.app.db import Database
+from cachelab.app.passwords import PasswordChecker
 from cachelab.client import ResilientRedis
 from cachelab.config import Settings
 from cachelab.patterns.leaderboard import Leaderboard
@@ -27,13 +29,16 @@ class AppState:
     sessions: SessionStore
     queue: JobQueue
     leaderboard: Leaderboard
+    passwords: PasswordChecker
+    trusted_proxies: tuple[Network, ...] = ()
     queue_stats: dict[str, Any] | None = field(default=None)
 
     @classmethod
     def build(
         cls, settings: Settings, rr: ResilientRedis, db: Database, *, durable: ResilientRedis | None = None
     ) -> AppState:
-        """``durable`` (QUEUE_REDIS_URL) holds what must never be evicted: the queue and sessions."""
+        """``durable`` (QUEUE_REDIS_URL) holds what must never be evicted: the queue, sessions and the
+        login limiters (an evicted login counter is a fresh budget of password guesses)."""
         durable = durable or rr
         limit, period = parse_limit(settings.rate_limit)
         limiters = {
@@ -48,6 +53,19 @@ class AppState:
                 settings.rate_limit_failure,
                 prefix="cl:sess",
             ),
+            # Login attempts: GCRA whatever the request limiter's algorithm, so "<n>/<period>" is a
+            # burst of n and then n per period. While Redis is down the in-process fallback still
+            # limits (per process), and the login itself needs the session store anyway.
+            "login_ip": create_limiter(
+                durable, "gcra", settings.login_rate_limit_ip, failure_policy="local", prefix="cl:login-ip"
+            ),
+            "login_account": create_limiter(
+                durable,
+                "gcra",
+                settings.login_rate_limit_account,
+                failure_policy="local",
+                prefix="cl:login-acct",
+            ),
         }
         return cls(
             settings=settings,
@@ -58,4 +76,6 @@ class AppState:
             sessions=SessionStore(durable, idle_timeout=1800, absolute_lifetime=12 * 3600),
             queue=JobQueue(durable, REPORT_QUEUE, lease_seconds=60, max_deliveries=3, allow_evicting=True),
             leaderboard=Leaderboard(rr),
+            passwords=PasswordChecker(),
+            trusted_proxies=parse_networks(settings.trusted_proxies),
         )

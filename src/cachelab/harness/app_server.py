@@ -7,6 +7,16 @@ starts uvicorn in a subprocess on a free loopback port, waits for
 ``/api/health``, optionally starts report workers, and stops everything it
 started on exit.
 
+Every seeded user's password is :attr:`AppServer.seed_password` (random per
+server unless given); log in with :mod:`cachelab.harness.app_client`, and a
+Locust run against :attr:`base_url` finds it (and the tenant count) through
+:meth:`AppServer.serving`. uvicorn runs with proxy headers off, as under
+``cachelab serve``; ``X-Forwarded-For`` counts only from ``trusted_proxies``
+(``CACHELAB_TRUSTED_PROXIES``). The app's own default trusts nobody; an
+AppServer is launched for experiments whose load generator runs on this host
+and stands in for many clients, so it trusts 127.0.0.1 unless told otherwise
+(``trusted_proxies=""`` to trust nobody, as a test of the limits does).
+
 ``python`` runs another checkout's app (``cachelab report --against``): its
 interpreter and environment (``env``, e.g. its ``PYTHONPATH``) start uvicorn,
 the job workers and the seeding, so the code measured is that checkout's.
@@ -17,10 +27,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -28,6 +40,8 @@ import httpx
 
 from cachelab.harness.children import spawn
 from cachelab.harness.redis_server import HOST, RedisServer, RedisServerConfig, free_port
+
+_serving: weakref.WeakValueDictionary[str, AppServer] = weakref.WeakValueDictionary()
 
 
 class AppServerFailed(RuntimeError):
@@ -49,6 +63,8 @@ class AppServer:
         initiatives_per_tenant: int = 500,
         port: int | None = None,
         startup_timeout: float = 30.0,
+        seed_password: str | None = None,
+        trusted_proxies: str = "127.0.0.1",
         python: str | None = None,
     ) -> None:
         self.redis_url = redis_url
@@ -62,6 +78,8 @@ class AppServer:
         self.initiatives_per_tenant = initiatives_per_tenant
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
+        self.seed_password = seed_password or secrets.token_urlsafe(18)
+        self.extra_env.setdefault("CACHELAB_TRUSTED_PROXIES", trusted_proxies)
         self.python = python or sys.executable
         self.redis: RedisServer | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -72,6 +90,12 @@ class AppServer:
     @property
     def base_url(self) -> str:
         return f"http://{HOST}:{self.port}"
+
+    def accounts(self) -> list[dict[str, str]]:
+        """The seeded users (tenant, e-mail, role) of this server's seed sizes; no HTTP needed."""
+        from cachelab.app.seed import seed_accounts
+
+        return seed_accounts(self.tenants)
 
     def start(self) -> AppServer:
         from cachelab.app.serve import prepare_database
@@ -97,6 +121,7 @@ class AppServer:
                         per_tenant=self.initiatives_per_tenant,
                         reset=False,
                         only_if_empty=True,
+                        password=self.seed_password,
                     )
                 )
             else:
@@ -119,6 +144,7 @@ class AppServer:
                         "--log-level",
                         "warning",
                         "--no-access-log",
+                        "--no-proxy-headers",
                     ],
                     env=self.env,
                     stdout=self._log,
@@ -129,6 +155,7 @@ class AppServer:
             for _ in range(self.job_workers):
                 self.start_job_worker(*self.job_worker_args)
             self._wait_healthy()
+            _serving[self.base_url] = self
         except BaseException:
             self.stop()
             raise
@@ -137,7 +164,9 @@ class AppServer:
     def _seed_with_own_python(self) -> None:
         cmd = [self.python, "-m", "cachelab", "seed-db", "--tenants", str(self.tenants),
                "--initiatives-per-tenant", str(self.initiatives_per_tenant)]
-        proc = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=300)
+        # That checkout's seed-db sets this password if it knows passwords (older ones ignore it).
+        env = {**self.env, "CACHELAB_SEED_PASSWORD": self.seed_password}
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             output = (proc.stderr or proc.stdout)[-2000:]
             raise AppServerFailed(f"seeding with {self.python} failed: {output}")
@@ -174,7 +203,13 @@ class AppServer:
             return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
         return ""
 
+    @staticmethod
+    def serving(base_url: str) -> AppServer | None:
+        """The running AppServer of this process at ``base_url``, if any (for its password and sizes)."""
+        return _serving.get(base_url.rstrip("/"))
+
     def stop(self) -> None:
+        _serving.pop(self.base_url, None)
         for proc in [*self._job_procs, *self._procs]:
             if proc.poll() is None:
                 proc.terminate()

@@ -79,6 +79,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=["breaker", "no-breaker", "limiter-open", "limiter-closed", "limiter-local"],
         help="configurations to compare (default: breaker, no-breaker)",
     )
+    exp.add_argument(
+        "--topology",
+        choices=["split", "shared"],
+        default="split",
+        help="split (default): sessions and queue on a second Redis the fault spares; shared: one Redis",
+    )
     exp.add_argument("--out", type=Path, help="write the timelines and summaries here (JSON)")
     exp.set_defaults(handler=_run_experiment)
 
@@ -157,10 +163,14 @@ def _run_experiment(args: argparse.Namespace) -> int:
         return 2
     known = {c.name: c for c in (*STANDARD_CONFIGS, *LIMITER_CONFIGS)}
     configs = [known[name] for name in (args.config or ["breaker", "no-breaker"])]
-    plan = OutagePlan(spec, duration=args.total, rate=args.rate)
+    plan = OutagePlan(spec, duration=args.total, rate=args.rate, topology=args.topology)
     results = []
     for config in configs:
-        print(f"running {config.name}: {spec.kind} from {spec.start}s for {spec.duration}s ...", flush=True)
+        print(
+            f"running {config.name} ({plan.topology} topology): {spec.kind} from {spec.start}s "
+            f"for {spec.duration}s ...",
+            flush=True,
+        )
         result = run_outage(plan, config)
         results.append(result.as_dict())
         s = result.summary

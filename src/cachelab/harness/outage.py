@@ -5,8 +5,19 @@ command timeout...) under the same paced load and the same fault schedule:
 
 1. launch redis-server (AOF on, as the guide's Redis Cloud runs, so queued
    jobs survive a kill) with a :class:`FaultProxy` in front of it; the app and
-   its report worker reach Redis only through the proxy;
-2. warm the caches, then send requests at a constant arrival rate (open
+   its report worker reach Redis only through the proxy. The plan's
+   ``topology`` says what lives there:
+
+   * ``split`` (the default, as in docker-compose): the faulted Redis is the
+     cache (``REDIS_URL``); sessions and the job queue live on a second Redis
+     (``QUEUE_REDIS_URL``, AOF on) that is not faulted, so every request's
+     session is still checked and reads fail open to the database;
+   * ``shared``: one Redis for everything, faulted. A session that cannot be
+     checked is never admitted, so authenticated reads answer 503 during the
+     fault, by design;
+
+2. log in once per tenant (every read carries its tenant's session), warm the
+   caches, then send requests at a constant arrival rate (open
    model: a request starts at its scheduled time whether or not earlier ones
    finished, and its latency counts from that intended start, so a stall shows
    up in full instead of being hidden by a waiting client);
@@ -31,11 +42,12 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from cachelab.harness.app_client import login_per_tenant
 from cachelab.harness.app_server import AppServer
 from cachelab.harness.fault_proxy import FaultProxy
 from cachelab.harness.faults import FaultSchedule, FaultSpec
@@ -49,6 +61,13 @@ READ_MIX: tuple[tuple[str, int], ...] = (
     ("initiatives?page=1", 3),
     ("initiatives?status=in_progress&page=1", 2),
 )
+
+
+Topology = Literal["split", "shared"]
+TOPOLOGIES: dict[str, str] = {
+    "split": "cache on the faulted Redis; sessions and queue on a second Redis that stays up",
+    "shared": "one Redis for cache, sessions and queue, faulted",
+}
 
 
 @dataclass(frozen=True)
@@ -72,6 +91,7 @@ class OutagePlan:
     request_timeout: float = 10.0
     drain_timeout: float = 30.0
     seed: int = 7
+    topology: Topology = "split"
 
 
 @dataclass
@@ -90,6 +110,7 @@ class OutageResult:
     fault: dict[str, Any]
     timeline: list[dict[str, Any]]
     summary: dict[str, Any]
+    topology: str = "split"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,25 +141,31 @@ def _breaker_state(metrics: Mapping[str, float]) -> str | None:
 
 
 async def _load(
-    app: AppServer, plan: OutagePlan, schedule: FaultSchedule, loop_start: float, tenants: list[str]
-) -> tuple[list[RequestRecord], list[dict[str, Any]], list[str], int]:
+    app: AppServer,
+    plan: OutagePlan,
+    schedule: FaultSchedule,
+    loop_start: float,
+    sessions: Mapping[str, Mapping[str, str]],
+) -> tuple[list[RequestRecord], list[dict[str, Any]], list[tuple[str, str]], int]:
+    tenants = sorted(sessions)
     rng = random.Random(plan.seed)
     paths, weights = zip(*READ_MIX, strict=True)
     records: list[RequestRecord] = []
     samples: list[dict[str, Any]] = []
-    job_ids: list[str] = []
+    job_ids: list[tuple[str, str]] = []  # (tenant, job id)
     dropped = 0
     in_flight: set[asyncio.Task[None]] = set()
     limits = httpx.Limits(max_connections=plan.max_in_flight, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=app.base_url, timeout=plan.request_timeout, limits=limits) as http:
 
-        async def one(t: float, kind: str, method: str, url: str, **kwargs: Any) -> None:
+        async def one(t: float, kind: str, tenant: str, method: str, url: str, **kwargs: Any) -> None:
             detail = None
+            headers = {**sessions[tenant], **kwargs.pop("headers", {})}
             try:
-                response = await http.request(method, url, **kwargs)
+                response = await http.request(method, url, headers=headers, **kwargs)
                 status, x_cache = response.status_code, response.headers.get("x-cache")
                 if kind == "job" and status == 202:
-                    job_ids.append(response.json()["job_id"])
+                    job_ids.append((tenant, response.json()["job_id"]))
                 if status >= 500:
                     detail = f"{method} {url}: {response.text[:200]}"
             except httpx.HTTPError as exc:
@@ -169,13 +196,14 @@ async def _load(
                 coro = one(
                     t,
                     "job",
+                    tenant,
                     "POST",
                     f"/api/tenants/{tenant}/reports",
                     headers={"Idempotency-Key": f"outage-{plan.seed}-{n}"},
                 )
             else:
                 path = rng.choices(paths, weights)[0]
-                coro = one(t, "read", "GET", f"/api/tenants/{tenant}/{path}")
+                coro = one(t, "read", tenant, "GET", f"/api/tenants/{tenant}/{path}")
             task = asyncio.ensure_future(coro)
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
@@ -187,21 +215,26 @@ async def _load(
     return records, samples, job_ids, dropped
 
 
-async def _drain_jobs(app: AppServer, job_ids: list[str], timeout: float) -> dict[str, int]:
+async def _drain_jobs(
+    app: AppServer,
+    job_ids: list[tuple[str, str]],
+    timeout: float,
+    sessions: Mapping[str, Mapping[str, str]],
+) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     statuses: dict[str, dict[str, Any]] = {}
     async with httpx.AsyncClient(base_url=app.base_url, timeout=5.0) as http:
         pending = list(job_ids)
         while pending and time.monotonic() < deadline:
-            still: list[str] = []
-            for job_id in pending:
+            still: list[tuple[str, str]] = []
+            for tenant, job_id in pending:
                 with contextlib.suppress(httpx.HTTPError):
-                    r = await http.get(f"/api/jobs/{job_id}")
+                    r = await http.get(f"/api/jobs/{job_id}", headers=dict(sessions[tenant]))
                     if r.status_code == 200:
                         statuses[job_id] = r.json()
                         if r.json()["status"] in ("completed", "dead"):
                             continue
-                still.append(job_id)
+                still.append((tenant, job_id))
             pending = still
             if pending:
                 await asyncio.sleep(0.5)
@@ -295,6 +328,12 @@ def summarise(timeline: list[dict], records: list[RequestRecord], plan: OutagePl
         "errors_429_during_fault": sum(1 for r in during if r.status == 429),
         "transport_errors_during_fault": sum(1 for r in during if r.status == 0),
         "reads_5xx_during_fault": sum(1 for r in during if r.kind == "read" and 500 <= r.status < 600),
+        # Reads answered 200 that started and ended inside the fault: with the sessions on the faulted
+        # Redis ("shared") this must be 0 — a session that could not be checked is never admitted.
+        "reads_ok_inside_fault": sum(
+            1 for r in during if r.kind == "read" and r.status == 200 and r.t >= t1 and r.t + r.latency <= t2
+        ),
+        "reads_401_during_fault": sum(1 for r in during if r.kind == "read" and r.status == 401),
         "error_samples": sorted({r.detail for r in during if r.detail and r.kind == "read"})[:5],
         "p99_steady_ms": _percentile(steady, 0.99),
         "p99_fault_ms": _percentile([r.latency * 1000 for r in during], 0.99),
@@ -310,42 +349,55 @@ def summarise(timeline: list[dict], records: list[RequestRecord], plan: OutagePl
 def run_outage(
     plan: OutagePlan, config: OutageConfig, *, redis_config: RedisServerConfig | None = None
 ) -> OutageResult:
-    """Run one configuration through the plan's fault on a fresh Redis, app and worker."""
+    """Run one configuration through the plan's fault on fresh Redis servers, app and worker."""
+    if plan.topology not in TOPOLOGIES:
+        raise ValueError(f"topology must be one of {sorted(TOPOLOGIES)}, got {plan.topology!r}")
     redis_config = redis_config or RedisServerConfig(appendonly=True, appendfsync="always")
     env = {"CACHELAB_RATE_LIMIT": "1000000/60s", **config.env}
-    with (
-        RedisServer(redis_config) as server,
-        FaultProxy.for_url(server.url) as proxy,
-        AppServer(
-            redis_url=proxy.url_for(server.url),
-            env=env,
-            job_workers=1,
-            tenants=plan.tenants,
-            job_worker_args=("--lease-seconds", "3"),
-            initiatives_per_tenant=plan.initiatives_per_tenant,
-        ) as app,
-    ):
-        tenants = [t["id"] for t in httpx.get(f"{app.base_url}/api/tenants", timeout=10).json()]
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(RedisServer(redis_config))
+        proxy = stack.enter_context(FaultProxy.for_url(server.url))
+        if plan.topology == "split":
+            durable_config = RedisServerConfig(appendonly=True, appendfsync="always")
+            env["QUEUE_REDIS_URL"] = stack.enter_context(RedisServer(durable_config)).url
+        app = stack.enter_context(
+            AppServer(
+                redis_url=proxy.url_for(server.url),
+                env=env,
+                job_workers=1,
+                tenants=plan.tenants,
+                job_worker_args=("--lease-seconds", "3"),
+                initiatives_per_tenant=plan.initiatives_per_tenant,
+            )
+        )
         warm_end = time.monotonic() + plan.warmup
         with httpx.Client(base_url=app.base_url, timeout=10) as http:
-            for tenant, (path, _w) in itertools.cycle(itertools.product(tenants, READ_MIX)):
-                http.get(f"/api/tenants/{tenant}/{path}")
+            sessions = login_per_tenant(http, app.accounts(), app.seed_password)
+            for tenant, (path, _w) in itertools.cycle(itertools.product(sorted(sessions), READ_MIX)):
+                http.get(f"/api/tenants/{tenant}/{path}", headers=sessions[tenant])
                 if time.monotonic() > warm_end:
                     break
         schedule = FaultSchedule(plan.fault, server=server, proxy=proxy)
         loop_start = time.monotonic()
         schedule.begin()
         try:
-            records, samples, job_ids, dropped = asyncio.run(_load(app, plan, schedule, loop_start, tenants))
+            records, samples, job_ids, dropped = asyncio.run(_load(app, plan, schedule, loop_start, sessions))
         finally:
             schedule.end()
-        jobs = asyncio.run(_drain_jobs(app, job_ids, plan.drain_timeout))
+        jobs = asyncio.run(_drain_jobs(app, job_ids, plan.drain_timeout, sessions))
         app_log = app.log_tail(80) if any(r.status >= 500 and r.kind == "read" for r in records) else ""
     timeline = build_timeline(records, samples, plan.duration)
     summary = summarise(timeline, records, plan) | jobs | {"generator_dropped": dropped}
-    if app_log:
+    summary["topology"] = plan.topology
+    if app_log and plan.topology == "split":
         summary["app_log_tail"] = app_log
-    return OutageResult(config=config.name, fault=asdict(plan.fault), timeline=timeline, summary=summary)
+    return OutageResult(
+        config=config.name,
+        fault=asdict(plan.fault),
+        timeline=timeline,
+        summary=summary,
+        topology=plan.topology,
+    )
 
 
 #: The configurations compared by default.

@@ -66,6 +66,9 @@ def add_arguments(parser: Any) -> None:
                        type=int, default=4, help="--shape step: number of steps")
     group.add_argument("--seed", dest="cachelab_seed", env_var="CACHELAB_SEED", type=int, default=1,
                        help="seed for the Zipf tenant/page choices (same seed, same requests)")
+    group.add_argument("--tenants", dest="cachelab_tenants", env_var="CACHELAB_TENANTS", type=int, default=5,
+                       help="tenants the app was seeded with (cachelab serve --tenants; default 5): "
+                       "users log in as the seeded users of these tenants")
     group.add_argument("--zipf-s", dest="cachelab_zipf_s", env_var="CACHELAB_ZIPF_S", type=float, default=1.1,
                        help="Zipf exponent of tenant and page popularity (0 = uniform)")
     group.add_argument("--results-dir", dest="cachelab_results_dir", env_var="CACHELAB_RESULTS_DIR",

@@ -222,17 +222,32 @@ class _CpuWatch:
                 for role, s in sorted(roles.items())}
 
 
+@dataclass(frozen=True)
+class _Target:
+    url: str
+    redis_url: str | None
+    own: bool  # did this call start the app
+    seed_password: str | None  # what the users log in with
+    tenants: int  # how many tenants' seeded users they log in as
+
+
 @contextlib.contextmanager
 def _app(
-    base_url: str | None, redis_url: str | None, **app_kwargs: Any
-) -> Iterator[tuple[str, str | None, bool]]:  # (base url, redis url, did this call start the app)
-    if base_url is not None:
-        yield base_url, redis_url, False
-        return
+    base_url: str | None, redis_url: str | None, seed_password: str | None, **app_kwargs: Any
+) -> Iterator[_Target]:
     from cachelab.harness.app_server import AppServer
 
+    if base_url is not None:  # an AppServer of this process knows its password and sizes
+        known = AppServer.serving(base_url)
+        password = seed_password or (known.seed_password if known else None)
+        password = password or os.environ.get("CACHELAB_SEED_PASSWORD")
+        tenants = known.tenants if known else app_kwargs["tenants"]
+        yield _Target(base_url, redis_url, False, password, tenants)
+        return
+    # All simulated users share this machine's address and each sends its own X-Forwarded-For, which
+    # the AppServer's app believes because it is told that the generator is its proxy (127.0.0.1).
     with AppServer(**app_kwargs) as app:
-        yield app.base_url, app.redis_url, True
+        yield _Target(app.base_url, app.redis_url, True, app.seed_password, app.tenants)
 
 
 def run_scenario(
@@ -257,6 +272,7 @@ def run_scenario(
     locustfile: str | Path | None = None,
     extra_args: Sequence[str] = (),
     timeout: float | None = None,
+    seed_password: str | None = None,
     python: str | None = None,
     generator_env: Mapping[str, str] | None = None,
 ) -> ScenarioResult:
@@ -269,7 +285,10 @@ def run_scenario(
     ``think_time`` ``"MIN,MAX"`` seconds. Results (``loadtest.json``,
     ``endpoints.csv``, ``histograms.json``, Locust's CSV/HTML and its log) go
     to ``results_dir`` (a new temporary directory when None, left for the
-    caller). The subprocess is killed after ``timeout`` seconds (default
+    caller). The users log in as the app's seeded users with its seed password
+    (for an app at ``base_url``: an AppServer of this process is recognised by
+    its URL; otherwise ``seed_password`` or ``$CACHELAB_SEED_PASSWORD``, and
+    ``tenants``). The subprocess is killed after ``timeout`` seconds (default
     ``duration + 90``). A failed threshold gives ``exit_code == 1``; no
     results at all raises :class:`ScenarioFailed`. ``python`` and
     ``generator_env`` run Locust (and a launched app) with another checkout's
@@ -282,7 +301,8 @@ def run_scenario(
     hard_timeout = timeout if timeout is not None else duration + 90.0
     app_kwargs = {"env": {**(generator_env or {}), **(env or {})}, "tenants": tenants, "python": python,
                   "job_workers": job_workers, "initiatives_per_tenant": initiatives_per_tenant}
-    with _app(base_url, redis_url, **app_kwargs) as (url, redis, own_app):
+    with _app(base_url, redis_url, seed_password, **app_kwargs) as target:
+        url, redis, own_app = target.url, target.redis_url, target.own
         cmd = build_command(
             locustfile=locustfile, base_url=url, results_dir=out, duration=duration, users=users,
             spawn_rate=spawn_rate, mix=_format_mix(mix), shape=shape, arrival_rate=arrival_rate,
@@ -294,6 +314,11 @@ def run_scenario(
                       if not k.startswith("CACHELAB_") and k != "REDIS_URL"}
         locust_env.update(generator_env or {})
         locust_env["PYTHONUNBUFFERED"] = "1"
+        # The users log in as the seeded users of this many tenants (by environment, not flags, which
+        # a checkout from before log-ins would refuse).
+        locust_env["CACHELAB_TENANTS"] = str(target.tenants)
+        if target.seed_password:
+            locust_env["CACHELAB_SEED_PASSWORD"] = target.seed_password
         log_path = out / "locust.log"
         with log_path.open("wb") as log_file:
             proc = spawn(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=locust_env,

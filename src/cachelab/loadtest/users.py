@@ -7,11 +7,23 @@ type-checked and tested like the rest of cachelab.
 Every user:
 
 * talks to ``host`` (default http://127.0.0.1:8000, or ``--host``);
+* is a member of one tenant, chosen by Zipf popularity among the ``--tenants``
+  the app was seeded with, and logs in as one of that tenant's seeded users
+  (e-mails follow :func:`cachelab.app.seed.seed_accounts`; the password is
+  ``CACHELAB_SEED_PASSWORD`` or the file ``cachelab serve`` keeps it in, see
+  :mod:`cachelab.app.seed_password`). Users that write log in with a role that
+  may write. The session cookie then goes with every request, and the app checks
+  it on every request, as a real dashboard does. A login answered 429 is retried
+  after its ``Retry-After`` (an expected 429); a 401 later on (an expired
+  session) logs in again;
 * sends its own ``X-Forwarded-For`` address from the TEST-NET ranges
-  (RFC 5737; a header only, no traffic goes there), so the app's per-IP rate
-  limit sees many clients, as in production, not one (the load generator);
-* chooses tenants, pages and rows by Zipf popularity with a per-user seed
-  derived from ``--seed``, so runs are comparable request for request;
+  (RFC 5737; a header only, no traffic goes there). The app believes it only
+  when told the generator is a proxy (``CACHELAB_TRUSTED_PROXIES=127.0.0.1``,
+  which :func:`~cachelab.loadtest.runner.run_scenario` sets for the app it
+  starts); then the per-address limits see many clients, as in production,
+  instead of one address for the whole load;
+* chooses pages and rows by Zipf popularity with a per-user seed derived from
+  ``--seed``, so runs are comparable request for request;
 * waits ``--think-time`` between tasks, or, under ``--shape constant``, keeps
   to a :class:`~cachelab.loadtest.pacing.Pacer` schedule and reports how late
   each task started (the ``cachelab_lag`` request context).
@@ -22,13 +34,19 @@ Expected 429s (the abusive client) are marked successes and counted as
 
 from __future__ import annotations
 
+import functools
 import itertools
+import logging
 import random
 from typing import Any, ClassVar
 
 import gevent
 from locust import FastHttpUser, task
+from locust.exception import StopUser
 
+from cachelab.app.db import WRITE_ROLES
+from cachelab.app.seed import seed_accounts
+from cachelab.app.seed_password import seed_password_for_client
 from cachelab.loadtest.options import parse_think_time
 from cachelab.loadtest.pacing import Pacer
 from cachelab.loadtest.shapes import normalize_shape
@@ -39,6 +57,9 @@ STATUSES = ("in_progress", "planning", "at_risk", "on_hold", "completed")  # by 
 TERMINAL_JOB_STATES = {"completed", "failed", "dead"}
 _TEST_NETS = ("198.51.100", "203.0.113", "192.0.2")  # RFC 5737 documentation ranges
 _user_numbers = itertools.count()
+LOGIN_ATTEMPTS = 5  # a login refused with 429 is retried after Retry-After, this many times at most
+MAX_RETRY_WAIT = 30.0
+log = logging.getLogger("cachelab.loadtest")
 
 # Route templates: what results, thresholds and Locust's tables are keyed by.
 TENANTS = "/api/tenants"
@@ -56,6 +77,25 @@ JOB = "/api/jobs/{id}"
 LEADERBOARD = "/api/tenants/{t}/leaderboard"
 
 
+@functools.cache
+def seed_password() -> str | None:
+    """The seeded users' password (read once per process); None when it cannot be found."""
+    password = seed_password_for_client()
+    if password is None:
+        log.error(
+            "cachelab: no seed password: set CACHELAB_SEED_PASSWORD to the password the app's users "
+            "were seeded with (cachelab serve on this machine keeps a generated one where Locust finds it)"
+        )
+    return password
+
+
+def retry_after(response: Any) -> float:
+    try:
+        return min(MAX_RETRY_WAIT, max(0.0, float(response.headers.get("Retry-After") or 1)))
+    except ValueError:
+        return 1.0
+
+
 def client_address(n: int) -> str:
     """The ``n``-th simulated client's address: 762 distinct TEST-NET hosts, then reused."""
     net, host = divmod(n % (len(_TEST_NETS) * 254), 254)
@@ -63,12 +103,13 @@ def client_address(n: int) -> str:
 
 
 class DashboardUser(FastHttpUser):
-    """Shared plumbing: identity, Zipf choices, think time or pacing, JSON helpers."""
+    """Shared plumbing: identity, log-in, Zipf choices, think time or pacing, JSON helpers."""
 
     abstract = True
     host = DEFAULT_HOST
     mix_key: ClassVar[str] = ""
     paced: ClassVar[bool] = True  # follows the --shape constant schedule
+    writes: ClassVar[bool] = False  # logs in with a role that may write
     network_timeout = 10.0
     connection_timeout = 5.0
 
@@ -92,6 +133,9 @@ class DashboardUser(FastHttpUser):
         self.pacer: Pacer | None = None
         self.run_paced = normalize_shape(getattr(opts, "cachelab_shape", "none")) == "constant"
         self.tenants: list[str] = []
+        self.my_tenant: str | None = None
+        self.email: str | None = None
+        self.logged_in = False
 
     # -- timing ----------------------------------------------------------------
     def wait_time(self) -> float:
@@ -120,10 +164,52 @@ class DashboardUser(FastHttpUser):
             self.pacer = Pacer(users / rate, rng=self.rng)
             gevent.sleep(self.pacer.wait())
 
+    # -- identity ----------------------------------------------------------------
+    def choose_account(self) -> None:
+        """A tenant by Zipf popularity, then one of its seeded users (a writer if this user writes)."""
+        tenants_seeded = int(getattr(self.environment.parsed_options, "cachelab_tenants", 5) or 5)
+        accounts = seed_accounts(tenants_seeded)
+        tenant_ids = sorted({a["tenant_id"] for a in accounts})
+        self.my_tenant = self.zipf.choice(tenant_ids)
+        mine = [
+            a["email"]
+            for a in accounts
+            if a["tenant_id"] == self.my_tenant and (not self.writes or a["role"] in WRITE_ROLES)
+        ]
+        self.email = self.rng.choice(mine)
+
+    def login(self) -> bool:
+        """POST /api/login; the cookie jar keeps the session. 429s wait out Retry-After (expected)."""
+        password = seed_password()
+        if password is None or self.email is None:
+            raise StopUser()
+        for _attempt in range(LOGIN_ATTEMPTS):
+            body = {"email": self.email, "password": password}
+            with self.client.post(LOGIN, json=body, name=LOGIN, catch_response=True) as response:
+                if response.status_code == 429:
+                    response.success()  # the app limiting log-ins is doing its job; we wait as told
+                    wait = retry_after(response)
+                else:
+                    self.logged_in = response.status_code == 200
+                    return self.logged_in
+            gevent.sleep(wait)
+        return False
+
+    def relogin_if_expired(self, response: Any) -> None:
+        if getattr(response, "status_code", None) == 401:
+            self.logged_in = False
+            self.login()
+
     # -- helpers ---------------------------------------------------------------
+    def get(self, path: str, name: str) -> Any:
+        """GET with the session; a 401 (expired session) logs in again, as a browser would."""
+        response = self.client.get(path, name=name)
+        self.relogin_if_expired(response)
+        return response
+
     def get_json(self, path: str, name: str) -> Any:
         """GET and decode; None when the request failed (Locust has already counted the failure)."""
-        response = self.client.get(path, name=name)
+        response = self.get(path, name)
         if response.status_code != 200:
             return None
         try:
@@ -132,59 +218,44 @@ class DashboardUser(FastHttpUser):
             return None
 
     def tenant(self) -> str | None:
-        return self.zipf.choice(self.tenants) if self.tenants else None
+        """The user's own tenant, once logged in (every tenant route is only theirs)."""
+        return self.my_tenant if self.logged_in else None
 
     def load_tenants(self) -> None:
         tenants = self.get_json(TENANTS, TENANTS) or []
         self.tenants = sorted(str(t["id"]) for t in tenants if "id" in t)
 
     def on_start(self) -> None:
-        self.load_tenants()
+        self.choose_account()
+        if self.login():
+            self.load_tenants()
         self.setup()
         self.start_pacing()
 
     def setup(self) -> None:
-        """Per-type start-up (log in, learn ids) before the first task."""
+        """Per-type start-up (learn ids) before the first task."""
 
 
 class ViewerBehaviour(DashboardUser):
-    """Logs in once as a real user of a tenant, then reads the dashboard and the tenant's KPIs."""
+    """Logs in as a user of a tenant (any role), then reads the dashboard, the tenant's KPIs and /me."""
 
     abstract = True
     mix_key = "viewer"
 
-    def setup(self) -> None:
-        self.my_tenant = self.tenant()
-        self.logged_in = False
-        if self.my_tenant is None:
-            return
-        users = self.get_json(USERS.replace("{t}", self.my_tenant), USERS) or []
-        emails = [u["email"] for u in users if u.get("email")]
-        if emails:
-            self.email = self.zipf.choice(emails)
-            self.login()
-
-    def login(self) -> None:
-        response = self.client.post(LOGIN, json={"email": self.email}, name=LOGIN)
-        self.logged_in = response.status_code == 200
-
     @task(4)
     def dashboard(self) -> None:
-        if not self.logged_in:
-            return
-        response = self.client.get(DASHBOARD, name=DASHBOARD)
-        if response.status_code == 401:  # session expired: log in again, as a browser would
-            self.login()
+        if self.logged_in:
+            self.get(DASHBOARD, DASHBOARD)
 
     @task(2)
     def kpis(self) -> None:
-        if self.my_tenant:
-            self.client.get(KPIS.replace("{t}", self.my_tenant), name=KPIS)
+        if (tenant := self.tenant()) is not None:
+            self.get(KPIS.replace("{t}", tenant), KPIS)
 
     @task(1)
     def me(self) -> None:
         if self.logged_in:
-            self.client.get(ME, name=ME)
+            self.get(ME, ME)
 
 
 class BrowserBehaviour(DashboardUser):
@@ -234,7 +305,7 @@ class BrowserBehaviour(DashboardUser):
             self.list_initiatives()
             return
         row = self.zipf.choice(ids)
-        self.client.get(INITIATIVE.replace("{t}", tenant).replace("{id}", str(row)), name=INITIATIVE)
+        self.get(INITIATIVE.replace("{t}", tenant).replace("{id}", str(row)), INITIATIVE)
 
     @task(1)
     def areas_list(self) -> None:
@@ -248,12 +319,12 @@ class BrowserBehaviour(DashboardUser):
     @task(1)
     def stats(self) -> None:
         if (tenant := self.tenant()) is not None:
-            self.client.get(STATS.replace("{t}", tenant), name=STATS)
+            self.get(STATS.replace("{t}", tenant), STATS)
 
     @task(1)
     def kpis(self) -> None:
         if (tenant := self.tenant()) is not None:
-            self.client.get(KPIS.replace("{t}", tenant), name=KPIS)
+            self.get(KPIS.replace("{t}", tenant), KPIS)
 
 
 class EditorBehaviour(DashboardUser):
@@ -261,6 +332,7 @@ class EditorBehaviour(DashboardUser):
 
     abstract = True
     mix_key = "editor"
+    writes = True
 
     def setup(self) -> None:
         self.rows: dict[str, list[int]] = {}
@@ -281,7 +353,7 @@ class EditorBehaviour(DashboardUser):
         if self.rng.random() < 0.2:
             body["status"] = self.rng.choice(STATUSES)
         path = INITIATIVE.replace("{t}", tenant).replace("{id}", str(row))
-        self.client.patch(path, json=body, name=INITIATIVE)
+        self.relogin_if_expired(self.client.patch(path, json=body, name=INITIATIVE))
 
     @task(1)
     def read_back(self) -> None:
@@ -289,7 +361,7 @@ class EditorBehaviour(DashboardUser):
         if tenant is None or not (rows := self._rows(tenant)):
             return
         row = self.zipf.choice(rows)
-        self.client.get(INITIATIVE.replace("{t}", tenant).replace("{id}", str(row)), name=INITIATIVE)
+        self.get(INITIATIVE.replace("{t}", tenant).replace("{id}", str(row)), INITIATIVE)
 
 
 class ReporterBehaviour(DashboardUser):
@@ -297,6 +369,7 @@ class ReporterBehaviour(DashboardUser):
 
     abstract = True
     mix_key = "reporter"
+    writes = True
     max_polls: ClassVar[int] = 10
     poll_interval: ClassVar[float] = 0.25
 
@@ -306,6 +379,7 @@ class ReporterBehaviour(DashboardUser):
         if tenant is None:
             return
         response = self.client.post(REPORTS.replace("{t}", tenant), json={}, name=REPORTS)
+        self.relogin_if_expired(response)
         if response.status_code != 202:
             return
         job_id = response.json().get("job_id")
@@ -321,6 +395,7 @@ class LeaderboardBehaviour(DashboardUser):
 
     abstract = True
     mix_key = "leaderboard"
+    writes = True
 
     def setup(self) -> None:
         self.members: dict[str, list[int]] = {}
@@ -337,7 +412,8 @@ class LeaderboardBehaviour(DashboardUser):
         if tenant is None or not (members := self._members(tenant)):
             return
         body = {"user_id": self.zipf.choice(members), "score": round(self.rng.uniform(0, 1000), 2)}
-        self.client.post(LEADERBOARD.replace("{t}", tenant), json=body, name=LEADERBOARD)
+        response = self.client.post(LEADERBOARD.replace("{t}", tenant), json=body, name=LEADERBOARD)
+        self.relogin_if_expired(response)
 
     @task(3)
     def read_top(self) -> None:
@@ -345,11 +421,11 @@ class LeaderboardBehaviour(DashboardUser):
         if tenant is None or not (members := self._members(tenant)):
             return
         me = self.zipf.choice(members)
-        self.client.get(LEADERBOARD.replace("{t}", tenant) + f"?limit=10&user_id={me}", name=LEADERBOARD)
+        self.get(LEADERBOARD.replace("{t}", tenant) + f"?limit=10&user_id={me}", LEADERBOARD)
 
 
 class AbuserBehaviour(DashboardUser):
-    """A client that ignores Retry-After and hammers one endpoint: it *should* get 429s.
+    """A logged-in client that ignores Retry-After and hammers one endpoint: it *should* get 429s.
 
     Its 429s are marked successes (and counted as ``rate_limited_expected``);
     anything else that fails still fails. It never paces.
@@ -364,18 +440,13 @@ class AbuserBehaviour(DashboardUser):
 
     @task
     def hammer(self) -> None:
-        tenant = self.tenants[0] if self.tenants else None
+        tenant = self.tenant()
         if tenant is None:
-            self.load_tenants()
+            self.login()
             gevent.sleep(0.05)
             return
         with self.client.get(KPIS.replace("{t}", tenant), name=KPIS, catch_response=True) as response:
             if response.status_code == 429:
                 response.success()
-
-    def on_start(self) -> None:
-        with self.client.get(TENANTS, name=TENANTS, catch_response=True) as response:
-            if response.status_code == 429:
-                response.success()
-            elif response.status_code == 200:
-                self.tenants = sorted(str(t["id"]) for t in response.json())
+            elif response.status_code == 401:
+                self.logged_in = False
