@@ -214,8 +214,9 @@ class FaultProxy:
         finally:
             self._handlers.discard(task)
 
-    async def _forward(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter,
-                       ) -> None:
+    async def _forward(
+        self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
         if self._refusing:
             self.stats.refused += 1
             client_writer.transport.abort()
