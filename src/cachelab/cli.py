@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -70,21 +71,17 @@ def _add_seed_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from cachelab.config import settings_help
+
     p = sub.add_parser(
         "serve",
         help="run the sample Initiative Dashboard API",
-        description=(
+        description=textwrap.fill(
             "Run the sample API under uvicorn. Without REDIS_URL a private redis-server is launched; "
-            "without DATABASE_URL a SQLite file (./cachelab.db) is created and seeded. Settings come from "
-            "the environment / .env: REDIS_URL, DATABASE_URL, CACHELAB_CACHE_MODE (off, cache-aside, "
-            "refresh-ahead, swr, xfetch, lock), CACHELAB_RATE_LIMIT ('<requests>/<seconds>s'), "
-            "CACHELAB_RATE_LIMIT_ALGORITHM (fixed_window, sliding_log, sliding_window, token_bucket, gcra), "
-            "CACHELAB_RATE_LIMIT_FAILURE (open, closed, local), CACHELAB_BREAKER_ENABLED, "
-            "CACHELAB_BREAKER_FAILURE_THRESHOLD, CACHELAB_BREAKER_RESET_TIMEOUT, "
-            "CACHELAB_REDIS_CONNECT_TIMEOUT, CACHELAB_REDIS_COMMAND_TIMEOUT, CACHELAB_KPI_TTL, "
-            "CACHELAB_AREAS_TTL, CACHELAB_LIST_TTL, "
-            "CACHELAB_DASHBOARD_SOFT_TTL, CACHELAB_DASHBOARD_TTL, CACHELAB_TTL_JITTER, CACHELAB_DB_DELAY_MS."
+            "without DATABASE_URL a SQLite file (./cachelab.db) is created and seeded.", 100
         ),
+        epilog="settings (from the environment or a .env file):\n" + settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
