@@ -18,6 +18,12 @@ from cachelab.config import ConfigError
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _first_line(exc: BaseException) -> str:
+    """An exception as one line: its message's first line, or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _add_worker(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("worker", help="run job-queue workers")
     p.add_argument("--queue", default="reports", help="queue name (default: reports)")
@@ -140,17 +146,26 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         import json
 
+        import redis
+
         from cachelab.census import take_census
-        from cachelab.client import create_sync_client
+        from cachelab.client import create_sync_client, redact_url
         from cachelab.config import load_settings
 
         url = args.url or load_settings().redis_url
         if not url:
             print("cachelab inspect: no Redis to inspect: set REDIS_URL or pass --url", file=sys.stderr)
             return 2
-        client = create_sync_client(url)
+        try:
+            client = create_sync_client(url)
+        except ConfigError as exc:  # a malformed --url (REDIS_URL was checked by load_settings)
+            print(f"cachelab inspect: {str(exc).replace('REDIS_URL', '--url', 1)}", file=sys.stderr)
+            return 2
         try:
             census = take_census(client, match=args.match, depth=args.depth, max_keys=args.max_keys)
+        except redis.RedisError as exc:
+            print(f"cachelab inspect: {redact_url(url)}: {_first_line(exc)}", file=sys.stderr)
+            return 1
         finally:
             client.close()
         print(json.dumps(census.as_dict(), indent=2) if args.json else census.table())
