@@ -24,48 +24,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _add_worker(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("worker", help="run job-queue workers")
-    p.add_argument("--queue", default="reports", help="queue name (default: reports)")
-    p.add_argument("--concurrency", type=int, default=1, help="jobs processed at once per process")
-    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
-    p.add_argument(
-        "--allow-evicting-redis",
-        action="store_true",
-        help="run even if the server's maxmemory-policy could evict queue keys",
-    )
-    p.add_argument(
-        "--handlers",
-        action="append",
-        metavar="MODULE:ATTR",
-        help="extra job handlers: a {job_type: async fn(payload)} mapping, or a callable returning "
-        "one (repeatable; built-ins: echo, sleep)",
-    )
-    p.add_argument(
-        "--lease-seconds",
-        type=float,
-        default=30.0,
-        help="visibility timeout before a silent worker's job is re-delivered (default: 30)",
-    )
-    p.add_argument(
-        "--max-deliveries", type=int, default=5, help="deliveries before a job is dead-lettered (default: 5)"
-    )
-    p.add_argument(
-        "--grace-period",
-        type=float,
-        default=8.0,
-        help="seconds to finish jobs in hand after SIGTERM before handing them back "
-        "(default: 8, inside docker's 10 s stop timeout)",
-    )
-
-    def run(args: argparse.Namespace) -> int:
-        from cachelab.worker import main as worker_main
-
-        return worker_main(args)
-
-    p.set_defaults(handler=run)
-
-
 def _add_seed_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tenants", type=int, default=5, help="tenants to generate when seeding (default 5)")
     p.add_argument(
@@ -246,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_serve(sub)
     _add_seed_db(sub)
-    _add_worker(sub)
+    from cachelab.worker import add_parser as add_worker
+
+    add_worker(sub)
     _add_inspect(sub)
     _add_report(sub)
     _add_compare(sub)
