@@ -132,6 +132,23 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _add_locust_options(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "locust-options",
+        help="list the options cachelab adds to `locust -f locustfiles/dashboard.py`",
+        description="Locust prints --help before it loads a locustfile, so the options the "
+        "dashboard locustfile adds are listed here instead.",
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        from cachelab.loadtest.options import options_help
+
+        print(options_help(), end="")
+        return 0
+
+    p.set_defaults(handler=run)
+
+
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
@@ -208,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_worker(sub)
     _add_inspect(sub)
+    _add_locust_options(sub)
     _add_report(sub)
     _add_compare(sub)
     from cachelab.harness.chaos_cli import add_parser as add_chaos
