@@ -120,9 +120,10 @@ def test_a_bad_setting_stops_serve_with_the_variable_on_one_line(tmp_path):
     assert_one_line_failure(out, tmp_path, "CACHELAB_KPI_TTL='-1'")
 
 
-def test_inspect_of_an_unreachable_redis_is_one_line(tmp_path):
-    out = run_cli(tmp_path, "inspect", "--url", "redis://127.0.0.1:1/0")
-    assert_one_line_failure(out, tmp_path, "cachelab inspect:", "redis://127.0.0.1:1/0", "refused")
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "redis+cluster://127.0.0.1:1"])
+def test_inspect_of_an_unreachable_redis_is_one_line(tmp_path, url):
+    out = run_cli(tmp_path, "inspect", "--url", url)
+    assert_one_line_failure(out, tmp_path, "cachelab inspect:", url, "refused")
     assert out.stdout == ""
 
 

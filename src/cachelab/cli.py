@@ -114,14 +114,18 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
         if not url:
             print("cachelab inspect: no Redis to inspect: set REDIS_URL or pass --url", file=sys.stderr)
             return 2
+        unreachable = (redis.RedisError, redis.exceptions.RedisClusterException)
         try:
-            client = create_sync_client(url)
+            client = create_sync_client(url)  # a cluster client connects here already
         except ConfigError as exc:  # a malformed --url (REDIS_URL was checked by load_settings)
             print(f"cachelab inspect: {str(exc).replace('REDIS_URL', '--url', 1)}", file=sys.stderr)
             return 2
+        except unreachable as exc:
+            print(f"cachelab inspect: {redact_url(url)}: {_first_line(exc)}", file=sys.stderr)
+            return 1
         try:
             census = take_census(client, match=args.match, depth=args.depth, max_keys=args.max_keys)
-        except redis.RedisError as exc:
+        except unreachable as exc:
             print(f"cachelab inspect: {redact_url(url)}: {_first_line(exc)}", file=sys.stderr)
             return 1
         finally:

@@ -65,12 +65,13 @@ def redis_problem(url: str, timeout: float) -> str | None:
 
     from cachelab.client import ClientOptions, create_sync_client
 
-    client = create_sync_client(url, ClientOptions(connect_timeout=timeout, command_timeout=timeout,
-                                                   retries=0, max_connections=1))
+    options = ClientOptions(connect_timeout=timeout, command_timeout=timeout, retries=0, max_connections=1)
     try:
-        client.ping()
-    except redis.RedisError as exc:
+        client = create_sync_client(url, options)  # a cluster client connects here already
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
         return f"{redact_url(url)}: {first_line(exc)}"
-    finally:
-        client.close()
     return None
