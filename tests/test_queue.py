@@ -521,6 +521,15 @@ async def test_a_worker_without_the_handler_leaves_the_job_undamaged_for_one_tha
     assert final.status == "completed" and final.deliveries == 1, final
 
 
+def test_the_workers_default_app_job_types_are_the_apps_handlers_and_load_lazily():
+    from cachelab.app.jobs import HANDLERS
+    from cachelab.worker import APP_JOB_TYPES, load_handlers
+
+    assert set(APP_JOB_TYPES) == set(HANDLERS)
+    assert set(HANDLERS) <= set(load_handlers(None, app=True))
+    assert not set(HANDLERS) & set(load_handlers(None, app=False))
+
+
 def test_the_worker_module_does_not_import_the_cli():
     """`cli` imports `worker` to build its parser; the reverse would be an import cycle."""
     import ast
