@@ -1,8 +1,12 @@
 """Root conftest: shared fixtures, and benchmarks as smoke tests under plain ``pytest``.
 
 ``pytest`` runs every benchmark once (pytest-benchmark's ``--benchmark-disable``)
-so a broken benchmark fails CI quickly; ``pytest --benchmark-only`` measures.
+so a broken benchmark fails CI quickly; ``pytest --benchmark-only`` measures,
+and collects only ``bench/`` (otherwise every test in ``tests/`` would be
+collected just to be reported as a skipped "non-benchmark").
 """
+
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +26,18 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if not wants_measurement and hasattr(opt, "benchmark_disable"):
         opt.benchmark_disable = True
+
+    if getattr(opt, "benchmark_only", False) and config.args_source == pytest.Config.ArgsSource.TESTPATHS:
+        # Plain `pytest --benchmark-only`: the testpaths named tests/, not the user. Collecting it
+        # would only list every correctness test as a skipped "non-benchmark".
+        tests = config.rootpath / "tests"
+        config.args[:] = [a for a in config.args if Path(config.rootpath, a).resolve() != tests]
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``pytest --benchmark-only <repo>``: skip ``tests/`` too, unless a path inside it was named."""
+    if not getattr(config.option, "benchmark_only", False) or collection_path != config.rootpath / "tests":
+        return None
+    here = config.invocation_params.dir
+    named = [(here / arg.split("::")[0]).resolve() for arg in config.args]
+    return None if any(collection_path in (p, *p.parents) for p in named) else True

@@ -8,18 +8,24 @@
 Standard Locust flags work unchanged (--processes, --master/--worker, --csv,
 --html). cachelab's own options (--mix, --shape, --arrival-rate, --think-time,
 --seed, --tenants, --results-dir, --redis-url, --threshold, --thresholds-file) are
-described in locustfiles/README.md and appear in the web UI's custom
-parameters (Locust prints --help before it imports a locustfile, so they are
-not listed there). The users log in as the app's seeded users with
-CACHELAB_SEED_PASSWORD, or the password `cachelab serve` generated on this
-machine. Everything this file declares is implemented, and tested,
-in :mod:`cachelab.loadtest`.
+listed by ``cachelab locust-options``, described in locustfiles/README.md and
+shown in the web UI's custom parameters (Locust prints --help before it
+imports a locustfile, so ``locust --help`` cannot list them). Everything this
+file declares is implemented, and tested, in :mod:`cachelab.loadtest`. The users log in as the
+app's seeded users with CACHELAB_SEED_PASSWORD, or the password `cachelab serve` generated on this
+machine.
+
+The file imports only ``locust`` and the installed ``cachelab``, nothing
+beside it, so it runs from any working directory: from the repository root
+as above, or as ``locust -f /path/to/locustfiles/dashboard.py`` from anywhere
+(relative paths such as ``--results-dir`` and ``--csv`` are then relative to
+where you are).
 """
 
 from locust import events
-from shapes import DashboardShape  # noqa: F401  (Locust picks the shape class up from this module)
 
 from cachelab.loadtest import plugin
+from cachelab.loadtest.locust_shapes import SelectableShape
 from cachelab.loadtest.users import (
     AbuserBehaviour,
     BrowserBehaviour,
@@ -30,6 +36,15 @@ from cachelab.loadtest.users import (
 )
 
 plugin.install(events)
+
+
+class DashboardShape(SelectableShape):
+    """``--shape ramp|step|spike|soak|constant`` over ``-u`` users for ``-t``.
+
+    Locust uses any shape class in a locustfile, so there is exactly one; ``--shape none``
+    (the default, or ``$CACHELAB_SHAPE``) removes it at start-up and plain ``-u/-r/-t`` apply.
+    The schedules live in :mod:`cachelab.loadtest.shapes`.
+    """
 
 
 class DashboardViewer(ViewerBehaviour):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
+import threading
 import time
 
 import pytest
@@ -79,3 +83,34 @@ def test_reset_aborts_open_connections_and_refuses_new_ones_while_active(proxy, 
         with pytest.raises(redis.ConnectionError):
             client(proxy, redis_url).ping()
     assert client(proxy, redis_url).ping()
+
+
+def test_stop_with_bytes_in_flight_cancels_and_awaits_every_connection_task(redis_url, caplog):
+    """Closing must leave no task pending: asyncio logs "Task was destroyed but it is pending!"
+    when such a task is garbage-collected after its loop closed (seen in `cachelab report`)."""
+    proxy = FaultProxy.for_url(redis_url).start()
+    clients = [client(proxy, redis_url, timeout=10) for _ in range(4)]
+    for c in clients:
+        c.ping()
+    proxy.set_latency(60)  # every byte from now on sits in the proxy's delivery queue
+    sent = proxy.stats.bytes_up
+    threads = [threading.Thread(target=_ping_quietly, args=(c,), daemon=True) for c in clients]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while proxy.stats.bytes_up < sent + 4 * len(b"*1\r\n$4\r\nPING\r\n") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with caplog.at_level(logging.DEBUG, logger="asyncio"):
+        proxy.stop()
+        for t in threads:
+            t.join(timeout=10)
+        gc.collect()
+    problems = [r.getMessage() for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
+    assert problems == []
+    for c in clients:
+        c.close()
+
+
+def _ping_quietly(c: redis.Redis) -> None:
+    with contextlib.suppress(redis.RedisError):
+        c.ping()

@@ -111,7 +111,7 @@ def test_bad_redis_url_is_a_clear_config_error(url):
 
 def test_settings_name_the_bad_variable(monkeypatch):
     monkeypatch.setenv("CACHELAB_BREAKER_FAILURE_THRESHOLD", "zero")
-    with pytest.raises(ConfigError, match="breaker_failure_threshold"):
+    with pytest.raises(ConfigError, match="CACHELAB_BREAKER_FAILURE_THRESHOLD='zero'"):
         load_settings()
     monkeypatch.delenv("CACHELAB_BREAKER_FAILURE_THRESHOLD")
     monkeypatch.setenv("REDIS_URL", "mysql://nope")

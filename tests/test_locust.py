@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import json
 import random
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +35,9 @@ from cachelab.loadtest import (
     run_scenario,
     shape_target,
 )
+from cachelab.loadtest.options import add_arguments
 from cachelab.loadtest.pacing import Pacer
+from cachelab.loadtest.runner import default_locustfile
 
 # -- pure pieces (no app, no Locust) ---------------------------------------------------
 
@@ -263,3 +267,43 @@ def test_constant_arrival_rate_reports_corrected_percentiles_at_least_raw(app, t
     # Paced, not closed-loop: with no think time, free-running users would send far more.
     on_start = result.endpoints["GET /api/tenants"].requests + result.endpoints["POST /api/login"].requests
     assert result.totals.requests - on_start <= rate * seconds * 1.5, explain(result)
+
+
+def test_locust_options_command_lists_every_option_the_locustfile_adds_with_its_variable():
+    class Recorder:
+        def __init__(self) -> None:
+            self.flags: list[tuple[str, str | None]] = []
+
+        def add_argument(self, flag: str, **kwargs: Any) -> None:
+            self.flags.append((flag, kwargs.get("env_var")))
+
+    recorder = Recorder()
+    add_arguments(recorder)
+    listed = subprocess.run(
+        [sys.executable, "-m", "cachelab", "locust-options"], capture_output=True, text=True, timeout=60,
+        check=True,
+    ).stdout
+    listed = " ".join(listed.split())  # help text wraps anywhere
+    assert len(recorder.flags) >= 10
+    for flag, env_var in recorder.flags:
+        assert f" {flag} " in listed, flag
+        assert env_var is None or f"[env {env_var}]" in listed, env_var
+    assert "CACHELAB_THRESHOLDS" in listed  # read by the plugin, not by a flag
+
+
+@pytest.mark.slow
+def test_the_locustfile_runs_from_any_working_directory(app, tmp_path):
+    """`locust -f <path>/dashboard.py` from elsewhere: nothing in it depends on the current folder."""
+    locustfile = default_locustfile().resolve()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", "1", "-r", "1",
+         "-t", "2s", "--host", app.base_url, "--only-summary", "--mix", "browser=1", "--shape", "step",
+         "--results-dir", "out"],
+        cwd=elsewhere, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    summary = json.loads((elsewhere / "out" / "loadtest.json").read_text())  # relative to where we ran
+    assert summary["totals"]["requests"] > 0

@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from cachelab.app.state import REPORT_QUEUE
 from cachelab.client import ClientOptions, ResilientRedis
 from cachelab.harness import RedisServer, RedisServerConfig
 from cachelab.patterns.naive_queue import NaiveQueue
@@ -448,3 +450,97 @@ def test_worker_cli_refuses_evicting_redis_and_needs_redis_url(tmp_path):
     missing = subprocess.run(cmd, env=_env(None), cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2
     assert "REDIS_URL" in missing.stderr and "the Redis the app uses" in missing.stderr
+
+
+# -- the documented `cachelab worker` and the sample app's jobs -----------------------------
+def _seeded_sqlite(tmp_path: Path) -> tuple[str, str]:
+    """A tiny seeded SQLite database and one of its tenant ids."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    subprocess.run(
+        [sys.executable, "-m", "cachelab", "seed-db", "--tenants", "1", "--initiatives-per-tenant", "20"],
+        env={**_env(None), "DATABASE_URL": url}, cwd=tmp_path, check=True, capture_output=True, timeout=120,
+    )
+    with sqlite3.connect(tmp_path / "app.db") as db:
+        (tenant_id,) = db.execute("SELECT id FROM tenants").fetchone()
+    return url, tenant_id
+
+
+def _cachelab_worker(
+    redis_url: str, database_url: str, cwd: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`cachelab worker --burst` as the README writes it (no --queue, no --handlers)."""
+    return subprocess.run(
+        [sys.executable, "-m", "cachelab", "worker", "--burst", *extra],
+        env={**_env(redis_url), "DATABASE_URL": database_url}, cwd=cwd, capture_output=True, text=True,
+        timeout=120,
+    )
+
+
+async def test_cachelab_worker_as_documented_processes_the_apps_report_jobs(redis_url, rredis, tmp_path):
+    database_url, tenant_id = _seeded_sqlite(tmp_path)
+    queue = JobQueue(rredis, REPORT_QUEUE)
+    job_id = await queue.enqueue({"type": "report", "tenant_id": tenant_id})
+
+    run = await asyncio.to_thread(_cachelab_worker, redis_url, database_url, tmp_path)
+
+    assert run.returncode == 0, run.stderr
+    status = await queue.status(job_id)
+    assert status.status == "completed" and status.deliveries == 1, status
+    assert status.result["tenant_id"] == tenant_id and status.result["totals"]["initiatives"] == 20
+    assert (await queue.stats()).dead == 0
+
+
+async def test_a_worker_without_the_handler_leaves_the_job_undamaged_for_one_that_has_it(
+    redis_url, rredis, tmp_path
+):
+    database_url, tenant_id = _seeded_sqlite(tmp_path)
+    queue = JobQueue(rredis, REPORT_QUEUE)
+    job_id = await queue.enqueue({"type": "report", "tenant_id": tenant_id})
+
+    lacking = await asyncio.to_thread(
+        _cachelab_worker, redis_url, database_url, tmp_path, "--no-app-handlers"
+    )
+
+    assert lacking.returncode == 0, lacking.stderr
+    assert "WARNING" in lacking.stderr and "no handler for type 'report'" in lacking.stderr
+    status = await queue.status(job_id)
+    assert (status.status, status.deliveries, status.last_error) == ("queued", 0, None)
+    stats = await queue.stats()
+    assert stats.dead == 0 and stats.in_flight == 0 and stats.counters.get("deferred", 0) >= 1
+    assert stats.counters.get("retries", 0) == 0 and await queue.dead_letters() == []
+
+    # Handed back with a delay (so the lacking worker moved on); once due, a worker with the
+    # handler completes it on its first counted delivery.
+    for _ in range(600):
+        if (await queue.stats()).ready == 1:
+            break
+        await asyncio.sleep(0.05)
+    able = await asyncio.to_thread(_cachelab_worker, redis_url, database_url, tmp_path)
+    assert able.returncode == 0, able.stderr
+    final = await queue.status(job_id)
+    assert final.status == "completed" and final.deliveries == 1, final
+
+
+def test_the_workers_default_app_job_types_are_the_apps_handlers_and_load_lazily():
+    from cachelab.app.jobs import HANDLERS
+    from cachelab.worker import APP_JOB_TYPES, load_handlers
+
+    assert set(APP_JOB_TYPES) == set(HANDLERS)
+    assert set(HANDLERS) <= set(load_handlers(None, app=True))
+    assert not set(HANDLERS) & set(load_handlers(None, app=False))
+
+
+def test_the_worker_module_does_not_import_the_cli():
+    """`cli` imports `worker` to build its parser; the reverse would be an import cycle."""
+    import ast
+
+    import cachelab.worker
+
+    tree = ast.parse(Path(cachelab.worker.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+    assert not any(name == "cachelab.cli" or name.startswith("cachelab.cli.") for name in imported)

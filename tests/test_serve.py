@@ -50,9 +50,11 @@ def test_serve_launches_redis_and_sqlite_then_stops_everything_it_started(tmp_pa
         text=True,
     )
     try:
-        first = proc.stdout.readline()
-        assert first.startswith("launched redis-server redis://127.0.0.1:"), first
-        redis_port = int(first.split("redis://127.0.0.1:")[1].split("/")[0])
+        seeded = proc.stdout.readline()  # the database first: a bad path fails before any launch
+        assert seeded.startswith("database sqlite:///") and "1 tenants" in seeded, seeded
+        launched = proc.stdout.readline()
+        assert launched.startswith("launched redis-server redis://127.0.0.1:"), launched
+        redis_port = int(launched.split("redis://127.0.0.1:")[1].split("/")[0])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,46 +18,10 @@ from cachelab.config import ConfigError
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _add_worker(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("worker", help="run job-queue workers")
-    p.add_argument("--queue", default="reports", help="queue name (default: reports)")
-    p.add_argument("--concurrency", type=int, default=1, help="jobs processed at once per process")
-    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
-    p.add_argument(
-        "--allow-evicting-redis",
-        action="store_true",
-        help="run even if the server's maxmemory-policy could evict queue keys",
-    )
-    p.add_argument(
-        "--handlers",
-        action="append",
-        metavar="MODULE:ATTR",
-        help="extra job handlers: a {job_type: async fn(payload)} mapping, or a callable returning "
-        "one (repeatable; built-ins: echo, sleep)",
-    )
-    p.add_argument(
-        "--lease-seconds",
-        type=float,
-        default=30.0,
-        help="visibility timeout before a silent worker's job is re-delivered (default: 30)",
-    )
-    p.add_argument(
-        "--max-deliveries", type=int, default=5, help="deliveries before a job is dead-lettered (default: 5)"
-    )
-    p.add_argument(
-        "--grace-period",
-        type=float,
-        default=8.0,
-        help="seconds to finish jobs in hand after SIGTERM before handing them back "
-        "(default: 8, inside docker's 10 s stop timeout)",
-    )
-
-    def run(args: argparse.Namespace) -> int:
-        from cachelab.worker import main as worker_main
-
-        return worker_main(args)
-
-    p.set_defaults(handler=run)
+def _first_line(exc: BaseException) -> str:
+    """An exception as one line: its message's first line, or its type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _add_seed_flags(p: argparse.ArgumentParser) -> None:
@@ -70,25 +35,17 @@ def _add_seed_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from cachelab.config import settings_help
+
     p = sub.add_parser(
         "serve",
         help="run the sample Initiative Dashboard API",
-        description=(
+        description=textwrap.fill(
             "Run the sample API under uvicorn. Without REDIS_URL a private redis-server is launched; "
-            "without DATABASE_URL a SQLite file (./cachelab.db) is created and seeded. Settings come from "
-            "the environment / .env: REDIS_URL, DATABASE_URL, CACHELAB_CACHE_MODE (off, cache-aside, "
-            "refresh-ahead, swr, xfetch, lock), CACHELAB_RATE_LIMIT ('<requests>/<seconds>s'), "
-            "CACHELAB_RATE_LIMIT_ALGORITHM (fixed_window, sliding_log, sliding_window, token_bucket, gcra), "
-            "CACHELAB_RATE_LIMIT_FAILURE (open, closed, local), CACHELAB_BREAKER_ENABLED, "
-            "CACHELAB_BREAKER_FAILURE_THRESHOLD, CACHELAB_BREAKER_RESET_TIMEOUT, "
-            "CACHELAB_REDIS_CONNECT_TIMEOUT, CACHELAB_REDIS_COMMAND_TIMEOUT, CACHELAB_KPI_TTL, "
-            "CACHELAB_AREAS_TTL, CACHELAB_LIST_TTL, "
-            "CACHELAB_DASHBOARD_SOFT_TTL, CACHELAB_DASHBOARD_TTL, CACHELAB_TTL_JITTER, CACHELAB_DB_DELAY_MS, "
-            "CACHELAB_SEED_PASSWORD (every seeded user's password; unset: a random one kept in a 0600 file "
-            "on a loopback bind, refused on any other), CACHELAB_SEED_PASSWORD_FILE, "
-            "CACHELAB_TRUSTED_PROXIES (whose X-Forwarded-For to believe; default nobody's), "
-            "CACHELAB_LOGIN_RATE_LIMIT_IP, CACHELAB_LOGIN_RATE_LIMIT_ACCOUNT."
+            "without DATABASE_URL a SQLite file (./cachelab.db) is created and seeded.", 100
         ),
+        epilog="settings (from the environment or a .env file):\n" + settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -147,20 +104,50 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         import json
 
+        import redis
+
         from cachelab.census import take_census
-        from cachelab.client import create_sync_client
+        from cachelab.client import create_sync_client, redact_url
         from cachelab.config import load_settings
 
         url = args.url or load_settings().redis_url
         if not url:
             print("cachelab inspect: no Redis to inspect: set REDIS_URL or pass --url", file=sys.stderr)
             return 2
-        client = create_sync_client(url)
+        unreachable = (redis.RedisError, redis.exceptions.RedisClusterException)
+        try:
+            client = create_sync_client(url)  # a cluster client connects here already
+        except ConfigError as exc:  # a malformed --url (REDIS_URL was checked by load_settings)
+            print(f"cachelab inspect: {str(exc).replace('REDIS_URL', '--url', 1)}", file=sys.stderr)
+            return 2
+        except unreachable as exc:
+            print(f"cachelab inspect: {redact_url(url)}: {_first_line(exc)}", file=sys.stderr)
+            return 1
         try:
             census = take_census(client, match=args.match, depth=args.depth, max_keys=args.max_keys)
+        except unreachable as exc:
+            print(f"cachelab inspect: {redact_url(url)}: {_first_line(exc)}", file=sys.stderr)
+            return 1
         finally:
             client.close()
         print(json.dumps(census.as_dict(), indent=2) if args.json else census.table())
+        return 0
+
+    p.set_defaults(handler=run)
+
+
+def _add_locust_options(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "locust-options",
+        help="list the options cachelab adds to `locust -f locustfiles/dashboard.py`",
+        description="Locust prints --help before it loads a locustfile, so the options the "
+        "dashboard locustfile adds are listed here instead.",
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        from cachelab.loadtest.options import options_help
+
+        print(options_help(), end="")
         return 0
 
     p.set_defaults(handler=run)
@@ -268,8 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_serve(sub)
     _add_seed_db(sub)
-    _add_worker(sub)
+    from cachelab.worker import add_parser as add_worker
+
+    add_worker(sub)
     _add_inspect(sub)
+    _add_locust_options(sub)
     _add_report(sub)
     _add_compare(sub)
     from cachelab.harness.chaos_cli import add_parser as add_chaos

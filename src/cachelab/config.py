@@ -8,10 +8,12 @@ because those are the names users already have.
 
 from __future__ import annotations
 
+import textwrap
+import urllib.parse
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CacheMode = Literal["off", "cache-aside", "refresh-ahead", "swr", "xfetch", "lock"]
@@ -28,64 +30,81 @@ class Settings(BaseSettings):
     )
 
     redis_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("REDIS_URL", "CACHELAB_REDIS_URL")
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "CACHELAB_REDIS_URL"),
+        description="the Redis (redis://, rediss://, redis+cluster://; user:password@ allowed); "
+        "unset: serve launches a private redis-server",
     )
     # Queue and sessions must never be evicted; with an allkeys-* cache Redis, give them their own
     # noeviction Redis here (default: the same as REDIS_URL).
     queue_redis_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("QUEUE_REDIS_URL", "CACHELAB_QUEUE_REDIS_URL")
+        default=None,
+        validation_alias=AliasChoices("QUEUE_REDIS_URL", "CACHELAB_QUEUE_REDIS_URL"),
+        description="a noeviction Redis for the job queue and sessions (default: REDIS_URL)",
     )
     database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "CACHELAB_DATABASE_URL")
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "CACHELAB_DATABASE_URL"),
+        description="sqlite:///path.db or postgresql://user:pass@host:5432/db (default: ./cachelab.db)",
     )
 
     # client
-    redis_connect_timeout: float = Field(1.0, gt=0)
-    redis_command_timeout: float = Field(0.5, gt=0)
-    redis_retries: int = Field(1, ge=0, le=10)
-    redis_max_connections: int = Field(100, ge=1)
+    redis_connect_timeout: float = Field(1.0, gt=0, description="seconds to connect to Redis")
+    redis_command_timeout: float = Field(0.5, gt=0, description="seconds for one Redis command")
+    redis_retries: int = Field(1, ge=0, le=10, description="retries (with backoff) of a failed command")
+    redis_max_connections: int = Field(100, ge=1, description="connection pool size per process")
 
     # circuit breaker
-    breaker_enabled: bool = True
-    breaker_failure_threshold: int = Field(3, ge=1)
-    breaker_reset_timeout: float = Field(1.0, gt=0)
-    background_max: int = Field(256, ge=1)
+    breaker_enabled: bool = Field(True, description="circuit breaker in front of Redis")
+    breaker_failure_threshold: int = Field(3, ge=1, description="consecutive failures that open it")
+    breaker_reset_timeout: float = Field(1.0, gt=0, description="seconds open before a half-open probe")
+    background_max: int = Field(256, ge=1, description="bounded background cache writes in flight")
 
     # app behaviour
-    cache_mode: CacheMode = "cache-aside"
-    kpi_ttl: float = Field(300, ge=0)
-    areas_ttl: float = Field(600, ge=0)
-    list_ttl: float = Field(60, ge=0)
-    dashboard_soft_ttl: float = Field(60, ge=0)
-    dashboard_ttl: float = Field(600, ge=0)
-    ttl_jitter: float = Field(0.1, ge=0, le=0.5)
-    rate_limit: str = "1000/60s"
-    rate_limit_algorithm: str = "gcra"
-    rate_limit_failure: FailurePolicy = "local"
-    db_delay_ms: float = Field(0, ge=0)
-    # X-Request-Cost on every response (Redis round trips/commands, SQL statements): load tests only.
-    cost_header: bool = False
-    max_value_bytes: int = Field(1_000_000, ge=1)
+    cache_mode: CacheMode = Field("cache-aside", description="how the app caches reads")
+    kpi_ttl: float = Field(300, ge=0, description="seconds a tenant's KPIs stay cached")
+    areas_ttl: float = Field(600, ge=0, description="seconds the areas list stays cached")
+    list_ttl: float = Field(60, ge=0, description="seconds an initiatives page stays cached")
+    dashboard_soft_ttl: float = Field(60, ge=0, description="seconds before a dashboard is served stale")
+    dashboard_ttl: float = Field(600, ge=0, description="seconds before a dashboard expires")
+    ttl_jitter: float = Field(0.1, ge=0, le=0.5, description="random fraction added to TTLs")
+    rate_limit: str = Field("1000/60s", description="per-client limit on /api/*, '<requests>/<seconds>s'")
+    rate_limit_algorithm: str = Field(
+        "gcra",
+        description="fixed_window, sliding_log, sliding_window, token_bucket or gcra",
+    )
+    rate_limit_failure: FailurePolicy = Field(
+        "local", description="with Redis down: admit, refuse, or limit in process"
+    )
+    db_delay_ms: float = Field(0, ge=0, description="added delay per query, to model a remote database")
+    cost_header: bool = Field(
+        False, description="X-Request-Cost on every response (Redis round trips/commands, SQL): load tests"
+    )
+    max_value_bytes: int = Field(1_000_000, ge=1, description="largest value the cache stores")
 
     # authentication (see cachelab.app.auth)
-    # Peers whose X-Forwarded-For is believed (comma-separated IPs or CIDRs); empty: nobody's.
-    trusted_proxies: str = ""
-    # Login attempts, GCRA: a burst of <count>, then <count> per period. Per client address and
-    # per account (e-mail), whether the attempt succeeds or not.
-    login_rate_limit_ip: str = "30/60s"
-    login_rate_limit_account: str = "10/5m"
-    # The seeded users' password (cachelab serve / seed-db); see cachelab.app.seed_password.
-    seed_password: SecretStr | None = None
-    seed_password_file: str | None = None
+    trusted_proxies: str = Field(
+        "", description="peers whose X-Forwarded-For is believed (comma-separated IPs or CIDRs; empty: none)"
+    )
+    # Login attempts, GCRA: a burst of <count>, then <count> per period, whether they succeed or not.
+    login_rate_limit_ip: str = Field("30/60s", description="login attempts per client address")
+    login_rate_limit_account: str = Field("10/5m", description="login attempts per account (e-mail)")
+    seed_password: SecretStr | None = Field(
+        None, description="the seeded users' password (serve, seed-db); see cachelab.app.seed_password"
+    )
+    seed_password_file: str | None = Field(None, description="a file holding the seeded users' password")
 
     @field_validator("redis_url", "queue_redis_url")
     @classmethod
-    def _check_redis_url(cls, value: str | None) -> str | None:
+    def _check_redis_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or value == "":
             return None
         from cachelab.client import validate_redis_url
 
-        validate_redis_url(value)
+        try:
+            validate_redis_url(value)
+        except ConfigError as exc:  # its message says REDIS_URL; this may be QUEUE_REDIS_URL
+            raise ValueError(str(exc).replace("REDIS_URL", env_var(info.field_name or ""), 1)) from None
         return value
 
     @property
@@ -132,7 +151,58 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_describe(err) for err in exc.errors())
         raise ConfigError(f"invalid cachelab configuration: {problems}") from None
+
+
+def env_var(field: str) -> str:
+    """The environment variable a :class:`Settings` field is read from (what users set)."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    if isinstance(alias, str):
+        return alias
+    return f"{Settings.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def _describe(err: Any) -> str:
+    """One validation error as ``VARIABLE='value': reason``, on one line, passwords redacted.
+
+    Pydantic names the field (``kpi_ttl``); users set the variable (``CACHELAB_KPI_TTL``).
+    """
+    loc = str(err["loc"][0]) if err["loc"] else ""
+    name = env_var(loc) if loc in Settings.model_fields else loc.upper() or "value"
+    reason = str(err["msg"]).removeprefix("Value error, ")
+    value = err.get("input")
+    text = reason if reason.startswith(name) else f"{name}: {reason}"
+    if isinstance(value, str | int | float | bool):
+        shown = repr(_redact(str(value)) if isinstance(value, str) else value)
+        if shown not in reason:
+            text = f"{name}={shown}: {reason}"
+    return " ".join(text.split())
+
+
+def _redact(value: str) -> str:
+    """A URL's password replaced (the same rule as the client's logs)."""
+    parsed = urllib.parse.urlsplit(value) if "://" in value else None
+    if parsed is None or not parsed.password:
+        return value
+    return value.replace(f":{parsed.password}@", ":***@", 1)
+
+
+def settings_help(width: int = 100) -> str:
+    """Every setting as ``VARIABLE  meaning (default ...)``: generated, so ``--help`` cannot drift."""
+    lines = []
+    for field, info in Settings.model_fields.items():
+        default = info.get_default()
+        choices = get_args(info.annotation) if get_origin(info.annotation) is Literal else ()
+        details = [info.description or ""]
+        if choices:
+            details.append("one of " + ", ".join(choices))
+        if default is not None:
+            details.append(f"default {default}")
+        name = f"  {env_var(field):<34} "
+        text = "; ".join(d for d in details if d)
+        lines.append(textwrap.fill(text, width, initial_indent=name, subsequent_indent=" " * len(name),
+                                   break_on_hyphens=False))
+    return "\n".join(lines)

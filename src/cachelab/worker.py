@@ -8,16 +8,26 @@ without losing the job in hand. A :class:`Worker` here:
 * calls the handler registered for ``payload["type"]``; success acks with the
   handler's result (which must be JSON), an exception fails the job (retry
   with backoff, dead-letter after ``max_deliveries``);
+* hands back, without counting the delivery, a job whose type it has no
+  handler for (due again after a growing delay, logged as a warning): a
+  worker that is missing a handler must not use up a job's deliveries and
+  dead-letter it, but leave it for a worker that has one;
 * runs a reaper tick, so jobs of crashed workers come back even when every
   other worker is busy;
 * on SIGTERM/SIGINT stops reserving, lets jobs in hand finish within
   ``grace_period``, hands back the rest (due at once, delivery not counted),
   and exits 0. A second signal ends the grace period at once.
 
-Handlers: ``async def handler(payload: dict) -> result``. Built-ins ``echo``
-and ``sleep`` exist for tests and smoke checks; more come from
-``--handlers module:attr`` where ``attr`` is a mapping ``{type: handler}`` or
-a zero-argument callable returning one.
+Handlers: ``async def handler(payload: dict) -> result``. A worker has the
+built-ins ``echo`` and ``sleep`` (tests, smoke checks), the sample app's
+(``report``, from :mod:`cachelab.app.jobs`; ``--no-app-handlers`` leaves them
+out), and any named by ``--handlers module:attr`` where ``attr`` is a mapping
+``{type: handler}`` or a zero-argument callable returning one. So plain
+``cachelab worker`` serves the app's ``reports`` queue.
+
+The command line is defined here (:func:`add_arguments`), not in
+:mod:`cachelab.cli`, so ``python -m cachelab.worker`` needs no import of the
+CLI and the CLI imports this module only when it builds its parser.
 """
 
 from __future__ import annotations
@@ -44,8 +54,16 @@ log = logging.getLogger("cachelab.worker")
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
+APP_HANDLERS = "cachelab.app.jobs:HANDLERS"
+# The job types APP_HANDLERS serves (a test keeps the two equal). Named here so that a worker
+# does not import the app (SQLAlchemy: ~0.4 s) before its first app job: start-up speed is
+# what lets a crashed or redeployed worker's replacement take over quickly.
+APP_JOB_TYPES = ("report",)
+_MAX_TRACKED_DEFERRALS = 10_000
+
+
 class UnknownJobType(LookupError):
-    """No handler is registered for the job's type (it will be retried, maybe by a newer worker)."""
+    """No handler is registered for the job's type (the worker hands such a job back instead)."""
 
 
 async def echo_handler(payload: dict[str, Any]) -> Any:
@@ -63,9 +81,21 @@ async def sleep_handler(payload: dict[str, Any]) -> Any:
 BUILTIN_HANDLERS: dict[str, Handler] = {"echo": echo_handler, "sleep": sleep_handler}
 
 
-def load_handlers(specs: list[str] | None) -> dict[str, Handler]:
-    """The built-in handlers plus those named by ``module:attr`` specs."""
+def _app_handler(job_type: str) -> Handler:
+    """The sample app's handler for ``job_type``, imported on its first call."""
+
+    async def handler(payload: dict[str, Any]) -> Any:
+        module_name, _, attr = APP_HANDLERS.partition(":")
+        return await getattr(importlib.import_module(module_name), attr)[job_type](payload)
+
+    return handler
+
+
+def load_handlers(specs: list[str] | None, *, app: bool = False) -> dict[str, Handler]:
+    """The built-in handlers, the sample app's if ``app``, and those named by ``module:attr`` specs."""
     handlers = dict(BUILTIN_HANDLERS)
+    if app:
+        handlers.update({job_type: _app_handler(job_type) for job_type in APP_JOB_TYPES})
     for spec in specs or []:
         module_name, sep, attr = spec.partition(":")
         if not sep or not module_name or not attr:
@@ -96,6 +126,8 @@ class Worker:
         job_timeout: float | None = None,
         reaper_interval: float | None = None,
         consumer_prefix: str | None = None,
+        defer_base: float = 1.0,
+        defer_cap: float = 60.0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -108,9 +140,13 @@ class Worker:
         self.job_timeout = job_timeout
         self.reaper_interval = reaper_interval or max(0.05, queue.lease_seconds / 2)
         self.consumer_prefix = consumer_prefix or f"{socket.gethostname()}:{os.getpid()}"
+        self.defer_base = defer_base
+        self.defer_cap = defer_cap
         self.processed = 0
         self.failed = 0
         self.handed_back = 0
+        self.deferred = 0
+        self._deferrals: dict[str, int] = {}  # job id -> times this worker handed it back
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
         self._grace_timer: asyncio.TimerHandle | None = None
@@ -163,7 +199,32 @@ class Worker:
                 if self.burst:
                     return
                 continue
+            if job.type not in self.handlers:
+                seen_before = job.id in self._deferrals
+                await self._defer(job)
+                if self.burst and seen_before:
+                    return  # what is left due is work this worker cannot do
+                continue
             await self._process(job)
+
+    async def _defer(self, job: Job) -> None:
+        """Hand back a job this worker has no handler for: delivery not counted, due again later.
+
+        The delay doubles each time this worker meets the same job (1 s, 2 s, ... 60 s), so a
+        worker without the handler neither spins on it nor starves the jobs behind it.
+        """
+        count = self._deferrals.get(job.id, 0)
+        if len(self._deferrals) >= _MAX_TRACKED_DEFERRALS:
+            self._deferrals.clear()
+        self._deferrals[job.id] = count + 1
+        delay = min(self.defer_cap, self.defer_base * 2**min(count, 30))
+        await self._settle(self.queue.release, job, delay)
+        self.deferred += 1
+        log.warning(
+            "job %s: no handler for type %r in this worker (it has: %s); handed back to queue %r "
+            "for a worker that has one, delivery not counted, due again in %.0fs",
+            job.id, job.type, ", ".join(sorted(self.handlers)), self.queue.name, delay,
+        )
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -284,7 +345,8 @@ async def _amain(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        handlers = load_handlers(getattr(args, "handlers", None))
+        handlers = load_handlers(getattr(args, "handlers", None),
+                                 app=not getattr(args, "no_app_handlers", False))
     except (ImportError, AttributeError, ValueError) as exc:
         print(f"cachelab worker: cannot load handlers: {exc}", file=sys.stderr)
         return 2
@@ -316,15 +378,67 @@ async def _amain(args: argparse.Namespace) -> int:
         log.info("worker %s: queue %r, concurrency %d, handlers %s", worker.consumer_prefix,
                  args.queue, args.concurrency, sorted(handlers))
         code = await worker.run()
-        log.info("worker stopped: %d done, %d failed, %d handed back",
-                 worker.processed, worker.failed, worker.handed_back)
+        log.info("worker stopped: %d done, %d failed, %d handed back, %d deferred (no handler)",
+                 worker.processed, worker.failed, worker.handed_back, worker.deferred)
         return code
     finally:
         await rr.aclose()
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``cachelab worker`` flags (also used by ``python -m cachelab.worker``)."""
+    p.add_argument("--queue", default="reports", help="queue name (default: reports, the sample app's)")
+    p.add_argument("--concurrency", type=int, default=1, help="jobs processed at once per process")
+    p.add_argument("--burst", action="store_true", help="exit when no job this worker can do is due")
+    p.add_argument(
+        "--allow-evicting-redis",
+        action="store_true",
+        help="run even if the server's maxmemory-policy could evict queue keys",
+    )
+    p.add_argument(
+        "--handlers",
+        action="append",
+        metavar="MODULE:ATTR",
+        help="extra job handlers: a {job_type: async fn(payload)} mapping, or a callable returning "
+        f"one (repeatable; always loaded: echo, sleep, and the sample app's {APP_HANDLERS})",
+    )
+    p.add_argument(
+        "--no-app-handlers",
+        action="store_true",
+        help="leave out the sample app's handlers (report); jobs of a type this worker has no "
+        "handler for are handed back for another worker, never failed",
+    )
+    p.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=30.0,
+        help="visibility timeout before a silent worker's job is re-delivered (default: 30)",
+    )
+    p.add_argument(
+        "--max-deliveries", type=int, default=5, help="deliveries before a job is dead-lettered (default: 5)"
+    )
+    p.add_argument(
+        "--grace-period",
+        type=float,
+        default=8.0,
+        help="seconds to finish jobs in hand after SIGTERM before handing them back "
+        "(default: 8, inside docker's 10 s stop timeout)",
+    )
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register ``worker`` on the ``cachelab`` command's subparsers."""
+    p = sub.add_parser(
+        "worker",
+        help="run job-queue workers (by default: the sample app's report jobs)",
+        description="Process jobs from a queue on QUEUE_REDIS_URL (else REDIS_URL) until stopped.",
+    )
+    add_arguments(p)
+    p.set_defaults(handler=main)
+
+
 def main(args: argparse.Namespace) -> int:
-    """Entry point of ``cachelab worker`` (wired in :mod:`cachelab.cli`)."""
+    """Entry point of ``cachelab worker``."""
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -332,6 +446,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # ``python -m cachelab.worker ...`` == ``cachelab worker ...``
-    from cachelab.cli import main as cli_main
-
-    sys.exit(cli_main(["worker", *sys.argv[1:]]))
+    _parser = argparse.ArgumentParser(prog="cachelab worker")
+    add_arguments(_parser)
+    sys.exit(main(_parser.parse_args()))

@@ -22,6 +22,7 @@ from cachelab import __version__
 from cachelab.app.api import api, public
 from cachelab.app.cost_header import CostHeaderMiddleware
 from cachelab.app.db import Database
+from cachelab.app.docs import add_offline_docs
 from cachelab.app.metrics import CONTENT_TYPE, AppMetrics
 from cachelab.app.state import AppState
 from cachelab.client import ResilientRedis
@@ -101,7 +102,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="cachelab Initiative Dashboard",
         version=__version__,
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by add_offline_docs: the CDN pages are blank offline
+        redoc_url=None,
     )
+    add_offline_docs(app)
     metrics = AppMetrics(lambda: getattr(app.state, "cachelab", None))
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)

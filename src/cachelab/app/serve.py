@@ -23,17 +23,40 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from cachelab.app.db import Database
 from cachelab.app.jobs import worker_command
 from cachelab.app.passwords import hash_password
+from cachelab.app.preflight import (
+    check_sqlite_directory,
+    database_problem,
+    port_problem,
+    redis_problem,
+)
 from cachelab.app.seed import AlreadySeeded, seed_database
 from cachelab.app.seed_password import resolve_seed_password
 from cachelab.client import redact_url
-from cachelab.config import ConfigError, load_settings
+from cachelab.config import ConfigError, Settings, load_settings
 from cachelab.harness.children import spawn
 from cachelab.harness.redis_server import RedisServer
 
 DEFAULT_SQLITE = "cachelab.db"
+# What opening, creating or seeding a database raises when the URL, path or server is wrong.
+DATABASE_ERRORS = (SQLAlchemyError, OSError)
+
+
+class ServeError(RuntimeError):
+    """``serve`` cannot start; the message is the one line the user sees."""
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    try:
+        yield
+    except ServeError as exc:
+        print(f"cachelab serve: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 async def prepare_database(
@@ -47,6 +70,7 @@ async def prepare_database(
 ) -> str:
     """Seed (or, with ``only_if_empty``, keep an already seeded database); with ``password``, every
     user's password becomes it — on a database seeded earlier too (one hash, one UPDATE)."""
+    check_sqlite_directory(url)
     db = Database.from_url(url, default_path=DEFAULT_SQLITE)
     password_hash = hash_password(password) if password is not None else None
     try:
@@ -81,6 +105,10 @@ def seed_db_command(args: argparse.Namespace) -> int:
     except AlreadySeeded:
         print("cachelab seed-db: the database already has data; add --reset to replace it", file=sys.stderr)
         return 2
+    except DATABASE_ERRORS as exc:
+        url = settings.database_url or "sqlite:///" + DEFAULT_SQLITE
+        print(f"cachelab seed-db: {database_problem(url, exc)}", file=sys.stderr)
+        return 1
     print(f"seeded {redact_url(settings.database_url or 'sqlite:///' + DEFAULT_SQLITE)}: {summary}")
     return 0
 
@@ -91,26 +119,32 @@ def services(args: argparse.Namespace, password: str, source: str) -> Iterator[d
     settings = load_settings()
     env: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
+        # The database first: a path that cannot be created fails before anything is launched.
+        database_url = settings.database_url or f"sqlite:///{os.path.abspath(DEFAULT_SQLITE)}"
+        try:
+            summary = asyncio.run(
+                prepare_database(
+                    database_url,
+                    tenants=args.tenants,
+                    per_tenant=args.initiatives_per_tenant,
+                    reset=False,
+                    only_if_empty=True,
+                    password=password,
+                )
+            )
+        except DATABASE_ERRORS as exc:
+            raise ServeError(database_problem(database_url, exc)) from None
+        print(f"database {redact_url(database_url)}: {summary}")
+        print(source)
         redis_url = settings.redis_url
         if not redis_url:
             server = stack.enter_context(RedisServer())
             redis_url = server.url
             print(f"launched redis-server {server.url} (private, stops with this command)")
-        database_url = settings.database_url or f"sqlite:///{os.path.abspath(DEFAULT_SQLITE)}"
+        else:
+            _warn_if_unreachable(settings)
         env.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
         os.environ.update(env)
-        summary = asyncio.run(
-            prepare_database(
-                database_url,
-                tenants=args.tenants,
-                per_tenant=args.initiatives_per_tenant,
-                reset=False,
-                only_if_empty=True,
-                password=password,
-            )
-        )
-        print(f"database {redact_url(database_url)}: {summary}")
-        print(source)
         for _ in range(args.job_workers):
             proc = spawn(
                 worker_command(),
@@ -118,6 +152,15 @@ def services(args: argparse.Namespace, password: str, source: str) -> Iterator[d
             )
             stack.callback(_stop, proc)
         yield env
+
+
+def _warn_if_unreachable(settings: Settings) -> None:
+    """The app starts degraded without Redis (by design); say so instead of starting silently."""
+    for url in dict.fromkeys(u for u in (settings.redis_url, settings.queue_redis_url) if u):
+        problem = redis_problem(url, settings.redis_connect_timeout)
+        if problem:
+            print(f"cachelab serve: warning: Redis unreachable ({problem}); starting degraded: "
+                  "reads go to the database until it is back", file=sys.stderr)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -145,10 +188,14 @@ def serve_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"cachelab serve: {exc}", file=sys.stderr)
         return 2
+    problem = port_problem(args.host, args.port)
+    if problem:
+        print(f"cachelab serve: {problem}", file=sys.stderr)
+        return 1
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so that the
     # services below (our redis-server, the job workers) are stopped instead of orphaned.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with services(args, password, source):
+    with _one_line_errors(), services(args, password, source):
         base = f"http://{args.host}:{args.port}"
         print(f"Initiative Dashboard API on {base}  (docs {base}/docs, metrics {base}/metrics)")
         uvicorn.run(

@@ -59,6 +59,9 @@ class FaultProxy:
         self._server: asyncio.base_events.Server | None = None
         self._flowing: asyncio.Event | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        # One task per proxied connection; closing cancels and awaits them, so none is left
+        # pending when the loop closes ("Task was destroyed but it is pending!").
+        self._handlers: set[asyncio.Task[None]] = set()
         self._ready = threading.Event()
 
     @classmethod
@@ -91,6 +94,12 @@ class FaultProxy:
         try:
             loop.run_forever()
         finally:
+            # Anything still running (a stop() that timed out) is cancelled and awaited, as
+            # asyncio.run() does, before the loop closes.
+            leftovers = asyncio.all_tasks(loop)
+            for task in leftovers:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
@@ -109,6 +118,10 @@ class FaultProxy:
         self._flowing.set()
         for writer in list(self._writers):
             writer.transport.abort()
+        handlers = list(self._handlers)
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
         await self._server.wait_closed()
 
     def __enter__(self) -> FaultProxy:
@@ -188,6 +201,22 @@ class FaultProxy:
 
     # -- forwarding ------------------------------------------------------
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._forward(client_reader, client_writer)
+        except asyncio.CancelledError:
+            # Cancelled by close: end normally. The task is asyncio's own per-connection task,
+            # and on Python 3.11 its done-callback calls task.exception(), which raises (and
+            # logs a traceback) for a cancelled task.
+            pass
+        finally:
+            self._handlers.discard(task)
+
+    async def _forward(
+        self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
         if self._refusing:
             self.stats.refused += 1
             client_writer.transport.abort()

@@ -1,13 +1,16 @@
 """The command-line options cachelab adds to Locust (each also read from an environment variable).
 
-Registered on ``events.init_command_line_parser``, so they appear in
-``locust --help``, in the web UI's custom-parameters panel, and are
-forwarded by the master to its workers. Flags beat environment variables,
-which beat the defaults.
+Registered on ``events.init_command_line_parser``, so Locust accepts them,
+shows them in the web UI's custom-parameters panel, and forwards them from
+the master to its workers. Flags beat environment variables, which beat the
+defaults. They are *not* in ``locust --help``: Locust prints its help before
+it imports the locustfile that registers them. ``cachelab locust-options``
+(:func:`options_help`) prints them instead, from the same definitions.
 """
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 MIX_KEYS = ("viewer", "browser", "editor", "reporter", "leaderboard", "abuser")
@@ -54,7 +57,7 @@ def add_arguments(parser: Any) -> None:
     # On the parser itself, not a group: only Locust's parser knows ``include_in_web_ui``.
     group = parser
     group.add_argument("--mix", dest="cachelab_mix", env_var="CACHELAB_MIX", default=DEFAULT_MIX,
-                       help=f"user-type weights, e.g. {DEFAULT_MIX}")
+                       help=f"user-type weights KEY=N,... with keys {', '.join(MIX_KEYS)} (unnamed: 0)")
     group.add_argument("--think-time", dest="cachelab_think_time", env_var="CACHELAB_THINK_TIME",
                        default=DEFAULT_THINK_TIME, help="seconds between a user's tasks, MIN,MAX (0 = none)")
     group.add_argument("--shape", dest="cachelab_shape", env_var="CACHELAB_SHAPE", default="none",
@@ -92,3 +95,35 @@ def add_arguments(parser: Any) -> None:
     group.add_argument("--thresholds-file", dest="cachelab_thresholds_file",
                        env_var="CACHELAB_THRESHOLDS_FILE", default="", include_in_web_ui=False,
                        help="thresholds, one per line, or a YAML/JSON list / endpoint mapping")
+
+
+class _HelpOnlyParser(argparse.ArgumentParser):
+    """Accepts the configargparse/Locust keywords ``add_arguments`` uses, for printing help."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> Any:
+        env_var = kwargs.pop("env_var", None)
+        kwargs.pop("include_in_web_ui", None)
+        text = kwargs.get("help", "")
+        if kwargs.get("default") not in (None, "", []) and "default" not in text:
+            text += " (default: %(default)s)"
+        if env_var:
+            text += f" [env {env_var}]"
+        kwargs["help"] = text
+        kwargs.setdefault("metavar", args[0].lstrip("-").replace("-", "_").upper())
+        return super().add_argument(*args, **kwargs)
+
+
+def options_help() -> str:
+    """The help text of every option :func:`add_arguments` registers (``cachelab locust-options``)."""
+    parser = _HelpOnlyParser(
+        prog="locust -f locustfiles/dashboard.py",
+        usage="%(prog)s [locust options] [cachelab options]",
+        description="The options cachelab adds to Locust. `locust --help` cannot show them: Locust "
+        "prints its help before it loads the locustfile that adds them. Each can also be set "
+        "through the environment variable shown.",
+        add_help=False,
+    )
+    add_arguments(parser)
+    text = parser.format_help().replace("\noptions:\n", "\ncachelab options:\n", 1)
+    # Read by the plugin itself (configargparse has no list-valued variables).
+    return text + "\n  CACHELAB_THRESHOLDS   more --threshold values, ';'-separated\n"

@@ -15,7 +15,8 @@ Redis the queue itself can be evicted under memory pressure.
   after exponential backoff with full jitter, or dead-letters it (keeping the
   last error and the delivery count) after ``max_deliveries`` deliveries;
   ``extend_lease`` keeps a long job's lease; ``release`` hands a job back on
-  shutdown without counting the delivery.
+  shutdown, or from a worker that cannot handle its type, without counting
+  the delivery.
 * The reaper (run inside every ``reserve`` and on a worker tick, bounded work
   per call) puts jobs whose lease expired back in line. Every delivery counts,
   so a job that always crashes its worker ends in the dead-letter set too.
@@ -429,12 +430,17 @@ class JobQueue:
         )
         return bool(ok)
 
-    async def release(self, job: Job) -> bool:
-        """Hand ``job`` back, due at once, without counting this delivery (graceful shutdown)."""
+    async def release(self, job: Job, delay: float = 0.0) -> bool:
+        """Hand ``job`` back without counting this delivery.
+
+        ``delay=0`` (graceful shutdown): due at once, in its place in line. ``delay>0`` (a
+        worker with no handler for the job's type): due ``delay`` seconds from now, counted
+        as ``deferred``, so that worker moves on and one that can handle the job takes it.
+        """
         ok = await self.rr.run_script(
             "queue_release",
             [self.pending_key, self.leases_key, self.job_key(job.id), self.stats_key, self.notify_key],
-            [job.id, job.token, _NOTIFY_CAP],
+            [job.id, job.token, _NOTIFY_CAP, _ms(delay)],
         )
         return bool(ok)
 

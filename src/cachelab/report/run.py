@@ -187,6 +187,8 @@ def run_notebooks(folder: Path, profile: Profile, root: Path) -> list[dict[str, 
     import papermill
     from nbconvert import HTMLExporter
 
+    from cachelab.harness.kernels import kernel_options
+
     figures = folder / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     executed = folder / "notebooks"
@@ -205,6 +207,7 @@ def run_notebooks(folder: Path, profile: Profile, root: Path) -> list[dict[str, 
                 kernel_name="python3",
                 progress_bar=False,
                 cwd=str(root / "notebooks"),
+                **kernel_options(),
             )
         except Exception as exc:  # a failed notebook is reported, the others still run
             error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
