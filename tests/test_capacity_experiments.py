@@ -9,8 +9,10 @@ evicting instance, acknowledged writes lost on kill -9, round trips per call.
 
 The accounting the notebooks rest on is pinned by fast tests: the
 interpolation of the memory needed for a target hit ratio, acked-vs-lost
-counting on a real kill -9, the eviction hints given to RESTORE, and the
-classification of the app's keys.
+counting on a real kill -9, the state each eviction policy starts from, the
+warm-up rule and the model check of the memory curve, and the classification
+of the app's keys. One slow test runs the memory experiment itself (LRU, the
+quick sizes) and holds its curve to Che's approximation.
 """
 
 from __future__ import annotations

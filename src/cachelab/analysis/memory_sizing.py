@@ -978,7 +978,7 @@ def plot_model(result: MemoryRun) -> Any:
     left, right = fig.subplots(1, 2)
     popularity = zipf_popularity(result.rows, result.sizes.zipf_s)
     top = max((p["objects_fraction"] for p in result.points), default=0.5)
-    grid = np.linspace(0.01, min(1.0, 1.2 * top + 0.05), 60)
+    grid = np.linspace(0.002, min(1.0, 1.2 * top + 0.05), 80)
     left.plot(grid, [che_lru(popularity, g * result.rows).hit_ratio for g in grid], color="tab:blue", lw=1,
               ls="--", label="Che's approximation (LRU)")
     left.plot(grid, [top_hit_ratio(popularity, g * result.rows) for g in grid], color="tab:orange", lw=1,
