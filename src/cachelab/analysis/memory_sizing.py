@@ -11,16 +11,22 @@ and nothing says how much memory the plan needs. This experiment measures it:
    fraction of the time), and the growth is the *working set*: what "cache
    everything" costs.
 2. For each eviction policy (``allkeys-lru``, ``allkeys-lfu``) the cache is
-   refilled with eviction metadata that follows popularity
-   (:func:`restore_ranked`), and ``maxmemory`` is set to ``overhead + f × working set`` for
-   each fraction ``f`` from the largest down (``CONFIG SET`` on the running
-   server: every point inherits what the policy chose to keep, as a real cache
-   does when it shrinks). A short warm-up, then a closed-loop, Zipf-skewed mix
-   of row reads and writes (``PATCH``: write-through plus invalidations) goes
-   through the app. The hit ratio comes from the ``X-Cache`` headers, the
-   database load from the app's own ``cachelab_db_queries_total``.
-3. The points give the miss-ratio curve and, interpolated, the memory needed
-   for a target hit ratio (:func:`memory_for_hit_ratio`).
+   refilled (:func:`restore_start`: LFU with counters that follow popularity,
+   the state it converges to; LRU with every row equally recent, since its
+   steady state is not a ranking), and ``maxmemory`` is set to
+   ``overhead + f × working set`` for each fraction ``f`` from the largest down
+   (``CONFIG SET`` on the running server, as a real cache shrinks). A closed
+   loop of Zipf-skewed row reads and writes (``PATCH``: write-through plus
+   invalidations) goes through the app, first to warm the size until it is
+   steady (:func:`warmup_needed`: for LRU several of Che's characteristic
+   times, so that nothing of its start is left), then measured. The hit ratio
+   comes from the ``X-Cache`` headers, the database load from the app's own
+   ``cachelab_db_queries_total``, the rows held from a SCAN between windows.
+3. Each point is checked against a model (:mod:`cachelab.analysis.cache_model`):
+   Che's approximation for an LRU holding the measured number of rows, from
+   the same Zipf parameters (:func:`model_check`), and the most popular rows
+   that fit for LFU. The points give the miss-ratio curve and, interpolated,
+   the memory needed for a target hit ratio (:func:`memory_for_hit_ratio`).
 4. On the same server, emptied: bytes per object by type (``MEMORY USAGE`` on
    keys the app created: KPIs, dashboards, sessions, rate-limit keys, queued
    jobs, rows).
@@ -31,27 +37,44 @@ evicting instance does to sessions and queued jobs (the guide's single
 
 Why ``overhead + f × working set`` and not ``f × used_memory``: an empty
 Redis with the app's connections already uses about a megabyte, which would
-otherwise swallow the small fractions; on a production-sized cache the
-overhead is negligible and the fraction is what transfers.
+otherwise swallow the small fractions. Even so the fraction of *bytes* is not
+what transfers to another deployment: the hit ratio follows the number of
+*rows* held (``objects_fraction``), and what a byte budget holds depends on
+the server's other memory — client buffers that grow under load, generation
+keys from writes, hash tables still sized for every row. Here a quarter of
+the working set's bytes holds about an eighth of the rows. To size another
+cache, convert its budget to rows (budget less that other memory, divided by
+bytes per row) and read the hit ratio for that many rows under its own
+popularity (Che's approximation does it for a Zipf fit).
+
+Two things a small, fast experiment must respect to measure LRU at all:
+its characteristic time must be long against Redis's LRU clock, which ticks
+once a second (with ``T_C`` well under a second Redis cannot tell recent from
+old and evicts close to at random: several points below LRU), and the
+warm-up must last several ``T_C`` (an LRU started from the popularity-ranked
+state and measured after ~600 requests read 0.04 above its steady state).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import math
 import random
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import httpx
+import numpy as np
 import redis
 
+from cachelab.analysis.cache_model import che_lru, top_hit_ratio, zipf_popularity
 from cachelab.analysis.httpload import db_queries
 from cachelab.analysis.loops import off_loop
 from cachelab.analysis.output import for_profile
@@ -80,25 +103,43 @@ class MemorySizes:
     initiatives_per_tenant: int
     fractions: tuple[float, ...]
     requests: int  # measured requests per point
-    warmup: int  # requests per point before measuring
+    warmup: int  # at least this many requests per point before measuring (see warmup_needed)
     zipf_s: float = 1.0
     write_ratio: float = 0.05
     concurrency: int = 8
     sessions: int = 200  # eviction demo
     jobs: int = 200
     policies: tuple[str, ...] = POLICIES
+    settle_tc: float = 3.0  # LRU: characteristic times of requests since the sweep began, before measuring
+    window: int = 1000  # warm-up requests between two looks at the rows cached
+    max_warmup: int = 40_000  # per size; a size that reaches it is reported as not steady
 
 
+#: Quick: 4 500 rows at two sizes whose characteristic times are 1 200 and 5 300 requests, 2–10 s
+#: at the app's ~600 requests/s: long enough for Redis's 1-second LRU clock, short enough to warm
+#: LRU for 2 T_C in ~20 s. No size reaches a 90 % hit ratio: plan on full. Full: 10 000 rows up to
+#: 75 % of the working set (T_C ≈ 38 000 requests, warmed 3 T_C: ~3 minutes), and 150 %, where every
+#: row fits and nothing is evicted; at 10 % the server's own buffers take most of the budget.
 SIZES = {
     "quick": MemorySizes(
-        tenants=3, initiatives_per_tenant=2000, fractions=(0.25, 0.5, 1.0), requests=500, warmup=120
+        tenants=3,
+        initiatives_per_tenant=1500,
+        fractions=(0.25, 0.5),
+        requests=2500,
+        warmup=500,
+        settle_tc=2.0,
+        window=500,
+        max_warmup=20_000,
     ),
     "full": MemorySizes(
         tenants=5,
-        initiatives_per_tenant=4000,
-        fractions=(0.1, 0.25, 0.5, 0.75, 1.0, 1.5),
+        initiatives_per_tenant=2000,
+        fractions=(0.1, 0.25, 0.5, 0.75, 1.5),
         requests=6000,
         warmup=2000,
+        settle_tc=3.0,
+        window=2000,
+        max_warmup=150_000,
         sessions=1000,
         jobs=1000,
     ),
@@ -115,6 +156,7 @@ def describe(sz: MemorySizes) -> dict[str, Any]:
 
 # -- a closed-loop HTTP driver ---------------------------------------------------------------------
 _TENANT_URL = re.compile(r"^/api/tenants/([^/?]+)/")
+
 
 @dataclass(frozen=True)
 class Call:
@@ -242,8 +284,10 @@ async def _all_rows(database_url: str, tenants: Sequence[str], per_tenant: int) 
                 if number > 1:
                     page = await db.list_initiatives(tenant, page=number, page_size=page["page_size"])
                 # The shape get_initiative returns (tenant_id second), so the bytes match a real fill.
-                rows += [{"id": r["id"], "tenant_id": tenant, **{k: v for k, v in r.items() if k != "id"}}
-                         for r in page["items"]]
+                rows += [
+                    {"id": r["id"], "tenant_id": tenant, **{k: v for k, v in r.items() if k != "id"}}
+                    for r in page["items"]
+                ]
         return rows
     finally:
         await db.close()
@@ -289,22 +333,23 @@ def lfu_frequency(rank: int, n: int) -> int:
     return round(5 + 50 * (1 - math.log(rank + 1) / math.log(max(n, 2))))
 
 
-def restore_ranked(client: redis.Redis, snapshot: Snapshot, policy: str) -> None:
-    """Restore ``snapshot`` with eviction metadata that follows popularity, for ``policy``.
+def restore_start(client: redis.Redis, snapshot: Snapshot, policy: str) -> None:
+    """Restore ``snapshot`` (most popular first) as the state ``policy`` starts its sweep from.
 
-    A short run cannot build a long-running cache's state: after a prefill,
-    every row looks equally recent and equally frequent, so the first
-    evictions would be arbitrary and the head of the popularity curve would
-    have to be rebuilt by misses. RESTORE's ``IDLETIME`` (LRU: rank ``r``
-    was last used ``r`` seconds ago) and ``FREQ`` (LFU: a counter falling
-    with rank) start both policies from the state a long run under this
-    stable popularity tends to, in the same way for both. Every request of
-    the run then updates that state as usual.
+    LFU starts from counters that fall with popularity rank (RESTORE ...
+    ``FREQ``): a long run under stable popularity leaves the most requested
+    rows with the highest counters, and that is the state LFU keeps, so a
+    short run can start there. LRU starts with every row equally recent (no
+    hint): its steady state is the rows requested *recently*, which no
+    ranking gives, and the popularity-ranked state is LFU's — an LRU started
+    there reads too high until it has forgotten it (about one characteristic
+    time, :mod:`cachelab.analysis.cache_model`). The sweep warms LRU long
+    enough to forget whatever it started from.
     """
-    lru = policy.endswith("-lru")
+    lfu = policy.endswith("-lfu")
     pipe = client.pipeline(transaction=False)
     for rank, (key, pttl, payload) in enumerate(snapshot):
-        hint = {"idletime": rank} if lru else {"frequency": lfu_frequency(rank, len(snapshot))}
+        hint = {"frequency": lfu_frequency(rank, len(snapshot))} if lfu else {}
         pipe.restore(key, max(pttl, 0), payload, replace=True, **hint)
     pipe.execute()
 
@@ -346,6 +391,7 @@ class MemoryRun:
     points: list[dict[str, Any]]
     objects: list[dict[str, Any]]  # bytes per object, by type
     census: str  # the ``cachelab inspect`` table of the same keyspace
+    trajectory: list[dict[str, Any]] = field(default_factory=list)  # hit ratio per warm-up window
 
     def curve(self, policy: str) -> list[tuple[float, float]]:
         """``(fraction of the working set, hit ratio)`` for one policy, by fraction."""
@@ -363,29 +409,190 @@ class MemoryRun:
         }
 
 
+# -- steady state, and the model it is checked against ----------------------------------------------
+ROW_KEYS = "cl:*:initiative:row:*"
+
+
+def count_rows(client: redis.Redis) -> int:
+    """Initiative rows cached now (a SCAN; their generation keys are not rows).
+
+    Small SCAN pages on purpose: a reply larger than the client's 16 KB
+    static buffer is allocated, counted in ``used_memory``, and near
+    ``maxmemory`` makes Redis evict rows — counting would change the count.
+    """
+    return sum(1 for k in client.scan_iter(match=ROW_KEYS, count=200) if not k.endswith(b":~gen"))
+
+
+def warmup_needed(policy: str, sent: int, warmed: int, t_c: float, sz: MemorySizes) -> int:
+    """Requests still to send at this size before measuring (0: measure now).
+
+    ``sent`` counts the requests since the policy's sweep began, ``warmed``
+    those since this size was set, ``t_c`` is Che's characteristic time (in
+    requests) for the rows the cache holds now. Every size gets at least
+    ``sz.warmup`` requests. An LRU cache is measured only once
+
+    * ``sz.settle_tc`` characteristic times of requests have gone through it
+      since the sweep began: an exact LRU's contents are then a function of
+      the recent requests alone — once every row it holds has been requested
+      again, which takes about one ``T_C``, nothing of its start is left; and
+    * one more ``T_C`` at this size: shrinking ``maxmemory`` makes Redis evict
+      in a burst from a few sampled keys, not exactly the least recently
+      used, and the cache needs that long to settle.
+
+    LFU starts from its converged state (:func:`restore_start`) and gets the
+    per-size minimum. The caller stops at ``sz.max_warmup`` per size and then
+    reports the point as not steady.
+    """
+    need = sz.warmup - warmed
+    if policy.endswith("-lru") and math.isfinite(t_c):
+        need = max(need, math.ceil(sz.settle_tc * t_c) - sent, math.ceil(t_c) - warmed)
+    return max(0, need)
+
+
+def hit_ratio_se(hit_ratio: float, served: int) -> float:
+    """Binomial standard error of a hit ratio measured over ``served`` cached reads."""
+    return math.sqrt(hit_ratio * (1 - hit_ratio) / served) if served else math.nan
+
+
+#: How far a steady LRU point may sit from Che's approximation beyond its own sampling error
+#: (3 binomial standard errors are added): Che's own error (< 0.01 against an exact LRU,
+#: tests/test_cache_model.py) and Redis's approximations of LRU (5 sampled keys per eviction, a
+#: 1-second LRU clock). Starting from LFU's state and measuring too soon read +0.04 at half the
+#: working set, which this fails.
+MODEL_ALLOWANCE = 0.015
+
+
+def che_tolerance(point: dict[str, Any]) -> float:
+    """The largest ``|measured − Che|`` accepted for ``point``: :data:`MODEL_ALLOWANCE` + 3 std. errors."""
+    return MODEL_ALLOWANCE + 3 * point["hit_ratio_se"]
+
+
+def model_check(points: Sequence[dict[str, Any]], policy: str = "allkeys-lru") -> list[dict[str, Any]]:
+    """Each measured point of ``policy`` against Che's approximation for the rows it held."""
+    return [
+        {
+            "fraction": p["fraction"],
+            "objects_fraction": p["objects_fraction"],
+            "measured": p["hit_ratio"],
+            "che": p["che_hit_ratio"],
+            "difference": round(p["hit_ratio"] - p["che_hit_ratio"], 4),
+            "tolerance": round(che_tolerance(p), 4),
+            "steady": p["steady"],
+            "within": abs(p["hit_ratio"] - p["che_hit_ratio"]) <= che_tolerance(p),
+        }
+        for p in sorted(points, key=lambda p: p["fraction"])
+        if p["policy"] == policy
+    ]
+
+
+@dataclass
+class _Sweep:
+    """One policy's sweep so far: requests sent since its cache was restored, and the warm-up trace."""
+
+    policy: str
+    workload: Callable[[int, int], list[Call]]
+    popularity: np.ndarray
+    sent: int = 0
+    seeds: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
+    trajectory: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, fraction: float, phase: str, load: LoadResult, rows: float) -> None:
+        self.sent += load.requests
+        self.trajectory.append(
+            {
+                "policy": self.policy,
+                "fraction": fraction,
+                "phase": phase,
+                "requests_since_start": self.sent,
+                "hit_ratio": round(load.hit_ratio, 4),
+                "rows_cached": rows,
+                "che_hit_ratio": round(che_lru(self.popularity, rows).hit_ratio, 4),
+            }
+        )
+
+
+def _merged(a: LoadResult, b: LoadResult) -> LoadResult:
+    """Two consecutive runs as one (counts add; latency histograms merge)."""
+    out = LoadResult(
+        elapsed=a.elapsed + b.elapsed,
+        requests=a.requests + b.requests,
+        errors=a.errors + b.errors,
+        statuses=a.statuses + b.statuses,
+        x_cache=a.x_cache + b.x_cache,
+        by_kind=a.by_kind + b.by_kind,
+    )
+    for part in (a, b):
+        out.latency.merge(part.latency)
+        for kind, hist in part.latency_by_kind.items():
+            out.latency_by_kind[kind].merge(hist)
+    return out
+
+
 async def _measure_point(
-    app: AppServer, admin: redis.Redis, warmup: Sequence[Call], calls: Sequence[Call], sz: MemorySizes
+    app: AppServer, admin: redis.Redis, sweep: _Sweep, fraction: float, calls: Sequence[Call], sz: MemorySizes
 ) -> dict[str, Any]:
+    """Warm this size until steady (:func:`warmup_needed`), then measure ``calls``."""
     limits = httpx.Limits(max_connections=sz.concurrency, max_keepalive_connections=sz.concurrency)
     async with httpx.AsyncClient(base_url=app.base_url, limits=limits, timeout=10) as http:
-        # The Redis was just flushed: log in again (one session per tenant, read on every request,
-        # so never the coldest key an evicting policy would pick).
+        # Log in (the policy's sweep began with a flush): one session per tenant, read on every
+        # request, so never the coldest key an evicting policy would pick.
         sessions = await alogin_per_tenant(http, app.accounts(), app.seed_password)
-        await closed_loop(http, warmup, concurrency=sz.concurrency, sessions=sessions)
+        warmed = 0
+        while True:
+            rows = count_rows(admin)
+            t_c = che_lru(sweep.popularity, rows).characteristic_time
+            need = warmup_needed(sweep.policy, sweep.sent, warmed, t_c, sz)
+            todo = min(need, sz.max_warmup - warmed)
+            steady = need == 0
+            if todo <= 0:
+                break
+            calls_now = sweep.workload(min(todo, sz.window), next(sweep.seeds))
+            window = await closed_loop(http, calls_now, concurrency=sz.concurrency, sessions=sessions)
+            if not window.requests:
+                steady = False
+                break
+            warmed += window.requests
+            sweep.record(fraction, "warm-up", window, rows)
+        sent_before = sweep.sent
         evicted0 = int(admin.info("stats")["evicted_keys"])
         queries0 = await _db_queries(http)
-        load = await closed_loop(http, calls, concurrency=sz.concurrency, sessions=sessions)
+        # In windows, counting the rows between them: the rows the budget holds move with the
+        # server's other memory (client buffers grow under load and are freed when idle).
+        rows_seen = [count_rows(admin)]
+        parts: list[LoadResult] = []
+        for start in range(0, len(calls), sz.window):
+            chunk = calls[start : start + sz.window]
+            parts.append(await closed_loop(http, chunk, concurrency=sz.concurrency, sessions=sessions))
+            rows_seen.append(count_rows(admin))
+            sweep.record(fraction, "measured", parts[-1], rows_seen[-1])
         queries = await _db_queries(http) - queries0
+    half = len(parts) // 2
+    first, second = functools.reduce(_merged, parts[: max(half, 1)]), functools.reduce(_merged, parts[half:])
+    load = functools.reduce(_merged, parts)
+    rows_cached = sum(rows_seen) / len(rows_seen)
+    model = che_lru(sweep.popularity, rows_cached)
+    t_c = model.characteristic_time
+    served = load.x_cache["HIT"] + load.x_cache["STALE"] + load.x_cache["MISS"]
+    lru = sweep.policy.endswith("-lru")
     memory = admin.info("memory")
-    rows_cached = sum(
-        1 for k in admin.scan_iter(match="cl:*:initiative:row:*", count=1000) if not k.endswith(b":~gen")
-    )
     return {
+        "objects_fraction": round(rows_cached / len(sweep.popularity), 4),
+        "rows_cached": round(rows_cached, 1),
         "requests": load.requests,
         "rps": round(load.rps, 1),
         "p99_ms": round(load.p(99), 2),
         "hit_ratio": round(load.hit_ratio, 4),
+        "hit_ratio_se": round(hit_ratio_se(load.hit_ratio, served), 4),
         "miss_ratio": round(1 - load.hit_ratio, 4),
+        "che_hit_ratio": round(model.hit_ratio, 4),
+        "top_rows_hit_ratio": round(top_hit_ratio(sweep.popularity, rows_cached), 4),
+        "drift": round(second.hit_ratio - first.hit_ratio, 4),
+        "tc_requests": round(t_c) if math.isfinite(t_c) else None,
+        "tc_seconds": round(model.characteristic_seconds(load.rps), 2) if math.isfinite(t_c) else None,
+        "warmup_requests": warmed,
+        "requests_before": sent_before,
+        "warmed_tc": round(sent_before / t_c, 2) if lru and math.isfinite(t_c) else None,
+        "steady": steady,  # the warm-up rule was met before measuring (not cut off at max_warmup)
         "db_queries": int(queries),
         "db_queries_per_request": round(queries / max(load.requests, 1), 3),
         "db_queries_per_s": round(queries / load.elapsed, 1) if load.elapsed else None,
@@ -394,7 +601,6 @@ async def _measure_point(
         "errors": load.errors,
         "evicted_keys": int(admin.info("stats")["evicted_keys"]) - evicted0,
         "keys": int(admin.dbsize()),
-        "rows_cached": rows_cached,
         "clients": int(admin.info("clients")["connected_clients"]),
         "used_memory_mb": round(int(memory["used_memory"]) / 2**20, 3),
     }
@@ -416,6 +622,18 @@ async def _warm_only(app: AppServer, calls: Sequence[Call], sz: MemorySizes) -> 
     async with httpx.AsyncClient(base_url=app.base_url, timeout=10) as http:
         sessions = await alogin_per_tenant(http, app.accounts(), app.seed_password)
         await closed_loop(http, calls, concurrency=sz.concurrency, sessions=sessions)
+        # /metrics runs a Lua script of its own; loaded now, its memory is overhead, not taken
+        # out of the data budget at the first point measured.
+        await _db_queries(http)
+
+
+def _shrink(admin: redis.Redis, maxmemory: int, attempts: int = 50) -> None:
+    """``CONFIG SET maxmemory``, then wait until Redis has evicted down to it (it does so in steps)."""
+    admin.config_set("maxmemory", maxmemory)
+    for _ in range(attempts):
+        if int(admin.info("memory")["used_memory"]) <= maxmemory:
+            return
+        time.sleep(0.01)
 
 
 def run_memory_sizing(sz: MemorySizes, *, progress: bool = False) -> MemoryRun:
@@ -424,26 +642,33 @@ def run_memory_sizing(sz: MemorySizes, *, progress: bool = False) -> MemoryRun:
     Blocking; uses ``asyncio.run``, so call it from a thread with no running
     loop (:func:`run` does that for notebooks).
     """
-    with AppServer(
-        redis_config=RedisServerConfig(),
-        env=APP_ENV,
-        tenants=sz.tenants,
-        initiatives_per_tenant=sz.initiatives_per_tenant,
-    ) as app:
+    # Sessions, the queue and the login limits on their own noeviction Redis (QUEUE_REDIS_URL), as in
+    # docker-compose: the budget measured here is the cache's alone, and no session is evicted.
+    with (
+        RedisServer() as state_redis,
+        AppServer(
+            redis_config=RedisServerConfig(),
+            env={**APP_ENV, "QUEUE_REDIS_URL": state_redis.url},
+            tenants=sz.tenants,
+            initiatives_per_tenant=sz.initiatives_per_tenant,
+        ) as app,
+    ):
         assert app.redis is not None and app.database_url is not None
         admin = app.redis.client(socket_timeout=10)
+        state_admin = state_redis.client(socket_timeout=10)
         try:
             tenants = tenant_ids(app.accounts())
             rows = asyncio.run(_all_rows(app.database_url, tenants, sz.initiatives_per_tenant))
             random.Random(1).shuffle(rows)  # popularity order: which rows Zipf makes hot
             order = [(r["tenant_id"], r["id"]) for r in rows]
+            popularity = zipf_popularity(len(order), sz.zipf_s)
 
             def workload(n: int, seed: int) -> list[Call]:
                 return row_workload(order, n, s=sz.zipf_s, write_ratio=sz.write_ratio, seed=seed)
 
             # Overhead: the app's connection pool opened to its limit (concurrent requests whose writes
-            # fan out into concurrent invalidations), then no data. Connections opened later would
-            # take their buffers out of the data budget.
+            # fan out into concurrent invalidations) and every script it runs loaded, then no data.
+            # Connections opened later would take their buffers out of the data budget.
             busy = row_workload(order, 300, s=sz.zipf_s, write_ratio=0.5, seed=99)
             asyncio.run(_warm_only(app, busy, replace(sz, concurrency=2 * sz.concurrency)))
             admin.flushdb()  # the app's launched Redis, db 0
@@ -453,31 +678,43 @@ def run_memory_sizing(sz: MemorySizes, *, progress: bool = False) -> MemoryRun:
             working_set = int(admin.info("memory")["used_memory"]) - overhead
             snapshot = snapshot_keys(admin, keys)
             points: list[dict[str, Any]] = []
+            trajectory: list[dict[str, Any]] = []
             for policy in sz.policies:
                 admin.config_set("maxmemory", 0)
                 admin.flushdb()  # the app's launched Redis, db 0
                 admin.config_set("maxmemory-policy", policy)
-                restore_ranked(admin, snapshot, policy)
+                restore_start(admin, snapshot, policy)
+                sweep = _Sweep(policy, workload, popularity)
                 for n, fraction in enumerate(sorted(sz.fractions, reverse=True)):
                     maxmemory = int(overhead + fraction * working_set)
-                    admin.config_set("maxmemory", maxmemory)
-                    warmup, calls = workload(sz.warmup, 100 + n), workload(sz.requests, 200 + n)
+                    _shrink(admin, maxmemory)
                     point = {
                         "policy": policy,
                         "fraction": fraction,
                         "cache_mb": round(fraction * working_set / 2**20, 3),
                         "maxmemory_mb": round(maxmemory / 2**20, 3),
-                        **asyncio.run(_measure_point(app, admin, warmup, calls, sz)),
+                        # The same measured requests for every policy; warm-up windows differ in length.
+                        **asyncio.run(
+                            _measure_point(app, admin, sweep, fraction, workload(sz.requests, 200 + n), sz)
+                        ),
                     }
                     if progress:
-                        print(f"{policy} {fraction:>5.0%}: hit ratio {point['hit_ratio']:.3f}", flush=True)
+                        print(
+                            f"{policy} {fraction:>5.0%}: hit ratio {point['hit_ratio']:.3f}, Che "
+                            f"{point['che_hit_ratio']:.3f}, rows {point['objects_fraction']:.0%}, warmed "
+                            f"{point['warmup_requests']} ({point['requests_before']} since start, "
+                            f"T_C {point['tc_requests']})",
+                            flush=True,
+                        )
                     points.append(point)
-            objects, census = _object_census(app, admin, tenants, rows)
-            return MemoryRun(sz, overhead, working_set, len(rows), points, objects, census)
+                trajectory += sweep.trajectory
+            objects, census = _object_census(app, admin, state_admin, tenants, rows)
+            return MemoryRun(sz, overhead, working_set, len(rows), points, objects, census, trajectory)
         finally:
             with contextlib.suppress(redis.RedisError):
                 admin.config_set("maxmemory", 0)
             admin.close()
+            state_admin.close()
 
 
 def run(profile: str) -> MemoryRun:
@@ -590,25 +827,37 @@ async def _create_app_objects(
 
 
 def _object_census(
-    app: AppServer, admin: redis.Redis, tenants: Sequence[str], rows: Sequence[dict[str, Any]]
+    app: AppServer,
+    admin: redis.Redis,
+    state_admin: redis.Redis,
+    tenants: Sequence[str],
+    rows: Sequence[dict[str, Any]],
 ) -> tuple[list[dict[str, Any]], str]:
-    """Bytes per object by type on keys the app created, and the ``cachelab inspect`` table.
+    """Bytes per object by type on keys the app created, and the ``cachelab inspect`` tables.
 
-    On the same server, emptied and unlimited again: the app is driven so
-    every type exists — KPIs and dashboards (cached reads), sessions (logins),
-    queued report jobs (no worker runs, so they stay queued) — and 100 rows
-    are cached; rate-limit keys come from the app's limiter.
+    On the same servers (the cache's, and the sessions' and queue's), emptied
+    and unlimited again: the app is driven so every type exists — KPIs and
+    dashboards (cached reads), sessions (logins), queued report jobs (no
+    worker runs, so they stay queued) — and 100 rows are cached; rate-limit
+    keys come from the app's limiter.
     """
     from cachelab.census import take_census
 
     assert app.redis is not None
     admin.config_set("maxmemory", 0)
     admin.config_set("maxmemory-policy", "noeviction")
-    admin.flushdb()  # the app's launched Redis, db 0
+    for client in (admin, state_admin):
+        client.flushdb()  # the launched Redis servers, db 0
     password = app.seed_password
     asyncio.run(_create_app_objects(app.base_url, app.redis.url, tenants, jobs=50, password=password))
     asyncio.run(prefill_rows(app.redis.url, rows[:100]))
-    return measure_object_bytes(admin), take_census(admin).table()
+    objects = {o["object"]: o for o in measure_object_bytes(state_admin)}
+    objects.update({o["object"]: o for o in measure_object_bytes(admin)})
+    tables = "\n\n".join(
+        f"{title}\n{take_census(client).table()}"
+        for title, client in (("cache Redis", admin), ("sessions and queue Redis", state_admin))
+    )
+    return sorted(objects.values(), key=lambda r: -r["bytes_per_object"]), tables
 
 
 # -- sessions and jobs on an evicting instance -------------------------------------------------
@@ -632,8 +881,10 @@ async def _eviction_case(
             refused = True
         queue = JobQueue(state_rr, "reports", allow_evicting=True)  # what the app runs with
         store = SessionStore(state_rr, idle_timeout=1800, absolute_lifetime=12 * 3600)
-        session_ids = [(await store.create(str(n % 50), {"tenant_id": "acme-01", "role": "member"})).id
-                       for n in range(sessions)]
+        session_ids = [
+            (await store.create(str(n % 50), {"tenant_id": "acme-01", "role": "member"})).id
+            for n in range(sessions)
+        ]
         job_ids = [await queue.enqueue({"type": "report", "n": n}) for n in range(jobs)]
 
         cache = Cache(cache_rr, "kpi", CachePolicy(ttl=600))
@@ -690,14 +941,18 @@ def _eviction_loss(sessions: int, jobs: int, budget_bytes: int) -> list[dict[str
     with RedisServer(lru) as single:
         _set_budget(single, budget_bytes)
         results.append(
-            {"setup": "single allkeys-lru instance (the guide's)",
-             **asyncio.run(_eviction_case(single.url, single.url, sessions, jobs, 4 * budget_bytes))}
+            {
+                "setup": "single allkeys-lru instance (the guide's)",
+                **asyncio.run(_eviction_case(single.url, single.url, sessions, jobs, 4 * budget_bytes)),
+            }
         )
     with RedisServer(lru) as cache, RedisServer(RedisServerConfig(maxmemory_policy="noeviction")) as state:
         _set_budget(cache, budget_bytes)
         results.append(
-            {"setup": "cache allkeys-lru + separate noeviction for sessions and queue",
-             **asyncio.run(_eviction_case(cache.url, state.url, sessions, jobs, 4 * budget_bytes))}
+            {
+                "setup": "cache allkeys-lru + separate noeviction for sessions and queue",
+                **asyncio.run(_eviction_case(cache.url, state.url, sessions, jobs, 4 * budget_bytes)),
+            }
         )
     return results
 
@@ -732,12 +987,28 @@ def plot_curves(result: MemoryRun, target: float = 0.9) -> Any:
         color, marker = POLICY_STYLE.get(policy, ("tab:grey", "^"))
         xs = [p["cache_mb"] for p in pts]
         left.plot(xs, [p["miss_ratio"] for p in pts], marker=marker, color=color, label=policy)
+        if policy.endswith("-lru"):
+            left.plot(
+                xs,
+                [1 - p["che_hit_ratio"] for p in pts],
+                ls="--",
+                marker="x",
+                color=color,
+                lw=1,
+                label=f"{policy}: Che's approximation for the rows held",
+            )
         right.plot(xs, [p["db_queries_per_s"] for p in pts], marker=marker, color=color, label=policy)
         need = result.memory_for(target, policy)["cache_mb"]
         if need is not None:
             left.axvline(need, color=color, ls=":", lw=1)
-            left.annotate(f"{policy}: {target:.0%} hits at {need:.2f} MB", (need, 1 - target), fontsize=8,
-                          color=color, xytext=(6, 10 + 14 * k), textcoords="offset points")
+            left.annotate(
+                f"{policy}: {target:.0%} hits at {need:.2f} MB",
+                (need, 1 - target),
+                fontsize=8,
+                color=color,
+                xytext=(6, 10 + 14 * k),
+                textcoords="offset points",
+            )
     left.axhline(1 - target, color="grey", lw=0.8, ls="--")
     for ax in (left, right):
         ax.set_xlabel(f"memory for data above the empty server (MB; working set {ws_mb:.2f} MB)")
@@ -749,8 +1020,87 @@ def plot_curves(result: MemoryRun, target: float = 0.9) -> Any:
     right.set_ylabel("database statements per second")
     right.set_title("Database load (the app's own counter)")
     right.set_ylim(bottom=0)
-    fig.suptitle(f"Zipf s={result.sizes.zipf_s} reads of {result.rows} rows, "
-                 f"{result.sizes.write_ratio:.0%} writes, through the app")
+    fig.suptitle(
+        f"Zipf s={result.sizes.zipf_s} reads of {result.rows} rows, "
+        f"{result.sizes.write_ratio:.0%} writes, through the app"
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_model(result: MemoryRun) -> Any:
+    """Measured hit ratios against the models by rows held, and LRU's warm-up converging to Che's.
+
+    Left: hit ratio against the share of *rows* held (what the models take),
+    Che's approximation for LRU and the most popular rows that fit (a perfect
+    LFU) as curves, every measured point with ±2 standard errors. Right: the
+    hit ratio of each window of LRU's sweep against the requests sent since it
+    started, beside Che's prediction for the rows held in that window.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.5))
+    left, right = fig.subplots(1, 2)
+    popularity = zipf_popularity(result.rows, result.sizes.zipf_s)
+    top = max((p["objects_fraction"] for p in result.points), default=0.5)
+    grid = np.linspace(0.002, min(1.0, 1.2 * top + 0.05), 80)
+    left.plot(
+        grid,
+        [che_lru(popularity, g * result.rows).hit_ratio for g in grid],
+        color="tab:blue",
+        lw=1,
+        ls="--",
+        label="Che's approximation (LRU)",
+    )
+    left.plot(
+        grid,
+        [top_hit_ratio(popularity, g * result.rows) for g in grid],
+        color="tab:orange",
+        lw=1,
+        ls=":",
+        label="most popular rows that fit (perfect LFU)",
+    )
+    for policy in dict.fromkeys(p["policy"] for p in result.points):
+        pts = [p for p in result.points if p["policy"] == policy]
+        color, marker = POLICY_STYLE.get(policy, ("tab:grey", "^"))
+        left.errorbar(
+            [p["objects_fraction"] for p in pts],
+            [p["hit_ratio"] for p in pts],
+            yerr=[2 * p["hit_ratio_se"] for p in pts],
+            fmt=marker,
+            color=color,
+            capsize=3,
+            label=f"{policy}, measured (±2 SE)",
+        )
+        for p in pts:
+            left.annotate(
+                f"{p['fraction']:.0%} of bytes",
+                (p["objects_fraction"], p["hit_ratio"]),
+                fontsize=7,
+                color=color,
+                xytext=(5, -11),
+                textcoords="offset points",
+            )
+    left.set_xlabel(f"share of the {result.rows} rows held (mean over the measurement)")
+    left.set_ylabel("hit ratio")
+    left.set_title("Measured against the models, by rows held")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7, loc="lower right")
+    lru = [t for t in result.trajectory if t["policy"].endswith("-lru")]
+    for fraction in dict.fromkeys(t["fraction"] for t in lru):
+        steps = [t for t in lru if t["fraction"] == fraction]
+        xs = [t["requests_since_start"] for t in steps]
+        right.plot(xs, [t["hit_ratio"] for t in steps], marker=".", lw=0.8, label=f"{fraction:.0%}: windows")
+        right.plot(xs, [t["che_hit_ratio"] for t in steps], color="black", lw=0.8, ls="--")
+        measured = [t["requests_since_start"] for t in steps if t["phase"] == "measured"]
+        if measured:
+            right.axvspan(min(measured) - result.sizes.window, max(measured), color="grey", alpha=0.12)
+    right.plot([], [], color="black", lw=0.8, ls="--", label="Che, for the rows held then")
+    right.set_xlabel("requests since the LRU sweep started (shaded: measured)")
+    right.set_ylabel(f"hit ratio per window of {result.sizes.window} requests")
+    right.set_title("allkeys-lru warming up from equally recent rows")
+    right.grid(alpha=0.3)
+    right.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -779,8 +1129,9 @@ def plot_eviction(frame: Any) -> Any:
     ax = fig.subplots()
     x = list(range(len(frame)))
     for offset, column, color in ((-0.2, "sessions_lost", "tab:red"), (0.2, "jobs_lost", "tab:brown")):
-        bars = ax.bar([i + offset for i in x], frame[column], 0.4, color=color,
-                      label=column.replace("_", " "))
+        bars = ax.bar(
+            [i + offset for i in x], frame[column], 0.4, color=color, label=column.replace("_", " ")
+        )
         ax.bar_label(bars, fontsize=8)
     ax.set_xticks(x, [s.replace(" + ", "\n+ ") for s in frame["setup"]], fontsize=8)
     ax.set_ylabel(f"lost (of {int(frame['sessions'].iloc[0])} sessions / {int(frame['jobs'].iloc[0])} jobs)")
@@ -795,6 +1146,10 @@ def headlines(result: MemoryRun, eviction: Sequence[dict[str, Any]], target: flo
     out: dict[str, float] = {"working set MB": round(result.working_set_bytes / 2**20, 3)}
     for p in result.points:
         out[f"hit ratio, {p['policy']}, {p['fraction']:.0%} of working set"] = p["hit_ratio"]
+    for p in result.points:
+        if p["policy"] == "allkeys-lru":
+            out[f"Che's approximation, allkeys-lru, {p['fraction']:.0%} of working set"] = p["che_hit_ratio"]
+            out[f"share of rows held, {p['fraction']:.0%} of working set"] = p["objects_fraction"]
     for policy in result.sizes.policies:
         need = result.memory_for(target, policy)["fraction"]
         if need is not None:
@@ -821,15 +1176,22 @@ def capacity_rows(
     ]
     for policy in result.sizes.policies:
         need = result.memory_for(target, policy)
-        measured = ", ".join(f"{f:.0%}→{h:.2f}" for f, h in result.curve(policy))
+        measured = ", ".join(
+            f"{p['fraction']:.0%} ({p['objects_fraction']:.0%} of rows)→{p['hit_ratio']:.2f}"
+            for p in sorted(result.points, key=lambda p: p["fraction"])
+            if p["policy"] == policy
+        )
         rows.append(
             {
                 "row": f"Cache memory for a {target:.0%} hit ratio, {policy}",
                 "value": round(need["cache_mb"], 2) if need["cache_mb"] is not None else None,
                 "unit": "MB",
-                "note": (f"{need['fraction']:.0%} of the working set; " if need["fraction"] is not None
-                         else "not reached at the largest size measured; ")
-                + f"hit ratio by size: {measured} (Zipf s={result.sizes.zipf_s})",
+                "note": (
+                    f"{need['fraction']:.0%} of the working set; "
+                    if need["fraction"] is not None
+                    else "not reached at the largest size measured; "
+                )
+                + f"hit ratio by share of the working set's bytes: {measured} (Zipf s={result.sizes.zipf_s})",
             }
         )
     for o in result.objects:
@@ -857,6 +1219,64 @@ def capacity_rows(
     return rows
 
 
+def _model_findings(result: MemoryRun) -> list[str]:
+    lines = []
+    check = model_check(result.points)
+    if check:
+        diffs = "; ".join(
+            f"{c['difference']:+.3f} at {c['fraction']:.0%} (tolerance ±{c['tolerance']:.3f})" for c in check
+        )
+        outside = [c for c in check if not c["within"]]
+        verdict = (
+            "every point within its tolerance"
+            if not outside
+            else f"{len(outside)} of {len(check)} points outside their tolerance"
+        )
+        evicting = [p for p in result.points if p["policy"] == "allkeys-lru" and p["warmed_tc"] is not None]
+        first = max(evicting, key=lambda p: p["fraction"], default=None)
+        warmed = (
+            f" The sweep started from equally recent rows and measured its largest evicting size after "
+            f"{first['requests_before']} requests, {first['warmed_tc']} characteristic times "
+            f"(T_C = {first['tc_requests']} requests, {first['tc_seconds']} s)."
+            if first
+            else ""
+        )
+        lines.append(
+            f"- **allkeys-lru against Che's approximation** for the rows it held (Zipf "
+            f"s={result.sizes.zipf_s} over {result.rows} rows), measured − Che: {diffs}: {verdict}.{warmed}"
+        )
+    lfu = sorted((p for p in result.points if p["policy"] == "allkeys-lfu"), key=lambda p: p["fraction"])
+    if lfu:
+        lines.append(
+            "- **allkeys-lfu against the most popular rows that fit** (a perfect LFU): "
+            + "; ".join(
+                f"{p['hit_ratio']:.3f} vs {p['top_rows_hit_ratio']:.3f} at {p['fraction']:.0%}" for p in lfu
+            )
+            + ". LFU holds the rows requested most often, LRU those requested last: at the same rows held, "
+            "LFU hits more under a popularity that does not change."
+        )
+    unsteady = [p for p in result.points if not p["steady"]]
+    if unsteady:
+        lines.append(
+            "- **Not steady**: "
+            + ", ".join(f"{p['policy']} at {p['fraction']:.0%}" for p in unsteady)
+            + " reached the warm-up cap before its rule was met; read those points as bounds."
+        )
+    blurred = [
+        p
+        for p in result.points
+        if p["policy"].endswith("-lru") and p["tc_seconds"] is not None and p["tc_seconds"] < 1
+    ]
+    if blurred:
+        lines.append(
+            "- **LRU clock**: at "
+            + ", ".join(f"{p['fraction']:.0%}" for p in blurred)
+            + " the characteristic time was under a second; Redis's LRU clock ticks once a second, so "
+            "there it evicts closer to at random and reads below Che's approximation."
+        )
+    return lines
+
+
 def findings(result: MemoryRun, eviction: Sequence[dict[str, Any]], target: float = 0.9) -> str:
     """What this run measured, in sentences (Markdown), so the notebook's text quotes real numbers."""
     ws = result.working_set_bytes
@@ -869,7 +1289,11 @@ def findings(result: MemoryRun, eviction: Sequence[dict[str, Any]], target: floa
         pts = sorted((p for p in result.points if p["policy"] == policy), key=lambda p: p["fraction"])
         if not pts:
             continue
-        curve = ", ".join(f"{p['hit_ratio']:.2f} at {p['fraction']:.0%}" for p in pts)
+        curve = ", ".join(
+            f"{p['hit_ratio']:.2f} at {p['fraction']:.0%} of the bytes "
+            f"({p['objects_fraction']:.0%} of the rows)"
+            for p in pts
+        )
         need = result.memory_for(target, policy)
         reach = (
             f"a {target:.0%} hit ratio needs about {need['fraction']:.0%} of the working set "
@@ -884,6 +1308,7 @@ def findings(result: MemoryRun, eviction: Sequence[dict[str, Any]], target: floa
             f"to {small['db_queries_per_s']:.0f}/s at {small['fraction']:.0%} "
             f"({small['db_queries_per_request']:.2f} per request)."
         )
+    lines += _model_findings(result)
     failed = [p for p in result.points if p["errors"]]
     if failed:
         worst = max(failed, key=lambda p: p["errors"])
@@ -897,9 +1322,11 @@ def findings(result: MemoryRun, eviction: Sequence[dict[str, Any]], target: floa
     if sized:
         lines.append("- **Bytes per object**: " + "; ".join(sized) + ".")
     for e in eviction:
-        guard = " The queue's own guard refused this Redis (allkeys-*) until told to accept it." if e[
-            "queue_guard_refused"
-        ] else ""
+        guard = (
+            " The queue's own guard refused this Redis (allkeys-*) until told to accept it."
+            if e["queue_guard_refused"]
+            else ""
+        )
         lines.append(
             f"- **{e['setup']}**: {e['sessions_lost']} of {e['sessions']} sessions and {e['jobs_lost']} of "
             f"{e['jobs']} queued jobs lost after {e['cache_entries_written']} cache entries "
