@@ -123,6 +123,26 @@ class LoadTestSession:
             self._start_redis()
             if self.faults is not None:
                 self.faults.schedule()
+        warmup = float(getattr(self.environment.parsed_options, "cachelab_warmup", 0) or 0)
+        if warmup > 0:
+            gevent.spawn_later(warmup, self._end_warmup)
+
+    def _end_warmup(self) -> None:
+        """Measure from now: the log-ins, cold connections and ramp of the first seconds are left out.
+
+        Every process resets its own figures at its own ``--warmup`` mark (a worker drops what it
+        has not yet shipped); the master or local runner also resets Locust's statistics, the CPU
+        meters and the Redis deltas, so every result covers the same window.
+        """
+        if self._t1 is not None:  # the run ended first
+            return
+        self.metrics.reset()
+        self.cpu.start()
+        self._t0 = time.monotonic()
+        self.started_at = time.time()
+        if not self.is_worker:
+            self.runner.stats.reset_all()
+            self._start_redis()
 
     def _sample_cpu(self) -> None:
         while True:

@@ -275,6 +275,7 @@ def run_scenario(
     seed_password: str | None = None,
     python: str | None = None,
     generator_env: Mapping[str, str] | None = None,
+    warmup: float = 0.0,
 ) -> ScenarioResult:
     """Run Locust headless for ``duration`` seconds against the app and return its figures.
 
@@ -292,19 +293,22 @@ def run_scenario(
     ``duration + 90``). A failed threshold gives ``exit_code == 1``; no
     results at all raises :class:`ScenarioFailed`. ``python`` and
     ``generator_env`` run Locust (and a launched app) with another checkout's
-    interpreter and environment, e.g. its ``PYTHONPATH``.
+    interpreter and environment, e.g. its ``PYTHONPATH``. ``warmup`` seconds
+    run before ``duration`` and are left out of every figure (Locust's
+    ``--warmup``, passed as ``CACHELAB_WARMUP`` so an older locustfile that
+    lacks it still runs).
     """
     locustfile = Path(locustfile) if locustfile else default_locustfile()
     out = Path(results_dir) if results_dir else Path(tempfile.mkdtemp(prefix="cachelab-locust-"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "loadtest.json").unlink(missing_ok=True)  # never read a previous run's results
-    hard_timeout = timeout if timeout is not None else duration + 90.0
+    hard_timeout = timeout if timeout is not None else warmup + duration + 90.0
     app_kwargs = {"env": {**(generator_env or {}), **(env or {})}, "tenants": tenants, "python": python,
                   "job_workers": job_workers, "initiatives_per_tenant": initiatives_per_tenant}
     with _app(base_url, redis_url, seed_password, **app_kwargs) as target:
         url, redis, own_app = target.url, target.redis_url, target.own
         cmd = build_command(
-            locustfile=locustfile, base_url=url, results_dir=out, duration=duration, users=users,
+            locustfile=locustfile, base_url=url, results_dir=out, duration=warmup + duration, users=users,
             spawn_rate=spawn_rate, mix=_format_mix(mix), shape=shape, arrival_rate=arrival_rate,
             think_time=think_time, thresholds=thresholds, processes=processes, seed=seed, redis_url=redis,
             extra_args=extra_args, python=python,
@@ -319,6 +323,8 @@ def run_scenario(
         locust_env["CACHELAB_TENANTS"] = str(target.tenants)
         if target.seed_password:
             locust_env["CACHELAB_SEED_PASSWORD"] = target.seed_password
+        if warmup > 0:
+            locust_env["CACHELAB_WARMUP"] = f"{warmup:g}"
         log_path = out / "locust.log"
         with log_path.open("wb") as log_file:
             proc = spawn(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=locust_env,

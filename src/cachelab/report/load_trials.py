@@ -49,8 +49,9 @@ class Arm:
 @dataclass(frozen=True)
 class LoadPlan:
     trials: int
-    seconds: float
-    warmup_seconds: float
+    seconds: float  # measured, per trial
+    warmup_seconds: float  # one unmeasured run per arm first: the caches fill, the pools open
+    trial_warmup: float  # the start of every trial left out: its users log in and ramp up
     users: int
     tenants: int
     initiatives_per_tenant: int
@@ -81,7 +82,7 @@ def run_trials(
                 )
             )
 
-        def run(arm: Arm, name: str, seconds: float) -> Trial:
+        def run(arm: Arm, name: str, seconds: float, warmup: float = 0.0) -> Trial:
             app = apps[arm.label]
             scenario = run_scenario(
                 base_url=app.base_url,
@@ -94,6 +95,7 @@ def run_trials(
                 locustfile=arm.side.root / "locustfiles" / "dashboard.py",
                 python=arm.side.python,
                 generator_env=arm.side.env,
+                warmup=warmup,
             )
             return scenario.summary
 
@@ -102,7 +104,7 @@ def run_trials(
         for k in range(plan.trials):
             order = list(arms) if k % 2 == 0 else list(reversed(arms))
             for arm in order:
-                summary = run(arm, f"trial{k + 1}", plan.seconds)
+                summary = run(arm, f"trial{k + 1}", plan.seconds, plan.trial_warmup)
                 results[arm.label].append(summary)
                 t = summary["totals"]
                 progress(

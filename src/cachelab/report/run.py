@@ -72,7 +72,13 @@ PROFILES = {
             "--ignore=bench/bench_fakeredis.py",
         ),
         load=load_trials.LoadPlan(
-            trials=4, seconds=4, warmup_seconds=3, users=10, tenants=3, initiatives_per_tenant=300
+            trials=4,
+            seconds=4,
+            warmup_seconds=3,
+            trial_warmup=1,
+            users=10,
+            tenants=3,
+            initiatives_per_tenant=300,
         ),
     ),
     "full": Profile(
@@ -80,7 +86,13 @@ PROFILES = {
         bench_trials=5,
         bench_args=(),
         load=load_trials.LoadPlan(
-            trials=6, seconds=15, warmup_seconds=10, users=30, tenants=5, initiatives_per_tenant=2000
+            trials=6,
+            seconds=15,
+            warmup_seconds=10,
+            trial_warmup=3,
+            users=30,
+            tenants=5,
+            initiatives_per_tenant=2000,
         ),
     ),
 }
