@@ -75,8 +75,8 @@ def add_arguments(parser: Any) -> None:
     group.add_argument("--zipf-s", dest="cachelab_zipf_s", env_var="CACHELAB_ZIPF_S", type=float, default=1.1,
                        help="Zipf exponent of tenant and page popularity (0 = uniform)")
     group.add_argument("--warmup", dest="cachelab_warmup", env_var="CACHELAB_WARMUP", type=float, default=0,
-                       help="seconds to run before measuring: log-ins, cold connections and the ramp are left "
-                       "out of every result (-t includes them)")
+                       help="seconds to run before measuring: log-ins, cold connections and the ramp are "
+                       "left out of every result (-t includes them)")
     group.add_argument("--results-dir", dest="cachelab_results_dir", env_var="CACHELAB_RESULTS_DIR",
                        default="",
                        help="write cachelab's JSON/CSV results here (beside Locust's --csv/--html)")
