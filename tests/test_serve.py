@@ -52,6 +52,8 @@ def test_serve_launches_redis_and_sqlite_then_stops_everything_it_started(tmp_pa
     try:
         seeded = proc.stdout.readline()  # the database first: a bad path fails before any launch
         assert seeded.startswith("database sqlite:///") and "1 tenants" in seeded, seeded
+        password = proc.stdout.readline()
+        assert password.startswith("seed password"), password
         launched = proc.stdout.readline()
         assert launched.startswith("launched redis-server redis://127.0.0.1:"), launched
         redis_port = int(launched.split("redis://127.0.0.1:")[1].split("/")[0])

@@ -89,6 +89,12 @@ async def prepare_database(
 
 def seed_db_command(args: argparse.Namespace) -> int:
     settings = load_settings()
+    try:  # a database that cannot be opened fails before a password is made, shown or kept
+        check_sqlite_directory(settings.database_url)
+    except DATABASE_ERRORS as exc:
+        url = settings.database_url or "sqlite:///" + DEFAULT_SQLITE
+        print(f"cachelab seed-db: {database_problem(url, exc)}", file=sys.stderr)
+        return 1
     password, source = resolve_seed_password(None)
     print(source)
     try:
@@ -182,16 +188,22 @@ def serve_command(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             os.environ[name] = str(value)
-    load_settings()  # fail early, with the variable's name, on a bad setting
+    settings = load_settings()  # fail early, with the variable's name, on a bad setting
+    problem = port_problem(args.host, args.port)
+    if problem:
+        print(f"cachelab serve: {problem}", file=sys.stderr)
+        return 1
+    try:  # before a password is made, shown or kept
+        check_sqlite_directory(settings.database_url)
+    except DATABASE_ERRORS as exc:
+        url = settings.database_url or "sqlite:///" + DEFAULT_SQLITE
+        print(f"cachelab serve: {database_problem(url, exc)}", file=sys.stderr)
+        return 1
     try:
         password, source = resolve_seed_password(args.host)
     except ConfigError as exc:
         print(f"cachelab serve: {exc}", file=sys.stderr)
         return 2
-    problem = port_problem(args.host, args.port)
-    if problem:
-        print(f"cachelab serve: {problem}", file=sys.stderr)
-        return 1
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so that the
     # services below (our redis-server, the job workers) are stopped instead of orphaned.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
