@@ -4,7 +4,11 @@ An *arm* is one app configuration on one checkout (cache off, cache-aside;
 with ``--against`` the same for the base). All arms' apps run at once, each
 with its own Redis; after one warm-up run each, the trials alternate between
 arms (A B, B A, A B, …), so a slow moment of the machine lands on both sides
-of a comparison instead of deciding it. Every trial is kept.
+of a comparison instead of deciding it. Every trial is kept, and the first
+second or so of each (log-ins, ramp) is left out (``--warmup``). The users,
+one of each type (two browsers; ``LoadPlan.mix``), pause 10–30 ms between
+requests: a closed loop below saturation, where a request that does more
+work takes longer and the throughput falls with it.
 
 What each trial gives:
 
@@ -55,6 +59,8 @@ class LoadPlan:
     users: int
     tenants: int
     initiatives_per_tenant: int
+    mix: str = "viewer=1,browser=2,editor=1,reporter=1,leaderboard=1"  # every user type, editors included
+    think_time: str = "0.01,0.03"
 
 
 Trial = dict[str, Any]  # one Locust run's loadtest.json
@@ -90,7 +96,12 @@ def run_trials(
                 duration=seconds,
                 users=plan.users,
                 spawn_rate=plan.users,
-                think_time="0",  # closed loop at full speed: the throughput each arm sustains
+                # Below saturation on purpose: a saturated closed loop measures the queue for the CPU
+                # that Locust, the app and Redis share here, and hides what each request costs
+                # (15 ms more per SQL statement moved its latency by 10 %); with short think times
+                # the latency and throughput of each request type show through.
+                think_time=plan.think_time,
+                mix=plan.mix,
                 results_dir=folder / "load" / arm.label / name,
                 locustfile=arm.side.root / "locustfiles" / "dashboard.py",
                 python=arm.side.python,

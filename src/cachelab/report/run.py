@@ -76,7 +76,7 @@ PROFILES = {
             seconds=4,
             warmup_seconds=3,
             trial_warmup=1,
-            users=10,
+            users=6,
             tenants=3,
             initiatives_per_tenant=300,
         ),
@@ -90,7 +90,7 @@ PROFILES = {
             seconds=15,
             warmup_seconds=10,
             trial_warmup=3,
-            users=30,
+            users=12,
             tenants=5,
             initiatives_per_tenant=2000,
         ),
@@ -464,8 +464,7 @@ def run_report(
             plans=plans,
             against=comparison,
             problems=problems,
-            trials_line=f"{profile.bench_trials} benchmark trials, {profile.load.trials} load trials per arm "
-            f"({profile.load.seconds:g} s each, after a {profile.load.warmup_seconds:g} s warm-up).",
+            trials_line=_trials_line(profile),
             extra_capacity=_notebook_capacity(headlines),
         )
     )
@@ -509,6 +508,14 @@ def _side_metrics(
         elif not prefix and ":" not in arm:
             metrics.update(load_trials.arm_metrics(arm, trials))
     return metrics
+
+
+def _trials_line(profile: Profile) -> str:
+    plan = profile.load
+    return (
+        f"{profile.bench_trials} benchmark trials; {plan.trials} load trials per arm of {plan.seconds:g} s, "
+        f"{plan.users} users pausing {plan.think_time} s (after a {plan.warmup_seconds:g} s warm-up)."
+    )
 
 
 def _notebook_capacity(headlines: dict[str, dict[str, Any]]) -> list[list[Any]]:
