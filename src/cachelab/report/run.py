@@ -113,6 +113,8 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
     "==": operator.eq,
 }
+#: The base's load arms are named with this prefix (``base-cache_on``); the candidate's have none.
+BASE_PREFIX = "base-"
 #: The load metrics compared between cache-aside and no cache in the summary: (metric, label).
 CACHE_COMPARISON = (
     ("rps", "requests/s"),
@@ -398,7 +400,7 @@ def run_report(
         )
         arms = [
             load_trials.Arm(f"{prefix}{label}", side, mode)
-            for side, prefix in ([(sides[0], "base:"), (candidate, "")] if against else [(candidate, "")])
+            for side, prefix in ([(sides[0], BASE_PREFIX), (candidate, "")] if against else [(candidate, "")])
             for label, mode in (("cache_off", "off"), ("cache_on", "cache-aside"))
         ]
         load = (
@@ -407,17 +409,8 @@ def run_report(
     notebooks = step("notebooks", lambda: run_notebooks(folder, profile, root)) or []
 
     # -- assemble -------------------------------------------------------------------
-    metrics = _side_metrics(candidate.label, bench, load, prefix="")
-    base_metrics = _side_metrics("base", bench, load, prefix="base:") if against else {}
-    capacity, cap_metrics = load_trials.capacity_metrics(load.get("cache_on", []))
-    metrics.update(cap_metrics)
-    if load.get("cache_on") and load.get("cache_off"):
-        speedups = [
-            on["totals"]["rps"] / off["totals"]["rps"]
-            for on, off in zip(load["cache_on"], load["cache_off"], strict=False)
-            if off["totals"]["rps"]
-        ]
-        metrics["load.cache_speedup"] = timed(speedups, "× requests/s", "higher")
+    metrics, capacity = _side_metrics(candidate.label, bench, load, prefix="")
+    base_metrics = _side_metrics("base", bench, load, prefix=BASE_PREFIX)[0] if against else {}
     figures_dir = folder / "figures"
     headlines = (
         {
@@ -497,17 +490,29 @@ def _side_metrics(
     load: dict[str, list[load_trials.Trial]],
     *,
     prefix: str,
-) -> dict[str, Metric]:
-    """One side's bench and load metrics, under the candidate's names (so the two sides compare)."""
+) -> tuple[dict[str, Metric], dict[str, Any] | None]:
+    """One side's bench and load metrics under the same names for both sides (so they compare),
+    and its capacity table."""
     metrics: dict[str, Metric] = {}
     if bench.get(label):
         metrics.update(bench_trials.bench_metrics(bench[label]))
-    for arm, trials in load.items():
-        if prefix and arm.startswith(prefix):
-            metrics.update(load_trials.arm_metrics(arm.removeprefix(prefix), trials))
-        elif not prefix and ":" not in arm:
-            metrics.update(load_trials.arm_metrics(arm, trials))
-    return metrics
+    arms = {
+        arm.removeprefix(prefix): trials
+        for arm, trials in load.items()
+        if (arm.startswith(prefix) if prefix else not arm.startswith(BASE_PREFIX))
+    }
+    for arm, trials in arms.items():
+        metrics.update(load_trials.arm_metrics(arm, trials))
+    capacity, cap_metrics = load_trials.capacity_metrics(arms.get("cache_on", []))
+    metrics.update(cap_metrics)
+    if arms.get("cache_on") and arms.get("cache_off"):
+        speedups = [
+            on["totals"]["rps"] / off["totals"]["rps"]
+            for on, off in zip(arms["cache_on"], arms["cache_off"], strict=False)
+            if off["totals"]["rps"]
+        ]
+        metrics["load.cache_speedup"] = timed(speedups, "× requests/s", "higher")
+    return metrics, capacity
 
 
 def _trials_line(profile: Profile) -> str:
