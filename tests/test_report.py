@@ -185,6 +185,8 @@ def test_capacity_scales_measured_costs_to_1000_requests_per_second():
     with pytest.raises(ValueError, match="bad --plan"):
         Plan.parse("nonsense")
     assert capacity_rows({"totals": {"rps": 0}, "redis": {}}) is None
+    scenario["redis"]["idle_cpu_per_s"] = 0.01  # cron and polling: 0.1 s of the 0.5 s over 10 s
+    assert capacity_rows(scenario)["redis_cpu_us_per_request"] == 160.0
     del scenario["totals"]["costs"]
     assert capacity_rows(scenario)["commands_counted"] == "booked by the server"
 

@@ -59,6 +59,15 @@ def _sent_commands(totals: dict[str, Any]) -> float | None:
     return sum(f["mean"] * f["requests"] for f in counted) if counted else None
 
 
+def marginal_cpu_seconds(redis: dict[str, Any]) -> float:
+    """Redis CPU seconds of a run above its idle rate (``idle_cpu_per_s``, when it was measured)."""
+    cpu = float(redis.get("cpu_seconds") or 0)
+    idle = redis.get("idle_cpu_per_s")
+    if idle is None:
+        return cpu
+    return max(0.0, cpu - float(idle) * float(redis.get("seconds") or 0))
+
+
 def capacity_rows(scenario: dict[str, Any]) -> dict[str, Any] | None:
     """Per-1 000-requests/s figures from one load scenario's summary (``None`` without Redis data).
 
@@ -66,7 +75,9 @@ def capacity_rows(scenario: dict[str, Any]) -> dict[str, Any] | None:
     what a provider's operations limit counts; without that header, what the
     server booked, which also counts the commands scripts run inside EVALSHA.
     Redis CPU comes from the server's CPU counters, so script time is counted
-    once.
+    once, less what the server spends idle (``idle_cpu_per_s``: cron, polling
+    workers), which does not grow with requests and would otherwise be
+    charged to each of them.
     """
     redis = scenario.get("redis") or {}
     totals = scenario.get("totals") or {}
@@ -79,13 +90,15 @@ def capacity_rows(scenario: dict[str, Any]) -> dict[str, Any] | None:
     sent = _sent_commands(totals)
     sent_requests = totals.get("requests") or requests
     per_request = sent / sent_requests if sent is not None else redis["commands"] / requests
+    cpu = marginal_cpu_seconds(redis)
     return {
         "measured_rps": round(rps, 1),
         "redis_ops_per_s": round(per_request * SCALE_RPS, 1),
         "redis_commands_per_request": round(per_request, 2),
         "commands_counted": "sent by the app" if sent is not None else "booked by the server",
-        "redis_cpu_cores": round(redis.get("cpu_seconds", 0) / seconds * scale, 3),
-        "redis_cpu_us_per_request": round(redis.get("cpu_seconds", 0) * 1e6 / requests, 1),
+        "redis_cpu_cores": round(cpu / seconds * scale, 3),
+        "redis_cpu_us_per_request": round(cpu * 1e6 / requests, 1),
+        "redis_idle_cpu_cores": redis.get("idle_cpu_per_s"),
         "network_mb_s": round((redis["bytes_in"] + redis["bytes_out"]) / seconds * scale / 1e6, 3),
         "working_set_mb": round(redis.get("used_memory", 0) / 2**20, 2),
         "hit_ratio": totals.get("hit_ratio"),
