@@ -34,6 +34,7 @@ import json
 import math
 import operator
 import re
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -41,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cachelab.report import bench_trials, load_trials
+from cachelab.report import bench_trials, load_trials, stats
 from cachelab.report.capacity import EXAMPLE_PLANS, Plan
 from cachelab.report.compare import Row, compare_metrics, regressions
 from cachelab.report.manifest import build_manifest, git_info
@@ -457,7 +458,8 @@ def run_report(
             plans=plans,
             against=comparison,
             problems=problems,
-            trials_line=_trials_line(profile),
+            trials_line=_trials_line(profile, load),
+            hit_line=_hit_line(metrics.get("load.cache_on.miss_ratio")),
             extra_capacity=_notebook_capacity(headlines),
         )
     )
@@ -515,11 +517,26 @@ def _side_metrics(
     return metrics, capacity
 
 
-def _trials_line(profile: Profile) -> str:
-    plan = profile.load
+def _hit_line(miss: Metric | None) -> str:
+    """The hit ratio as what it costs: misses of lookups, with a binomial interval."""
+    if miss is None or not miss.lookups or not sum(miss.lookups):
+        return ""
+    misses, lookups = sum(miss.events), sum(miss.lookups)
+    low, high = stats.binomial_interval(misses, lookups)
     return (
-        f"{profile.bench_trials} benchmark trials; {plan.trials} load trials per arm of {plan.seconds:g} s, "
-        f"{plan.users} users pausing {plan.think_time} s (after a {plan.warmup_seconds:g} s warm-up)."
+        f"Hit ratio {1 - misses / lookups:.3f}: {misses:,} misses of {lookups:,} cacheable lookups, "
+        f"miss ratio {misses / lookups:.3f} [{low:.3f}–{high:.3f}] (Wilson 95 %); each miss is a "
+        "database read."
+    )
+
+
+def _trials_line(profile: Profile, load: dict[str, list[load_trials.Trial]]) -> str:
+    plan = profile.load
+    measured = [t["meta"]["duration_s"] for trials in load.values() for t in trials if t.get("meta")]
+    window = f"{statistics.median(measured):.1f} s measured" if measured else f"{plan.seconds:g} s"
+    return (
+        f"{profile.bench_trials} benchmark trials; {plan.trials} load trials per arm ({window} each, after "
+        f"{plan.trial_warmup:g} s left out), {plan.users} users pausing {plan.think_time} s between requests."
     )
 
 

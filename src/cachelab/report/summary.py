@@ -46,6 +46,7 @@ class SummaryInput:
     problems: list[str] = field(default_factory=list)
     trials_line: str = ""
     extra_capacity: list[list[Any]] = field(default_factory=list)  # the notebooks' rows: [what, value, unit]
+    hit_line: str = ""  # the cache-aside arm's hit ratio with its interval
 
 
 def _verdict_line(s: SummaryInput) -> str:
@@ -89,8 +90,8 @@ def build(s: SummaryInput) -> str:
                 [
                     "Redis ops/s",
                     "commands/request",
-                    "Redis CPU (cores)",
-                    "Redis CPU µs/request",
+                    "Redis CPU (cores, above idle)",
+                    "Redis CPU µs/request (above idle)",
                     "network MB/s",
                     "working set MB",
                     "measured at req/s",
@@ -109,6 +110,8 @@ def build(s: SummaryInput) -> str:
             ),
             "",
         ]
+        if s.hit_line:
+            lines += [s.hit_line, ""]
         if s.plans:
             rows = []
             for plan in s.plans:
