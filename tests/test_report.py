@@ -217,3 +217,18 @@ def test_compare_command_prints_a_verdict_gates_on_regressions_and_refuses_bad_f
     assert main(["compare", str(a), str(b)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "older cachelab" in err
+
+
+def test_ours_against_a_peer_is_judged_trial_by_trial_from_the_same_passes():
+    from cachelab.report.run import pair_rows
+    from cachelab.report.summary import PEER_PAIRS
+
+    trials = [
+        {"test_cachelab_get_hit": {"median_us": 100 * f}, "test_cashews_hit": {"median_us": 150 * f}}
+        for f in (1.0, 1.3, 0.8, 1.1)  # the machine's speed moved; the ratio did not
+    ]
+    metrics = {"bench.test_cachelab_get_hit.round_trips": exact(1, "RT/op"),
+               "bench.test_cashews_hit.round_trips": exact(1, "RT/op")}  # fmt: skip
+    [(what, row, ours, theirs)] = pair_rows(trials, metrics, PEER_PAIRS)
+    assert what == "cache hit, against cashews" and (ours, theirs) == (1, 1)
+    assert row.comparison.ratio == pytest.approx(100 / 150) and row.comparison.low == row.comparison.high

@@ -49,7 +49,7 @@ from cachelab.report.manifest import build_manifest, git_info
 from cachelab.report.metrics import Metric, exact, info, load_metrics, timed, write_metrics
 from cachelab.report.render import write_html
 from cachelab.report.sides import Side, base_checkout, this_checkout
-from cachelab.report.summary import GUIDE_PAIRS, SummaryInput, build
+from cachelab.report.summary import GUIDE_PAIRS, PEER_PAIRS, PairRow, SummaryInput, build
 
 
 @dataclass(frozen=True)
@@ -274,12 +274,15 @@ def cache_rows(metrics: dict[str, Metric]) -> list[tuple[str, Row]]:
     return [(label, rows[k]) for k, label in CACHE_COMPARISON if k in rows]
 
 
-def guide_rows(
-    trials: list[bench_trials.TrialRows], metrics: dict[str, Metric]
-) -> list[tuple[str, Row, Any, Any]]:
-    """Our pattern's time over the guide's version's, per trial (same pass, same floor)."""
+def pair_rows(
+    trials: list[bench_trials.TrialRows],
+    metrics: dict[str, Metric],
+    pairs: tuple[tuple[str, str, str], ...] = GUIDE_PAIRS,
+) -> list[PairRow]:
+    """Our benchmark's time over another's (the guide's version, a peer library), trial by trial
+    (the same pass, so the same moment of the machine)."""
     out = []
-    for what, ours, guide in GUIDE_PAIRS:
+    for what, ours, guide in pairs:
         pairs = [(t[guide]["median_us"], t[ours]["median_us"]) for t in trials if ours in t and guide in t]
         if not pairs:
             continue
@@ -453,7 +456,8 @@ def run_report(
             context_line=_context_line(manifest, outcome.steps),
             slos=outcome.slos,
             cache_rows=cache_rows(metrics) if load else [],
-            guide_rows=guide_rows(cand_trials, metrics) if cand_trials else [],
+            guide_rows=pair_rows(cand_trials, metrics) if cand_trials else [],
+            peer_rows=pair_rows(cand_trials, metrics, PEER_PAIRS) if cand_trials else [],
             capacity=capacity,
             plans=plans,
             against=comparison,

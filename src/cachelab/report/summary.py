@@ -31,15 +31,35 @@ GUIDE_PAIRS = (
 )
 
 
+#: Ours against other libraries on the same server in the same trials (``bench_peers.py``, --full).
+PEER_PAIRS = (
+    ("cache hit, against cashews", "test_cachelab_get_hit", "test_cashews_hit"),
+    ("cache hit, against aiocache", "test_cachelab_get_hit", "test_aiocache_hit"),
+    ("enqueue, against RQ", "test_cachelab_enqueue", "test_rq_enqueue"),
+    ("job cycle, against RQ", "test_cachelab_job_cycle", "test_rq_job_cycle"),
+    *(
+        (
+            f"{algorithm.replace('_', ' ')} check ({path}), against limits",
+            f"test_rate_check[{path}-cachelab-{algorithm}]",
+            f"test_rate_check[{path}-limits-{algorithm}]",
+        )
+        for path in ("allowed", "denied")
+        for algorithm in ("fixed_window", "sliding_log", "sliding_window")
+    ),
+)
+
+#: One row of a same-trials comparison: (what, time row ours ÷ theirs, round trips ours, theirs).
+PairRow = tuple[str, Row, Any, Any]
+
+
 @dataclass
 class SummaryInput:
     title: str
     context_line: str
     slos: list[dict[str, Any]]
     cache_rows: list[tuple[str, Row]] = field(default_factory=list)  # cache-aside against off, paired
-    guide_rows: list[tuple[str, Row, Any, Any]] = field(
-        default_factory=list
-    )  # (what, time row, RT ours, guide)
+    guide_rows: list[PairRow] = field(default_factory=list)  # ours against the guide's version
+    peer_rows: list[PairRow] = field(default_factory=list)  # ours against other libraries
     capacity: dict[str, Any] | None = None
     plans: Sequence[Plan] = ()
     against: tuple[str, list[Row]] | None = None  # (title, rows) base vs candidate, or baseline folder
@@ -142,6 +162,19 @@ def build(s: SummaryInput) -> str:
                 [
                     [what, f"{fmt_value(rt_ours)} / {fmt_value(rt_guide)}", fmt_ratio(r)]
                     for what, r, rt_ours, rt_guide in s.guide_rows
+                ],
+            ),
+            "",
+        ]
+    if s.peer_rows:
+        lines += [
+            "### Ours against other libraries (benchmarks, same server, same trials)",
+            "",
+            md_table(
+                ["operation", "round trips: ours / theirs", "time: ours ÷ theirs [95 % CI]"],
+                [
+                    [what, f"{fmt_value(rt_ours)} / {fmt_value(rt_peer)}", fmt_ratio(r)]
+                    for what, r, rt_ours, rt_peer in s.peer_rows
                 ],
             ),
             "",
