@@ -101,7 +101,7 @@ def _clean(values: Sequence[float]) -> np.ndarray:
 
 def _degenerate(a: np.ndarray, b: np.ndarray, method: str) -> Comparison | None:
     """Zero spread on both sides: the t statistic is undefined, but the answer is not."""
-    if np.ptp(a) == 0 and np.ptp(b) == 0:
+    if np.ptp(np.log(a)) < 1e-12 and np.ptp(np.log(b)) < 1e-12:
         ratio = float(b[0] / a[0]) if a[0] != 0 else (1.0 if b[0] == 0 else math.inf)
         p = 1.0 if ratio == 1.0 else 0.0
         return Comparison(ratio, ratio, ratio, p, len(a), len(b), f"{method} (no spread)")
@@ -153,7 +153,7 @@ def compare_paired(a: Sequence[float], b: Sequence[float]) -> Comparison | None:
     if (xa <= 0).any() or (xb <= 0).any():
         return _rank_comparison(xa, xb, paired=True)
     log_ratios = np.log(xb) - np.log(xa)
-    if np.ptp(log_ratios) == 0:
+    if np.ptp(log_ratios) < 1e-12:  # identical up to rounding: no spread to test against
         ratio = math.exp(float(log_ratios[0]))
         return Comparison(
             ratio,
