@@ -232,4 +232,4 @@ def test_ours_against_a_peer_is_judged_trial_by_trial_from_the_same_passes():
     [(what, row, ours, theirs)] = pair_rows(trials, metrics, PEER_PAIRS)
     assert what == "cache hit, against cashews" and (ours, theirs) == (1, 1)
     assert row.comparison.ratio == pytest.approx(100 / 150) and row.comparison.low == row.comparison.high
-    assert row.verdict == "improvement"  # a ratio the same in every trial is certain, however the machine moved
+    assert row.verdict == "improvement"  # the same ratio in every trial, however the machine moved
