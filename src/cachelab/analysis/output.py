@@ -7,8 +7,9 @@ shapes its files the same way:
 * ``<nn>_<name>.png`` — figures, rendered by Agg at 110 dpi;
 * ``<nn>_<name>.csv`` — the raw data behind them;
 * ``<nn>_summary.json`` — ``{"title", "headlines": {label: number}, "figures",
-  "tables", ...}``; the report prints the headlines and tracks them between
-  runs (``cachelab compare``), so they must be plain numbers.
+  "tables", ...}``; the report shows the headlines and keeps them in
+  ``metrics.json`` as single measurements (``cachelab compare`` lists them
+  but judges only what has trials), so they must be plain numbers.
 
 JSON has no NaN: a missing measurement is written as ``null``.
 """

@@ -1,1 +1,1 @@
-"""``cachelab report`` and ``cachelab compare``: results folders, summaries, deltas."""
+"""``cachelab report`` and ``cachelab compare``: result folders, trials, verdicts, summaries."""
