@@ -233,3 +233,40 @@ def test_ours_against_a_peer_is_judged_trial_by_trial_from_the_same_passes():
     assert what == "cache hit, against cashews" and (ours, theirs) == (1, 1)
     assert row.comparison.ratio == pytest.approx(100 / 150) and row.comparison.low == row.comparison.high
     assert row.verdict == "improvement"  # the same ratio in every trial, however the machine moved
+
+
+def _report_cli(cwd, *args):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "cachelab", "report", "--quick", "--skip", "benchmarks", "--skip", "load",
+         "--skip", "notebooks", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_report_run_from_another_folder_records_the_checkouts_commit(tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True
+    ).stdout.strip()
+    proc = _report_cli(tmp_path, "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["git"]["commit"] == head
+    assert f"Commit `{head[:7]}" in (tmp_path / "r" / "summary.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # no results/ in the current folder
+
+
+def test_a_report_refuses_a_non_empty_out_folder_in_one_line_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    proc = _report_cli(tmp_path, "--out", str(out))
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "exists and is not empty" in proc.stderr
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
