@@ -31,7 +31,7 @@ from cachelab.client import (
     create_async_client,
     create_sync_client,
 )
-from cachelab.harness.bench import AsyncBench, BenchTarget, SyncBench
+from cachelab.harness.bench import AsyncBench, BenchConfig, BenchTarget, SyncBench
 from cachelab.harness.cost import CostMeter
 
 # Generous command timeout: 1 MB values on a busy 2-core machine must not trip the breaker.
@@ -146,12 +146,12 @@ def make_async_client(
 def async_bench(
     bench_loop: asyncio.AbstractEventLoop, bench_meter: CostMeter, bench_target: BenchTarget
 ) -> AsyncBench:
-    return AsyncBench(bench_loop, meter=bench_meter, target=bench_target)
+    return AsyncBench(bench_loop, meter=bench_meter, target=bench_target, config=BenchConfig.from_env())
 
 
 @pytest.fixture(scope="session")
 def sync_bench(bench_meter: CostMeter, bench_target: BenchTarget) -> SyncBench:
-    return SyncBench(meter=bench_meter, target=bench_target)
+    return SyncBench(meter=bench_meter, target=bench_target, config=BenchConfig.from_env())
 
 
 @pytest.fixture

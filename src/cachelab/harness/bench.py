@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -95,6 +96,26 @@ class BenchConfig:
     max_rounds: int = 100_000
     warmup_rounds: int = 1
     cost_ops: int = 200
+    #: Scales every round's ``ops`` (and the cost pass): ``cachelab report --quick`` runs whole
+    #: passes several times, and many short rounds serve it better than a few long ones.
+    ops_scale: float = 1.0
+
+    def scaled(self, ops: int) -> int:
+        return max(1, round(ops * self.ops_scale))
+
+    @classmethod
+    def from_env(cls) -> BenchConfig:
+        """``CACHELAB_BENCH_OPS_SCALE`` (a positive number; default 1)."""
+        raw = os.environ.get("CACHELAB_BENCH_OPS_SCALE", "").strip()
+        if not raw:
+            return cls()
+        try:
+            scale = float(raw)
+        except ValueError:
+            scale = math.nan
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"CACHELAB_BENCH_OPS_SCALE must be a positive number, got {raw!r}")
+        return cls(ops_scale=scale, cost_ops=max(20, round(200 * scale)))
 
 
 def cost_info(cost: Cost, ops: int) -> dict[str, Any]:
@@ -278,6 +299,7 @@ class AsyncBench(_Bench):
     ) -> dict[str, Any]:
         """Time ``op`` (a zero-argument function returning an awaitable); returns ``extra_info``."""
         loop = self.loop
+        ops = self.config.scaled(ops)
 
         async def one_round() -> None:
             for _ in range(ops):
@@ -318,6 +340,7 @@ class SyncBench(_Bench):
         cost: bool = True,
     ) -> dict[str, Any]:
         """Time ``op`` (a zero-argument function); returns ``extra_info``."""
+        ops = self.config.scaled(ops)
 
         def run_round() -> None:
             for _ in range(ops):

@@ -76,6 +76,7 @@ def run_trials(
     trials: int,
     bench_args: Sequence[str],
     select: str | None = None,
+    env: dict[str, str] | None = None,
     progress: Callable[[str], None] = print,
     timeout: float = 1800,
 ) -> dict[str, list[TrialRows]]:
@@ -107,7 +108,7 @@ def run_trials(
                 code = subprocess.run(
                     cmd,
                     cwd=side.root,
-                    env=side.environ(),
+                    env=side.environ(env),
                     stdout=fh,
                     stderr=subprocess.STDOUT,
                     timeout=timeout,
