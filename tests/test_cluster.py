@@ -22,7 +22,8 @@ from redis.cluster import key_slot
 
 from cachelab.client import ClientOptions, ResilientRedis, create_sync_client, validate_redis_url
 from cachelab.config import ConfigError
-from cachelab.harness.cluster import ClusterCostMeter, RedisClusterServer, slot_ranges
+from cachelab.harness.cluster import RedisClusterServer, slot_ranges
+from cachelab.harness.cost import ClusterCostMeter
 from cachelab.patterns.cache import Cache, CachePolicy, CacheStatus
 from cachelab.patterns.envelope import MISSING
 from cachelab.patterns.health import redis_health
