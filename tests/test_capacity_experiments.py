@@ -30,7 +30,7 @@ import redis
 
 from cachelab.analysis import memory_sizing, network_distance, persistence
 from cachelab.analysis.cache_model import che_lru, zipf_popularity
-from cachelab.harness.redis_server import RedisServer, RedisServerConfig
+from cachelab.servers.redis_server import RedisServer, RedisServerConfig
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 MINE = ("07_memory_sizing", "08_persistence", "09_network_distance")

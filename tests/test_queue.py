@@ -25,9 +25,9 @@ import redis
 
 from cachelab.app.state import REPORT_QUEUE
 from cachelab.client import ClientOptions, ResilientRedis
-from cachelab.harness import RedisServer, RedisServerConfig
 from cachelab.patterns.naive_queue import NaiveQueue
 from cachelab.patterns.queue import EvictingRedisError, JobQueue, backoff_delay
+from cachelab.servers import RedisServer, RedisServerConfig
 from cachelab.worker import Worker
 
 TESTS_DIR = Path(__file__).resolve().parent

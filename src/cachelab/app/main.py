@@ -26,8 +26,8 @@ from cachelab.app.docs import add_offline_docs
 from cachelab.app.metrics import CONTENT_TYPE, AppMetrics
 from cachelab.app.state import AppState
 from cachelab.config import Settings, load_settings
-from cachelab.harness.redis_server import RedisServer
 from cachelab.resilience import RedisUnavailable
+from cachelab.servers.redis_server import RedisServer
 
 log = logging.getLogger("cachelab.app")
 

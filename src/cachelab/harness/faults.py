@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from cachelab.harness.fault_proxy import FaultProxy
-from cachelab.harness.redis_server import RedisServer
+from cachelab.servers.fault_proxy import FaultProxy
+from cachelab.servers.redis_server import RedisServer
 
 KINDS = ("kill", "pause", "client-pause", "slow", "hang", "reset", "flap")
 

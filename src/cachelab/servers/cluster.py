@@ -4,7 +4,7 @@ Every pattern claims to work on Redis Cluster: one tenant's keys share a hash
 tag, scripts declare keys of one slot, pattern invalidation walks every
 primary. Claims like that only hold if tests run against a real cluster, so
 :class:`RedisClusterServer` starts ``primaries`` real ``redis-server``
-processes in cluster mode (each a :class:`~cachelab.harness.redis_server.RedisServer`),
+processes in cluster mode (each a :class:`~cachelab.servers.redis_server.RedisServer`),
 splits the 16384 hash slots between them with ``CLUSTER ADDSLOTS``, joins them
 with ``CLUSTER MEET``, waits until every node reports ``cluster_state:ok`` and
 knows every slot's owner, and stops every process on exit, even when the
@@ -38,7 +38,7 @@ from dataclasses import replace
 
 import redis
 
-from cachelab.harness.redis_server import (
+from cachelab.servers.redis_server import (
     HOST,
     RedisServer,
     RedisServerConfig,

@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from cachelab.harness.fault_proxy import FaultProxy
 from cachelab.harness.faults import KINDS, FaultSchedule, parse_fault
+from cachelab.servers.fault_proxy import FaultProxy
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -134,7 +134,7 @@ def _follow_commands(proxy: FaultProxy, deadline: float) -> None:
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
-    from cachelab.harness.outage import LIMITER_CONFIGS, STANDARD_CONFIGS, OutagePlan, run_outage
+    from cachelab.experiments.outage import LIMITER_CONFIGS, STANDARD_CONFIGS, OutagePlan, run_outage
 
     try:
         spec = parse_fault(args.fault)
