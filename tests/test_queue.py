@@ -119,6 +119,7 @@ def _lease_holder_pids(admin: redis.Redis, queue: JobQueue) -> set[int]:
 
 
 # -- the kill storm -----------------------------------------------------------------
+@pytest.mark.slow  # ~30 s: 300 jobs under 60 SIGKILLs; the SIGTERM and lease-expiry tests stay fast
 async def test_sigkilled_workers_lose_no_job_and_duplicates_are_counted(redis_url, redis_admin, tmp_path):
     jobs, workers, kills_wanted = 300, 4, 60
     rr = ResilientRedis.from_url(redis_url, options=ClientOptions(command_timeout=2.0))
