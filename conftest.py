@@ -4,6 +4,10 @@
 so a broken benchmark fails CI quickly; ``pytest --benchmark-only`` measures,
 and collects only ``bench/`` (otherwise every test in ``tests/`` would be
 collected just to be reported as a skipped "non-benchmark").
+
+Plain ``pytest`` leaves out tests marked ``slow`` (``addopts`` in
+``pyproject.toml``); naming one without ``-m`` would otherwise end in a bare
+"no tests collected", so that case says how to run it.
 """
 
 from pathlib import Path
@@ -41,3 +45,14 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     here = config.invocation_params.dir
     named = [(here / arg.split("::")[0]).resolve() for arg in config.args]
     return None if any(collection_path in (p, *p.parents) for p in named) else True
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
+                            config: pytest.Config) -> None:
+    """Every test asked for was deselected by the default ``-m 'not slow'``: say how to run them."""
+    explicit_m = any(a == "-m" or a.startswith("-m") for a in config.invocation_params.args)
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and not explicit_m \
+            and terminalreporter.stats.get("deselected"):
+        terminalreporter.write_line(
+            "cachelab: plain `pytest` leaves out tests marked slow; run them with `pytest -m slow` "
+            "(or `pytest -m ''` for every test)", yellow=True)

@@ -38,11 +38,11 @@ from typing import Any, ClassVar
 import pytest
 import redis
 
-import cachelab.harness.stampede as stampede_harness
+import cachelab.experiments.stampede as stampede_experiment
 from cachelab.client import ResilientRedis, read_lua
+from cachelab.experiments.stampede import StampedeResult, as_row, run_stampede
 from cachelab.harness.bench import BenchTarget, cost_info, measure_cost
 from cachelab.harness.cost import Cost, CostMeter
-from cachelab.harness.stampede import StampedeResult, as_row, run_stampede
 from cachelab.patterns.cache import CachePolicy
 from cachelab.patterns.keys import make_key
 from cachelab.patterns.stampede import SingleFlight, TokenLock
@@ -101,7 +101,7 @@ def test_stampede_at_expiry(
     handshake = _handshake_round_trips(redis_url)
     for script in ("cache_fill", "lock_release"):  # loaded once per server, not per experiment
         bench_admin.script_load(read_lua(script))
-    monkeypatch.setattr(stampede_harness, "ResilientRedis", _Recording)
+    monkeypatch.setattr(stampede_experiment, "ResilientRedis", _Recording)
     _Recording.made.clear()
     outcome: dict[str, Any] = {}
 

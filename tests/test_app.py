@@ -582,7 +582,7 @@ FAST_FAIL = {
 
 
 def test_cache_redis_killed_with_sessions_on_their_own_redis_authenticated_reads_stay_200_from_the_database():
-    from cachelab.harness import RedisServer
+    from cachelab.servers import RedisServer
 
     with (
         RedisServer() as durable,
@@ -638,7 +638,7 @@ def test_a_single_shared_redis_killed_authenticated_routes_answer_503_never_an_u
 
 
 def test_queue_and_sessions_live_on_their_own_noeviction_redis():
-    from cachelab.harness import RedisServer, RedisServerConfig
+    from cachelab.servers import RedisServer, RedisServerConfig
 
     cache_config = RedisServerConfig(maxmemory="64mb", maxmemory_policy="allkeys-lru")
     with (

@@ -9,9 +9,9 @@ import stat
 import pytest
 
 from cachelab.app import passwords
-from cachelab.app.client_address import client_address, parse_networks
+from cachelab.app.client_address import client_address
 from cachelab.app.seed_password import resolve_seed_password, seed_password_for_client
-from cachelab.config import ConfigError, load_settings
+from cachelab.config import ConfigError, load_settings, parse_networks
 
 LOCAL = parse_networks("127.0.0.1")
 

@@ -13,14 +13,15 @@ import uuid
 import pytest
 
 from cachelab.client import ClientOptions, ResilientRedis
-from cachelab.harness import CostMeter, RedisServer
-from cachelab.harness.stampede import run_stampede
+from cachelab.experiments.stampede import run_stampede
+from cachelab.harness import CostMeter
 from cachelab.patterns.aggregation import DailyAggregate, seconds_until_end_of_day
 from cachelab.patterns.cache import Cache, CachePolicy, CacheStatus
 from cachelab.patterns.envelope import MISSING
 from cachelab.patterns.keys import request_key
 from cachelab.patterns.naive import naive_cache_aside, naive_refresh_ahead
 from cachelab.resilience import BreakerState, CircuitBreaker
+from cachelab.servers import RedisServer
 
 
 class CountingLoader:
@@ -533,7 +534,7 @@ async def test_redis_killed_breaker_fails_fast_fallbacks_run_then_caching_resume
 
 
 async def test_callers_get_their_data_when_no_redis_is_reachable_at_startup():
-    from cachelab.harness import free_port
+    from cachelab.servers import free_port
 
     rr = ResilientRedis.from_url(
         f"redis://127.0.0.1:{free_port()}/0",
@@ -549,8 +550,8 @@ async def test_callers_get_their_data_when_no_redis_is_reachable_at_startup():
 
 
 async def test_a_full_redis_refusing_writes_is_served_around_not_a_500():
-    from cachelab.harness import RedisServerConfig
     from cachelab.patterns.ratelimit import create_limiter
+    from cachelab.servers import RedisServerConfig
 
     config = RedisServerConfig(maxmemory="3mb", maxmemory_policy="noeviction")
     with RedisServer(config) as server:

@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from cachelab.harness.chaos_cli import parse_fault
+from cachelab.harness.faults import parse_fault
 
 
 def test_fault_specs_parse_and_bad_ones_say_why():

@@ -22,7 +22,7 @@ from typing import IO
 import httpx
 import pytest
 
-from cachelab.harness import free_port
+from cachelab.servers import free_port
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 

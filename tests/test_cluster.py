@@ -22,7 +22,7 @@ from redis.cluster import key_slot
 
 from cachelab.client import ClientOptions, ResilientRedis, create_sync_client, validate_redis_url
 from cachelab.config import ConfigError
-from cachelab.harness.cluster import ClusterCostMeter, RedisClusterServer, slot_ranges
+from cachelab.harness.cost import ClusterCostMeter
 from cachelab.patterns.cache import Cache, CachePolicy, CacheStatus
 from cachelab.patterns.envelope import MISSING
 from cachelab.patterns.health import redis_health
@@ -32,6 +32,7 @@ from cachelab.patterns.leaderboard import Leaderboard
 from cachelab.patterns.queue import EvictingRedisError, JobQueue
 from cachelab.patterns.ratelimit import ALGORITHMS, create_limiter
 from cachelab.patterns.sessions import SessionStore
+from cachelab.servers.cluster import RedisClusterServer, slot_ranges
 
 pytestmark = pytest.mark.cluster
 

@@ -24,7 +24,7 @@ import pytest
 from cachelab.app.db import MAX_PAGE_SIZE, ROLES, STATUSES, Database, async_url
 from cachelab.app.seed import AlreadySeeded, data_checksum, ensure_seeded, row_counts, seed_database
 from cachelab.config import ConfigError
-from cachelab.harness.postgres import PostgresFailed, PostgresNotFound, PostgresServer
+from cachelab.servers.postgres import PostgresFailed, PostgresNotFound, PostgresServer
 
 SMALL = {"tenants": 3, "initiatives_per_tenant": 150, "users_per_tenant": 8, "areas_per_tenant": 4}
 FIXED_NOW = dt.datetime(2025, 3, 14, 15, 9, 26)

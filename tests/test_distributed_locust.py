@@ -31,10 +31,10 @@ from typing import Any
 import pytest
 
 from cachelab.harness.app_server import AppServer
-from cachelab.harness.redis_server import HOST, free_port
 from cachelab.loadtest import LatencyHistogram
 from cachelab.loadtest.metrics import TOTAL, hit_ratio
 from cachelab.loadtest.runner import default_locustfile
+from cachelab.servers.redis_server import HOST, free_port
 
 RUN_SECONDS = 5
 WORKERS = 2

@@ -11,7 +11,7 @@ import time
 import pytest
 import redis
 
-from cachelab.harness.fault_proxy import FaultProxy
+from cachelab.servers.fault_proxy import FaultProxy
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ import redis
 
 from cachelab.client import ClientOptions, ResilientRedis, validate_redis_url
 from cachelab.config import ConfigError, load_settings
-from cachelab.harness import CostMeter, RedisServer, RedisServerConfig, RedisServerNotFound
-from cachelab.harness.redis_server import find_redis_server
+from cachelab.harness import CostMeter
 from cachelab.resilience import (
     BackgroundTasks,
     BreakerState,
@@ -23,6 +22,8 @@ from cachelab.resilience import (
     CircuitOpenError,
     RedisUnavailable,
 )
+from cachelab.servers import RedisServer, RedisServerConfig, RedisServerNotFound
+from cachelab.servers.redis_server import find_redis_server
 
 
 def test_launcher_starts_configured_server_and_removes_it_on_exit():
@@ -46,7 +47,7 @@ def test_launcher_starts_configured_server_and_removes_it_on_exit():
 
 _LAUNCH_AND_HANG = """
 import sys, time
-from cachelab.harness import RedisServer
+from cachelab.servers import RedisServer
 server = RedisServer().start()
 print(server.proc.pid, flush=True)
 time.sleep(120)
@@ -69,7 +70,7 @@ def test_a_launched_server_dies_with_a_launcher_that_was_killed_outright():
 def test_launcher_error_says_how_to_install(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.delenv("CACHELAB_REDIS_SERVER", raising=False)
-    monkeypatch.setattr("cachelab.harness.redis_server._bundled_redis_server", lambda: None)
+    monkeypatch.setattr("cachelab.servers.redis_server._bundled_redis_server", lambda: None)
     with pytest.raises(RedisServerNotFound) as err:
         find_redis_server()
     assert "apt-get install" in str(err.value)

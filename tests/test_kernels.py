@@ -9,8 +9,8 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("papermill")
 
-from cachelab.harness.kernels import kernel_options  # noqa: E402
 from cachelab.report.run import run_notebooks  # noqa: E402
+from cachelab.servers.kernels import kernel_options  # noqa: E402
 
 
 def test_report_notebook_runner_starts_kernels_encrypted_and_prints_no_plain_tcp_warning(tmp_path, capfd):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 import subprocess
 import sys
@@ -301,6 +302,8 @@ def test_the_locustfile_runs_from_any_working_directory(app, tmp_path):
         [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", "1", "-r", "1",
          "-t", "2s", "--host", app.base_url, "--only-summary", "--mix", "browser=1", "--shape", "step",
          "--results-dir", "out"],
+        # The app's password, not whatever ~/.local/state/cachelab/seed-password holds on this machine.
+        env={**os.environ, "CACHELAB_SEED_PASSWORD": app.seed_password},
         cwd=elsewhere, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

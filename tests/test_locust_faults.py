@@ -8,10 +8,10 @@ from collections import Counter
 
 import pytest
 
-from cachelab.harness import RedisServer, free_port
 from cachelab.harness.app_server import AppServer
 from cachelab.loadtest.faults import parse_faults
 from cachelab.loadtest.runner import run_scenario
+from cachelab.servers import RedisServer, free_port
 
 
 def test_only_proxy_faults_are_allowed_in_a_locust_run():

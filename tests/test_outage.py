@@ -13,8 +13,8 @@ import math
 
 import pytest
 
+from cachelab.experiments.outage import OutageConfig, OutagePlan, RequestRecord, run_outage, summarise
 from cachelab.harness.faults import FaultNotAllowed, FaultSchedule, FaultSpec
-from cachelab.harness.outage import OutageConfig, OutagePlan, RequestRecord, run_outage, summarise
 
 TIMEOUT = 0.25
 FAST = {

@@ -25,9 +25,9 @@ import redis
 
 from cachelab.app.state import REPORT_QUEUE
 from cachelab.client import ClientOptions, ResilientRedis
-from cachelab.harness import RedisServer, RedisServerConfig
 from cachelab.patterns.naive_queue import NaiveQueue
 from cachelab.patterns.queue import EvictingRedisError, JobQueue, backoff_delay
+from cachelab.servers import RedisServer, RedisServerConfig
 from cachelab.worker import Worker
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -119,6 +119,7 @@ def _lease_holder_pids(admin: redis.Redis, queue: JobQueue) -> set[int]:
 
 
 # -- the kill storm -----------------------------------------------------------------
+@pytest.mark.slow  # ~30 s: 300 jobs under 60 SIGKILLs; the SIGTERM and lease-expiry tests stay fast
 async def test_sigkilled_workers_lose_no_job_and_duplicates_are_counted(redis_url, redis_admin, tmp_path):
     jobs, workers, kills_wanted = 300, 4, 60
     rr = ResilientRedis.from_url(redis_url, options=ClientOptions(command_timeout=2.0))

@@ -22,7 +22,6 @@ import pytest
 import redis
 
 from cachelab.client import ClientOptions, ResilientRedis, read_lua
-from cachelab.harness import RedisServer
 from cachelab.patterns.keys import make_key
 from cachelab.patterns.ratelimit import (
     ALGORITHMS,
@@ -39,6 +38,7 @@ from cachelab.patterns.ratelimit import (
 )
 from cachelab.patterns.ratelimit_local import LocalGCRA
 from cachelab.resilience import BreakerState, CircuitBreaker
+from cachelab.servers import RedisServer
 
 ALGOS = sorted(ALGORITHMS)
 

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from cachelab.harness import free_port
+from cachelab.servers import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -16,9 +16,9 @@ import redis
 
 import cachelab.patterns.sessions as sessions_module
 from cachelab.client import ClientOptions, ResilientRedis
-from cachelab.harness import RedisServer
 from cachelab.patterns.sessions import SessionStore, is_valid_session_id, new_session_id
 from cachelab.resilience import CircuitBreaker, RedisUnavailable
+from cachelab.servers import RedisServer
 
 
 def store(rr: ResilientRedis, **kw) -> SessionStore:

@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_locust_options(sub)
     _add_report(sub)
     _add_compare(sub)
-    from cachelab.harness.chaos_cli import add_parser as add_chaos
+    from cachelab.experiments.chaos_cli import add_parser as add_chaos
 
     add_chaos(sub)
     return parser

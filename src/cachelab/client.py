@@ -26,6 +26,10 @@ Differences to know: redis-py's cluster client has no blocking pool (past
 ``max_connections`` per node a call fails at once, and the breaker counts
 it), and multi-key commands need keys of one slot (every pattern builds its
 keys with a ``{scope}`` hash tag for that reason).
+
+This module is the bottom layer: it takes :class:`ClientOptions`, never the
+app's settings. :meth:`cachelab.config.Settings.redis_client` builds a client
+from the environment.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from cachelab import request_cost
-from cachelab.config import ConfigError, Settings
+from cachelab.errors import ConfigError
 from cachelab.resilience import BackgroundTasks, CircuitBreaker
 
 T = TypeVar("T")
@@ -235,20 +239,13 @@ def _counting_sync(base: type[redis.Connection], counter: RoundTripCounter) -> t
 
 @dataclass(frozen=True)
 class ClientOptions:
+    """Pool size, timeouts and retries of one client (``Settings.client_options()`` reads them)."""
+
     connect_timeout: float = 1.0
     command_timeout: float = 0.5
     retries: int = 1
     max_connections: int = 100
     pool_timeout: float = 2.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ClientOptions:
-        return cls(
-            connect_timeout=settings.redis_connect_timeout,
-            command_timeout=settings.redis_command_timeout,
-            retries=settings.redis_retries,
-            max_connections=settings.redis_max_connections,
-        )
 
     def retry(self) -> Retry:
         return Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), self.retries)
@@ -406,23 +403,6 @@ class ResilientRedis:
             background=BackgroundTasks(background_max),
             round_trips=counter,
             url=url,
-        )
-
-    @classmethod
-    def from_settings(cls, settings: Settings, url: str | None = None) -> ResilientRedis:
-        url = url or settings.redis_url
-        if not url:
-            raise ConfigError("no Redis URL: set REDIS_URL or launch a server first")
-        breaker = CircuitBreaker(
-            failure_threshold=settings.breaker_failure_threshold,
-            reset_timeout=settings.breaker_reset_timeout,
-            enabled=settings.breaker_enabled,
-        )
-        return cls.from_url(
-            url,
-            options=ClientOptions.from_settings(settings),
-            breaker=breaker,
-            background_max=settings.background_max,
         )
 
     async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:

@@ -4,10 +4,15 @@ One validated object, so a malformed value fails at start-up with a message
 naming the variable, instead of surfacing later as a confusing runtime error.
 ``REDIS_URL`` and ``DATABASE_URL`` are read without the ``CACHELAB_`` prefix
 because those are the names users already have.
+
+Settings sit above the client and the patterns: they validate values with the
+parsers those layers own (Redis URLs, rate limits) and build a client from
+themselves (:meth:`Settings.redis_client`); the client knows nothing of them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import textwrap
 import urllib.parse
 from functools import lru_cache
@@ -16,12 +21,31 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cachelab.client import ClientOptions, ResilientRedis, validate_redis_url
+from cachelab.errors import ConfigError
+from cachelab.patterns.ratelimit import algorithm_name, parse_limit
+from cachelab.resilience import CircuitBreaker
+
 CacheMode = Literal["off", "cache-aside", "refresh-ahead", "swr", "xfetch", "lock"]
 FailurePolicy = Literal["open", "closed", "local"]
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-class ConfigError(ValueError):
-    """The configuration is invalid; the message says which setting and why."""
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """``CACHELAB_TRUSTED_PROXIES``: ``"127.0.0.1, 10.0.0.0/8"`` → networks; ValueError naming a bad entry."""
+    networks = []
+    for part in text.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"CACHELAB_TRUSTED_PROXIES entry {part!r} is not an IP address or CIDR network"
+            ) from None
+    return tuple(networks)
 
 
 class Settings(BaseSettings):
@@ -99,8 +123,6 @@ class Settings(BaseSettings):
     def _check_redis_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or value == "":
             return None
-        from cachelab.client import validate_redis_url
-
         try:
             validate_redis_url(value)
         except ConfigError as exc:  # its message says REDIS_URL; this may be QUEUE_REDIS_URL
@@ -112,11 +134,35 @@ class Settings(BaseSettings):
         """Where the queue and sessions live: ``QUEUE_REDIS_URL``, else ``REDIS_URL``."""
         return self.queue_redis_url or self.redis_url
 
+    def client_options(self) -> ClientOptions:
+        """The client's pool size, timeouts and retries from ``CACHELAB_REDIS_*``."""
+        return ClientOptions(
+            connect_timeout=self.redis_connect_timeout,
+            command_timeout=self.redis_command_timeout,
+            retries=self.redis_retries,
+            max_connections=self.redis_max_connections,
+        )
+
+    def redis_client(self, url: str | None = None) -> ResilientRedis:
+        """A :class:`ResilientRedis` for ``url`` (default ``REDIS_URL``) configured by these settings.
+
+        Raises :class:`ConfigError` when there is no URL at all.
+        """
+        url = url or self.redis_url
+        if not url:
+            raise ConfigError("no Redis URL: set REDIS_URL or launch a server first")
+        breaker = CircuitBreaker(
+            failure_threshold=self.breaker_failure_threshold,
+            reset_timeout=self.breaker_reset_timeout,
+            enabled=self.breaker_enabled,
+        )
+        return ResilientRedis.from_url(
+            url, options=self.client_options(), breaker=breaker, background_max=self.background_max
+        )
+
     @field_validator("trusted_proxies")
     @classmethod
     def _check_trusted_proxies(cls, value: str) -> str:
-        from cachelab.app.client_address import parse_networks
-
         parse_networks(value)
         return value
 
@@ -128,16 +174,12 @@ class Settings(BaseSettings):
     @field_validator("rate_limit", "login_rate_limit_ip", "login_rate_limit_account")
     @classmethod
     def _check_rate_limit(cls, value: str) -> str:
-        from cachelab.patterns.ratelimit import parse_limit
-
         parse_limit(value)
         return value
 
     @field_validator("rate_limit_algorithm")
     @classmethod
     def _check_algorithm(cls, value: str) -> str:
-        from cachelab.patterns.ratelimit import algorithm_name
-
         return algorithm_name(value)
 
 

@@ -17,7 +17,7 @@ import redis
 
 from cachelab.client import ClientOptions, ResilientRedis
 from cachelab.harness.cost import CostMeter
-from cachelab.harness.redis_server import RedisServer, RedisServerConfig
+from cachelab.servers.redis_server import RedisServer, RedisServerConfig
 
 
 @pytest.fixture(scope="session")

@@ -332,7 +332,7 @@ async def _connect_and_check(queue: JobQueue, worker: Worker, allow_evicting: bo
 
 
 async def _amain(args: argparse.Namespace) -> int:
-    from cachelab.client import ResilientRedis, redact_url
+    from cachelab.client import redact_url
     from cachelab.config import get_settings
 
     settings = get_settings()
@@ -350,7 +350,7 @@ async def _amain(args: argparse.Namespace) -> int:
     except (ImportError, AttributeError, ValueError) as exc:
         print(f"cachelab worker: cannot load handlers: {exc}", file=sys.stderr)
         return 2
-    rr = ResilientRedis.from_settings(settings, url=settings.durable_redis_url)
+    rr = settings.redis_client(settings.durable_redis_url)
     try:
         queue = JobQueue(
             rr,

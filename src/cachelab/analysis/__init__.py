@@ -19,6 +19,9 @@ module             notebook
 
 Every notebook writes the same three kinds of artefact into ``out_dir``
 through :mod:`.output`, which ``cachelab report`` lifts into ``summary.md``.
+
+Layer 5, beside :mod:`cachelab.experiments` and :mod:`cachelab.report`: it uses
+the experiments, the harness and everything below (see ``cachelab._layers``).
 """
 
 from cachelab.analysis.output import (

@@ -31,8 +31,8 @@ import httpx
 import redis
 
 from cachelab.app.db import STATUSES
+from cachelab.experiments.outage import parse_metrics
 from cachelab.harness.app_client import alogin_per_tenant
-from cachelab.harness.outage import parse_metrics
 from cachelab.loadtest.zipf import ZipfSampler
 
 PAGE_SIZE = 20  # the app's default page size for initiative lists

@@ -1,7 +1,7 @@
 """Run asyncio code from a notebook cell.
 
 A Jupyter kernel already runs an event loop in its main thread, so
-``asyncio.run`` (used by the harness, e.g. :func:`~cachelab.harness.outage.run_outage`)
+``asyncio.run`` (used by the experiments, e.g. :func:`~cachelab.experiments.outage.run_outage`)
 refuses to start there. These helpers run such code in a short-lived worker
 thread, which has no loop of its own; from a plain script they run it directly.
 """

@@ -80,9 +80,9 @@ from cachelab.analysis.loops import off_loop
 from cachelab.analysis.output import for_profile
 from cachelab.harness.app_client import alogin_per_tenant, cookie_header, tenant_ids
 from cachelab.harness.app_server import AppServer
-from cachelab.harness.redis_server import RedisServer, RedisServerConfig
 from cachelab.loadtest.histograms import LatencyHistogram
 from cachelab.loadtest.zipf import ZipfSampler
+from cachelab.servers.redis_server import RedisServer, RedisServerConfig
 
 #: The app settings every experiment here runs with: limits far above the load (a 429 is not a miss).
 APP_ENV = {

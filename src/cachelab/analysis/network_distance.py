@@ -3,7 +3,7 @@
 The guide's Redis sits in one cloud region (São Paulo) while the app may run
 in another. Every round trip then costs the distance, and a request that
 makes several of them one after another pays it several times. A TCP
-:class:`~cachelab.harness.fault_proxy.FaultProxy` between the app and a
+:class:`~cachelab.servers.fault_proxy.FaultProxy` between the app and a
 redis-server we launched adds a round-trip time (half each way, order and
 pipelining preserved): 0.1 ms (same host), 1 ms (same zone), 5 ms (cross-zone)
 and 20 ms (cross-region).
@@ -61,9 +61,9 @@ from cachelab.analysis.output import for_profile
 from cachelab.client import ClientOptions, ResilientRedis
 from cachelab.harness.app_client import alogin, cookie_header, tenant_ids
 from cachelab.harness.app_server import AppServer
-from cachelab.harness.children import spawn
-from cachelab.harness.fault_proxy import FaultProxy
-from cachelab.harness.redis_server import RedisServer
+from cachelab.servers.children import spawn
+from cachelab.servers.fault_proxy import FaultProxy
+from cachelab.servers.redis_server import RedisServer
 
 APP_ENV = {
     "CACHELAB_RATE_LIMIT": "100000000/60s",

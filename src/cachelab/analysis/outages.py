@@ -1,6 +1,6 @@
 """Notebook 04: fail-open under Redis outages — the timelines and what they add up to.
 
-Every run is :func:`cachelab.harness.outage.run_outage`: a fresh Redis (AOF
+Every run is :func:`cachelab.experiments.outage.run_outage`: a fresh Redis (AOF
 on) behind a fault proxy, the app and a report worker, paced reads plus report
 jobs, and one fault from ``t1`` to ``t2``. This module only chooses which runs
 a profile makes, tabulates their per-second timelines and summaries, and plots
@@ -33,8 +33,7 @@ from typing import Any
 
 from cachelab.analysis.loops import off_loop
 from cachelab.analysis.output import for_profile
-from cachelab.harness.faults import FaultSpec
-from cachelab.harness.outage import (
+from cachelab.experiments.outage import (
     LIMITER_CONFIGS,
     STANDARD_CONFIGS,
     TOPOLOGIES,
@@ -44,6 +43,7 @@ from cachelab.harness.outage import (
     run_outage,
     timeout_configs,
 )
+from cachelab.harness.faults import FaultSpec
 
 CONFIGS: dict[str, OutageConfig] = {
     c.name: c for c in (*STANDARD_CONFIGS, *LIMITER_CONFIGS, *timeout_configs())
@@ -146,7 +146,7 @@ def _clean(value: Any) -> Any:
 
 
 def summary_rows(results: Sequence[OutageResult]) -> list[dict[str, Any]]:
-    """One row per run: the harness's summary plus the extra database load during the fault."""
+    """One row per run: the experiment's summary plus the extra database load during the fault."""
     rows = []
     for r in results:
         s = dict(r.summary)

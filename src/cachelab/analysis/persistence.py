@@ -23,7 +23,7 @@ the same event-loop turn, so ``always`` costs less with many concurrent
 writers than with one.
 
 **Loss on kill -9.** One writer sets sequential keys and records which writes
-were acknowledged; :meth:`~cachelab.harness.redis_server.RedisServer.kill`
+were acknowledged; :meth:`~cachelab.servers.redis_server.RedisServer.kill`
 SIGKILLs the server mid-stream (a fresh server per mode; the RDB one half a
 second after its first snapshot completed, the middle of its one-second
 cycle), :meth:`~.RedisServer.restart` replays whatever it persisted, and
@@ -53,8 +53,8 @@ from redis.retry import Retry
 from cachelab.analysis.loops import off_loop
 from cachelab.analysis.output import for_profile
 from cachelab.client import ClientOptions, ResilientRedis
-from cachelab.harness.redis_server import RedisServer, RedisServerConfig
 from cachelab.loadtest.histograms import LatencyHistogram
+from cachelab.servers.redis_server import RedisServer, RedisServerConfig
 
 
 @dataclass(frozen=True)

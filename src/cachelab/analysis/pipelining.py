@@ -37,8 +37,8 @@ from cachelab.analysis.output import for_profile, percentiles
 from cachelab.client import ClientOptions, RoundTripCounter, create_async_client, create_sync_client
 from cachelab.harness.cost import CostMeter
 from cachelab.harness.payloads import value_of_size
-from cachelab.harness.redis_server import RedisServer
 from cachelab.patterns.keys import make_key
+from cachelab.servers.redis_server import RedisServer
 
 KEY = make_key("bench", "pipeline", "k")
 BENCHMARK_KEY = "key:__rand_int__"  # what redis-benchmark's GET reads when -r is not given

@@ -31,7 +31,6 @@ from cachelab.analysis.loops import run_async
 from cachelab.analysis.output import for_profile
 from cachelab.client import ClientOptions, ResilientRedis
 from cachelab.harness.cost import CostMeter
-from cachelab.harness.redis_server import RedisServer
 from cachelab.patterns.ratelimit import (
     ALGORITHMS,
     GCRALimiter,
@@ -40,6 +39,7 @@ from cachelab.patterns.ratelimit import (
     create_limiter,
     max_in_window,
 )
+from cachelab.servers.redis_server import RedisServer
 
 ALGOS = sorted(ALGORITHMS)
 

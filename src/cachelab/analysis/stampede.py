@@ -3,7 +3,7 @@
 Two situations, each under five strategies (:data:`STRATEGIES`):
 
 * **a cold key** — ``processes × tasks`` callers ask for one missing key at
-  the same instant (:func:`cachelab.harness.stampede.run_stampede`); the
+  the same instant (:func:`cachelab.experiments.stampede.run_stampede`); the
   loader counts its calls in Redis, so the count is exact across processes;
 * **a hot key expiring under load** — reader processes (think: app
   instances) loop over one key with a short TTL for a while; the key is
@@ -32,9 +32,9 @@ import redis
 from cachelab.analysis.loops import off_loop
 from cachelab.analysis.output import for_profile, percentiles
 from cachelab.client import ClientOptions, ResilientRedis
-from cachelab.harness.redis_server import RedisServer
-from cachelab.harness.stampede import run_stampede
+from cachelab.experiments.stampede import run_stampede
 from cachelab.patterns.cache import Cache, CachePolicy
+from cachelab.servers.redis_server import RedisServer
 
 #: Strategy → CachePolicy options. Single-flight is on by default in :class:`CachePolicy`, so every
 #: other strategy turns it off to be measured on its own.

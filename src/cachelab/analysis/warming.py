@@ -51,7 +51,7 @@ from cachelab.analysis.httpload import (
 from cachelab.analysis.loops import off_loop, run_async
 from cachelab.analysis.output import for_profile, percentiles
 from cachelab.harness.app_server import AppServer
-from cachelab.harness.redis_server import RedisServer
+from cachelab.servers.redis_server import RedisServer
 
 RUNS = ("cold", "warm", "pre-warmed")
 Sessions = dict[str, dict[str, str]]  # tenant -> its session's Cookie header

@@ -4,7 +4,8 @@ The per-address rate limits are only as good as the address they key on.
 ``X-Forwarded-For`` is a header any client can write, so believing it from
 anyone lets a client pick a fresh address per request and never be limited.
 It is believed only when the TCP peer is listed in
-``CACHELAB_TRUSTED_PROXIES`` (IPs or CIDRs; empty by default, so nobody's):
+``CACHELAB_TRUSTED_PROXIES`` (IPs or CIDRs, parsed by :func:`cachelab.config.parse_networks`;
+empty by default, so nobody's):
 then the header is read right to left, skipping further trusted hops, and
 the first address that is not a trusted proxy is the client — the rightmost
 entries are the ones our own proxies appended; anything left of them came
@@ -20,23 +21,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(text: str) -> tuple[Network, ...]:
-    """``"127.0.0.1, 10.0.0.0/8"`` → networks; ValueError naming the bad entry."""
-    networks = []
-    for part in text.replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(part, strict=False))
-        except ValueError:
-            raise ValueError(
-                f"CACHELAB_TRUSTED_PROXIES entry {part!r} is not an IP address or CIDR network"
-            ) from None
-    return tuple(networks)
+from cachelab.config import Network
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -25,10 +25,9 @@ from cachelab.app.db import Database
 from cachelab.app.docs import add_offline_docs
 from cachelab.app.metrics import CONTENT_TYPE, AppMetrics
 from cachelab.app.state import AppState
-from cachelab.client import ResilientRedis
 from cachelab.config import Settings, load_settings
-from cachelab.harness.redis_server import RedisServer
 from cachelab.resilience import RedisUnavailable
+from cachelab.servers.redis_server import RedisServer
 
 log = logging.getLogger("cachelab.app")
 
@@ -79,9 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             own_redis = RedisServer().start()
             url = own_redis.url
             log.warning("REDIS_URL not set: launched a private redis-server at %s", url)
-        rr = ResilientRedis.from_settings(settings, url=url)
+        rr = settings.redis_client(url)
         durable = (
-            ResilientRedis.from_settings(settings, url=settings.queue_redis_url)
+            settings.redis_client(settings.queue_redis_url)
             if settings.queue_redis_url
             else rr
         )

@@ -38,8 +38,8 @@ from cachelab.app.seed import AlreadySeeded, seed_database
 from cachelab.app.seed_password import resolve_seed_password
 from cachelab.client import redact_url
 from cachelab.config import ConfigError, Settings, load_settings
-from cachelab.harness.children import spawn
-from cachelab.harness.redis_server import RedisServer
+from cachelab.servers.children import spawn
+from cachelab.servers.redis_server import RedisServer
 
 DEFAULT_SQLITE = "cachelab.db"
 # What opening, creating or seeding a database raises when the URL, path or server is wrong.

@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cachelab.app.caching import AppCaches
-from cachelab.app.client_address import Network, parse_networks
 from cachelab.app.db import Database
 from cachelab.app.passwords import PasswordChecker
 from cachelab.client import ResilientRedis
-from cachelab.config import Settings
+from cachelab.config import Network, Settings, parse_networks
 from cachelab.patterns.leaderboard import Leaderboard
 from cachelab.patterns.queue import JobQueue
 from cachelab.patterns.ratelimit import RateLimiter, create_limiter, parse_limit

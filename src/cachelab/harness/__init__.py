@@ -1,24 +1,10 @@
-"""What experiments need: a Redis of their own, fault injection, cost capture, workloads."""
+"""Layer 4: what experiments need — the app as a process, logging in to it, cost capture, faults, payloads.
 
-from cachelab.harness.cost import Cost, CostMeter
-from cachelab.harness.redis_server import (
-    RedisServer,
-    RedisServerConfig,
-    RedisServerFailed,
-    RedisServerNotFound,
-    find_redis_server,
-    free_port,
-    redis_target,
-)
+Built on the app (layer 3) and the launchers in :mod:`cachelab.servers`
+(layer 2); whole experiments that use these pieces live above, in
+:mod:`cachelab.experiments`. See ``cachelab._layers``.
+"""
 
-__all__ = [
-    "Cost",
-    "CostMeter",
-    "RedisServer",
-    "RedisServerConfig",
-    "RedisServerFailed",
-    "RedisServerNotFound",
-    "find_redis_server",
-    "free_port",
-    "redis_target",
-]
+from cachelab.harness.cost import ClusterCostMeter, Cost, CostMeter
+
+__all__ = ["ClusterCostMeter", "Cost", "CostMeter"]

@@ -38,8 +38,8 @@ from pathlib import Path
 
 import httpx
 
-from cachelab.harness.children import spawn
-from cachelab.harness.redis_server import HOST, RedisServer, RedisServerConfig, free_port
+from cachelab.servers.children import spawn
+from cachelab.servers.redis_server import HOST, RedisServer, RedisServerConfig, free_port
 
 _serving: weakref.WeakValueDictionary[str, AppServer] = weakref.WeakValueDictionary()
 

@@ -30,14 +30,15 @@ the load runs use) count every microsecond exactly once.
 The meter reads INFO over its own connection (so its traffic is not counted as
 round trips) and subtracts its own footprint (the INFO calls, and the bytes of
 one snapshot, calibrated once). Numbers are for the whole server: measure on a
-server nothing else is using, which the launcher gives you.
+server nothing else is using, which the launcher gives you. On a Redis Cluster,
+:class:`ClusterCostMeter` runs one meter per primary and adds them up.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import redis
@@ -241,3 +242,51 @@ def _direct_calls(
         key = name if name in booked or "|" not in name else name.split("|", 1)[0]
         direct[key] = direct.get(key, 0) + own
     return direct
+
+
+def sum_costs(parts: Sequence[Cost], round_trips: int = 0) -> Cost:
+    """One :class:`Cost` from per-node costs: counters and per-command maps added up."""
+    total = Cost(round_trips=round_trips)
+    for part in parts:
+        for f in fields(Cost):
+            if f.name == "round_trips":
+                continue
+            value = getattr(part, f.name)
+            if isinstance(value, dict):
+                merged = getattr(total, f.name)
+                for name, n in value.items():
+                    merged[name] = merged.get(name, 0) + n
+            else:
+                setattr(total, f.name, getattr(total, f.name) + value)
+    return total
+
+
+class ClusterCostMeter:
+    """:class:`CostMeter` over every primary of a cluster: ``with meter.measure() as cost``.
+
+    Round trips come from the client's counter once (not per node). Like the
+    single-server meter, it measures whole servers: use a cluster nothing else
+    is using, such as one :class:`RedisClusterServer` launched.
+    """
+
+    def __init__(self, node_urls: Sequence[str], round_trips: RoundTripCounter | None = None) -> None:
+        self.round_trips = round_trips
+        self.meters = [CostMeter(url) for url in node_urls]
+
+    def close(self) -> None:
+        for meter in self.meters:
+            meter.close()
+
+    @contextlib.contextmanager
+    def measure(self) -> Iterator[Cost]:
+        total = Cost()
+        parts: list[Cost] = []
+        rt_before = 0
+        try:
+            with contextlib.ExitStack() as stack:
+                parts = [stack.enter_context(meter.measure()) for meter in self.meters]
+                rt_before = self.round_trips.value if self.round_trips else 0
+                yield total
+        finally:
+            rt = (self.round_trips.value - rt_before) if self.round_trips else 0
+            total.__dict__.update(sum_costs(parts, rt).__dict__)

@@ -16,12 +16,14 @@ Process faults act only on a :class:`RedisServer` this process launched; a
 ``REDIS_URL`` server is faulted only through the proxy in front of it. Every
 fault is a context manager whose exit undoes it, and
 :func:`~cachelab.harness.faults.FaultSchedule` runs one in a background thread
-for a bounded window.
+for a bounded window. :func:`parse_fault` reads the command-line form,
+``kind@start+duration[:rtt=seconds]`` (``cachelab chaos``, the Locust plugin).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -29,8 +31,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from cachelab.harness.fault_proxy import FaultProxy
-from cachelab.harness.redis_server import RedisServer
+from cachelab.servers.fault_proxy import FaultProxy
+from cachelab.servers.redis_server import RedisServer
 
 KINDS = ("kill", "pause", "client-pause", "slow", "hang", "reset", "flap")
 
@@ -176,3 +178,20 @@ class FaultSchedule:
 
     def __exit__(self, *exc: object) -> None:
         self.end()
+
+
+_FAULT_RE = re.compile(
+    r"^(?P<kind>[a-z\-]+)@(?P<start>[\d.]+)\+(?P<duration>[\d.]+)(?::rtt=(?P<rtt>[\d.]+))?$"
+)
+
+
+def parse_fault(text: str) -> FaultSpec:
+    """``kind@start+duration[:rtt=seconds]``, e.g. ``hang@10+5`` or ``slow@0+30:rtt=0.02``."""
+    match = _FAULT_RE.match(text.strip())
+    if not match:
+        raise ValueError(
+            f"bad fault {text!r}: expected kind@start+duration[:rtt=s], kinds: {', '.join(KINDS)}"
+        )
+    return FaultSpec(
+        match["kind"], float(match["start"]), float(match["duration"]), rtt=float(match["rtt"] or 0.05)
+    )

@@ -15,6 +15,8 @@ Importable without Locust (whose import monkey-patches the standard library):
 Locust-side modules, imported only by locustfiles: :mod:`cachelab.loadtest.users`
 (the user behaviours), :mod:`cachelab.loadtest.locust_shapes` (``SelectableShape``) and
 :mod:`cachelab.loadtest.plugin` (``install(events)``).
+
+Layer 4, beside :mod:`cachelab.harness` (see ``cachelab._layers``).
 """
 
 from cachelab.loadtest.cpu import CpuMeter, generator_summary

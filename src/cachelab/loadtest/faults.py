@@ -19,9 +19,8 @@ from typing import Any
 
 import gevent
 
-from cachelab.harness.chaos_cli import parse_fault
-from cachelab.harness.children import spawn
-from cachelab.harness.faults import FaultSpec
+from cachelab.harness.faults import FaultSpec, parse_fault
+from cachelab.servers.children import spawn
 
 log = logging.getLogger("cachelab.loadtest")
 PROXY_FAULTS = ("slow", "hang", "reset")

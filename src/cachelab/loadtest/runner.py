@@ -31,9 +31,9 @@ from typing import Any
 
 import psutil
 
-from cachelab.harness.children import spawn
 from cachelab.loadtest.metrics import TOTAL
 from cachelab.loadtest.results import read_summary
+from cachelab.servers.children import spawn
 
 
 class ScenarioFailed(RuntimeError):

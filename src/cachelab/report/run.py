@@ -209,7 +209,7 @@ def run_notebooks(folder: Path, profile: Profile, root: Path) -> list[dict[str, 
     import papermill
     from nbconvert import HTMLExporter
 
-    from cachelab.harness.kernels import kernel_options
+    from cachelab.servers.kernels import kernel_options
 
     figures = folder / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -346,7 +346,7 @@ def run_report(
     folder = _prepare_folder(out, results_root or root / "results", root, allow_existing=allow_existing)
     _progress(f"writing {folder}")
 
-    from cachelab.harness.redis_server import RedisServer
+    from cachelab.servers.redis_server import RedisServer
 
     with RedisServer() as probe:  # the Redis the experiments launch: record its version and config
         manifest = build_manifest(

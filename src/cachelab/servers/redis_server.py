@@ -32,7 +32,7 @@ from pathlib import Path
 
 import redis
 
-from cachelab.harness.children import spawn
+from cachelab.servers.children import spawn
 
 HOST = "127.0.0.1"
 _live_servers: weakref.WeakSet[RedisServer] = weakref.WeakSet()

@@ -4,7 +4,7 @@ Every pattern claims to work on Redis Cluster: one tenant's keys share a hash
 tag, scripts declare keys of one slot, pattern invalidation walks every
 primary. Claims like that only hold if tests run against a real cluster, so
 :class:`RedisClusterServer` starts ``primaries`` real ``redis-server``
-processes in cluster mode (each a :class:`~cachelab.harness.redis_server.RedisServer`),
+processes in cluster mode (each a :class:`~cachelab.servers.redis_server.RedisServer`),
 splits the 16384 hash slots between them with ``CLUSTER ADDSLOTS``, joins them
 with ``CLUSTER MEET``, waits until every node reports ``cluster_state:ok`` and
 knows every slot's owner, and stops every process on exit, even when the
@@ -23,9 +23,9 @@ Clients connect with the URL :attr:`RedisClusterServer.url`,
 ``redis+cluster://127.0.0.1:<port>``: :func:`cachelab.client.create_async_client`
 then builds a ``redis.asyncio.RedisCluster`` that discovers the other nodes.
 
-Server cost: :class:`~cachelab.harness.cost.CostMeter` reads ``INFO`` of one
-server. :class:`ClusterCostMeter` runs one per primary and sums them, so a
-block's commands are counted wherever their slots live.
+Server cost: :class:`cachelab.harness.cost.ClusterCostMeter` runs one
+:class:`~cachelab.harness.cost.CostMeter` per primary (:attr:`RedisClusterServer.node_urls`)
+and sums them; the launcher itself measures nothing.
 """
 
 from __future__ import annotations
@@ -33,14 +33,12 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import fields, replace
+from collections.abc import Iterator
+from dataclasses import replace
 
 import redis
 
-from cachelab.client import RoundTripCounter
-from cachelab.harness.cost import Cost, CostMeter
-from cachelab.harness.redis_server import (
+from cachelab.servers.redis_server import (
     HOST,
     RedisServer,
     RedisServerConfig,
@@ -247,54 +245,6 @@ class RedisClusterServer:
             finally:
                 admin.close()
         return sizes
-
-
-def sum_costs(parts: Sequence[Cost], round_trips: int = 0) -> Cost:
-    """One :class:`Cost` from per-node costs: counters and per-command maps added up."""
-    total = Cost(round_trips=round_trips)
-    for part in parts:
-        for f in fields(Cost):
-            if f.name == "round_trips":
-                continue
-            value = getattr(part, f.name)
-            if isinstance(value, dict):
-                merged = getattr(total, f.name)
-                for name, n in value.items():
-                    merged[name] = merged.get(name, 0) + n
-            else:
-                setattr(total, f.name, getattr(total, f.name) + value)
-    return total
-
-
-class ClusterCostMeter:
-    """:class:`CostMeter` over every primary of a cluster: ``with meter.measure() as cost``.
-
-    Round trips come from the client's counter once (not per node). Like the
-    single-server meter, it measures whole servers: use a cluster nothing else
-    is using, such as one :class:`RedisClusterServer` launched.
-    """
-
-    def __init__(self, node_urls: Sequence[str], round_trips: RoundTripCounter | None = None) -> None:
-        self.round_trips = round_trips
-        self.meters = [CostMeter(url) for url in node_urls]
-
-    def close(self) -> None:
-        for meter in self.meters:
-            meter.close()
-
-    @contextlib.contextmanager
-    def measure(self) -> Iterator[Cost]:
-        total = Cost()
-        parts: list[Cost] = []
-        rt_before = 0
-        try:
-            with contextlib.ExitStack() as stack:
-                parts = [stack.enter_context(meter.measure()) for meter in self.meters]
-                rt_before = self.round_trips.value if self.round_trips else 0
-                yield total
-        finally:
-            rt = (self.round_trips.value - rt_before) if self.round_trips else 0
-            total.__dict__.update(sum_costs(parts, rt).__dict__)
 
 
 @contextlib.contextmanager

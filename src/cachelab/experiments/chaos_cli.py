@@ -14,29 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
 
-from cachelab.harness.fault_proxy import FaultProxy
-from cachelab.harness.faults import KINDS, FaultSchedule, FaultSpec
-
-_FAULT_RE = re.compile(
-    r"^(?P<kind>[a-z\-]+)@(?P<start>[\d.]+)\+(?P<duration>[\d.]+)(?::rtt=(?P<rtt>[\d.]+))?$"
-)
-
-
-def parse_fault(text: str) -> FaultSpec:
-    """``kind@start+duration[:rtt=seconds]``, e.g. ``hang@10+5`` or ``slow@0+30:rtt=0.02``."""
-    match = _FAULT_RE.match(text.strip())
-    if not match:
-        raise ValueError(
-            f"bad fault {text!r}: expected kind@start+duration[:rtt=s], kinds: {', '.join(KINDS)}"
-        )
-    return FaultSpec(
-        match["kind"], float(match["start"]), float(match["duration"]), rtt=float(match["rtt"] or 0.05)
-    )
+from cachelab.harness.faults import KINDS, FaultSchedule, parse_fault
+from cachelab.servers.fault_proxy import FaultProxy
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -151,7 +134,7 @@ def _follow_commands(proxy: FaultProxy, deadline: float) -> None:
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
-    from cachelab.harness.outage import LIMITER_CONFIGS, STANDARD_CONFIGS, OutagePlan, run_outage
+    from cachelab.experiments.outage import LIMITER_CONFIGS, STANDARD_CONFIGS, OutagePlan, run_outage
 
     try:
         spec = parse_fault(args.fault)

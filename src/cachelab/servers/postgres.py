@@ -31,7 +31,7 @@ import tempfile
 import weakref
 from pathlib import Path
 
-from cachelab.harness.redis_server import HOST, free_port
+from cachelab.servers.redis_server import HOST, free_port
 
 _live: weakref.WeakSet[PostgresServer] = weakref.WeakSet()
 _SEARCH = (

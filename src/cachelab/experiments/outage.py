@@ -49,9 +49,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cachelab.harness.app_client import login_per_tenant
 from cachelab.harness.app_server import AppServer
-from cachelab.harness.fault_proxy import FaultProxy
 from cachelab.harness.faults import FaultSchedule, FaultSpec
-from cachelab.harness.redis_server import RedisServer, RedisServerConfig
+from cachelab.servers.fault_proxy import FaultProxy
+from cachelab.servers.redis_server import RedisServer, RedisServerConfig
 
 #: Paths of the read mix (relative to a tenant), with weights.
 READ_MIX: tuple[tuple[str, int], ...] = (

@@ -30,7 +30,7 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from cachelab.harness.redis_server import HOST, free_port
+from cachelab.servers.redis_server import HOST, free_port
 
 _CHUNK = 65536
 
