@@ -95,5 +95,6 @@ def test_against_a_ref_that_does_not_exist_fails_in_one_line_before_measuring(th
          "--skip", "notebooks", "--out", str(tmp_path / "r")],
         cwd=throwaway_repo, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert proc.returncode != 0
-    assert "no-such-ref" in proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"cachelab report: --against 'no-such-ref' names no commit in {throwaway_repo}"
+    assert not (tmp_path / "r").exists()  # nothing measured, nothing written

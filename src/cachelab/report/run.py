@@ -48,7 +48,7 @@ from cachelab.report.compare import Row, compare_metrics, regressions
 from cachelab.report.manifest import build_manifest, git_info
 from cachelab.report.metrics import Metric, exact, info, load_metrics, timed, write_metrics
 from cachelab.report.render import write_html
-from cachelab.report.sides import Side, base_checkout, this_checkout
+from cachelab.report.sides import Side, base_checkout, resolve, this_checkout
 from cachelab.report.summary import GUIDE_PAIRS, PEER_PAIRS, PairRow, SummaryInput, build
 
 
@@ -343,6 +343,8 @@ def run_report(
     root = repo_root()
     if root is None:
         raise RuntimeError("cachelab report needs a source checkout (bench/, notebooks/, locustfiles/)")
+    if against:
+        resolve(root, against)  # a ref that names no commit fails now, in one line, not after minutes
     folder = _prepare_folder(out, results_root or root / "results", root, allow_existing=allow_existing)
     _progress(f"writing {folder}")
 

@@ -59,8 +59,11 @@ def _git(root: Path, *args: str, timeout: float = 120) -> str:
 
 
 def resolve(root: Path, ref: str) -> str:
-    """The full commit id ``ref`` names in the repository at ``root``."""
-    return _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    """The full commit id ``ref`` names in the repository at ``root`` (:class:`SideError` if none)."""
+    try:
+        return _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except SideError:
+        raise SideError(f"--against {ref!r} names no commit in {root}") from None
 
 
 def this_checkout(root: Path, label: str = "candidate") -> Side:
