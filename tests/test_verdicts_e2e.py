@@ -96,5 +96,6 @@ def test_against_a_ref_that_does_not_exist_fails_in_one_line_before_measuring(th
         cwd=throwaway_repo, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"cachelab report: --against 'no-such-ref' names no commit in {throwaway_repo}"
+    expected = f"cachelab report: --against 'no-such-ref' names no commit in {throwaway_repo}"
+    assert proc.stderr.strip() == expected
     assert not (tmp_path / "r").exists()  # nothing measured, nothing written
