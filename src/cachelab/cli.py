@@ -191,6 +191,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
                    help="only the benchmarks matching this pytest -k expression")
     p.add_argument("--fail-on-regression", action="store_true",
                    help="exit 1 when a regression is called against --against or --baseline")
+    p.add_argument("--trials", type=int, metavar="N",
+                   help="benchmark and load trials per side (quick: 4, full: 5 and 6); more narrow the "
+                        "intervals, at the cost of time")
 
     def run(args: argparse.Namespace) -> int:
         from cachelab.report.capacity import EXAMPLE_PLANS, Plan
@@ -202,7 +205,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
             plans = tuple(Plan.parse(t) for t in args.plan) or EXAMPLE_PLANS
             outcome = run_report(profile_name=args.profile, out=args.out, baseline=args.baseline,
                                  against=args.against, slos=args.slo, plans=plans, skip=set(args.skip),
-                                 bench_select=args.bench_select, fail_on_regression=args.fail_on_regression)
+                                 bench_select=args.bench_select, fail_on_regression=args.fail_on_regression,
+                                 trials=args.trials)
         except (ValueError, FileNotFoundError, RuntimeError, MetricsError, SideError) as exc:
             print(f"cachelab report: {exc}", file=sys.stderr)
             return 2

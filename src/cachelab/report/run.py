@@ -38,7 +38,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -331,10 +331,16 @@ def run_report(
     bench_select: str | None = None,
     fail_on_regression: bool = False,
     allow_existing: bool = False,
+    trials: int | None = None,
 ) -> ReportOutcome:
     """Run the report (see the module docstring); ``allow_existing`` writes into a non-empty ``out``
-    (e.g. one already holding notebook summaries made elsewhere), which the CLI never does."""
+    (e.g. one already holding notebook summaries made elsewhere), which the CLI never does;
+    ``trials`` overrides the profile's benchmark and load trials per side."""
     profile = PROFILES[profile_name]
+    if trials is not None:
+        if trials < 2:
+            raise ValueError("--trials must be at least 2: one trial has no spread to judge a change by")
+        profile = replace(profile, bench_trials=trials, load=replace(profile.load, trials=trials))
     skip = skip or set()
     slo_texts = [*DEFAULT_SLOS, *(slos or [])]
     for text in slo_texts:
