@@ -135,6 +135,7 @@ def test_stampede_at_expiry(
             "connections_opened": connections,
             "time_unit": "experiment" if not benchmark.disabled else "not measured",
             "per_op": "per caller; commands include those run inside scripts and the loader's INCR",
+            "cost_varies": "how many callers arrive before the first fill decides it",
             "policy": {
                 "single_flight": policy.single_flight,
                 "lock": policy.lock,

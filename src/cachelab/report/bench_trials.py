@@ -11,7 +11,10 @@ is measured too (A B, B A, A B, …), and keeps every trial:
 * the cost pass of every trial gives the exact metrics: round trips,
   commands, script-inner commands, bytes in and out, memory per key. If a
   figure that should be exact differs between trials, it is kept as timed
-  and says so (see :func:`cachelab.report.metrics.from_trials`);
+  and says so (see :func:`cachelab.report.metrics.from_trials`); a benchmark
+  whose cost depends on timing or server state says so itself
+  (``extra_info["cost_varies"]``: the stampede experiments, SCAN pages), and
+  its cost figures are always timed;
 * server µs per operation (counted once) is timed, from every trial.
 """
 
@@ -58,6 +61,7 @@ def parse_trial(path: Path) -> TrialRows:
             "median_us": b["stats"]["median"] * 1e6,
             "server_usec_per_op": extra.get("server_usec_per_op"),
             "server_usec_booked_per_op": extra.get("server_usec_booked_per_op"),
+            "cost_varies": extra.get("cost_varies"),
             **{field: extra.get(field) for field in EXACT_FIELDS},
         }
         for field in ("bytes_in_per_op", "bytes_out_per_op"):
@@ -144,9 +148,14 @@ def bench_metrics(trials: Sequence[TrialRows]) -> dict[str, Metric]:
         usec = [row["server_usec_per_op"] for row, _ in present if row["server_usec_per_op"] is not None]
         if usec and any(usec):
             metrics[f"{key}.server_usec"] = timed(usec, "µs/op", "lower")
+        varies = next((row["cost_varies"] for row, _ in present if row.get("cost_varies")), None)
         for field, (suffix, unit) in EXACT_FIELDS.items():
             values = [row[field] for row, _ in present if row.get(field) is not None]
-            if values:
+            if values and varies:
+                # Declared by the benchmark: even if this run's trials happened to agree, another
+                # run's may all agree on another value; never compare such a figure as exact.
+                metrics[f"{key}.{suffix}"] = timed(values, unit, "lower", note=f"varies: {varies}")
+            elif values:
                 metrics[f"{key}.{suffix}"] = from_trials(values, unit)
     return metrics
 
