@@ -39,6 +39,7 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -127,17 +128,7 @@ def compare_trials(a: Sequence[float], b: Sequence[float]) -> Comparison | None:
         return flat
     with _quiet_precision():
         result = stats.ttest_ind(lb, la, equal_var=False)
-    interval = result.confidence_interval(CONFIDENCE)
-    diff = float(lb.mean() - la.mean())
-    return Comparison(
-        ratio=math.exp(diff),
-        low=math.exp(float(interval.low)),
-        high=math.exp(float(interval.high)),
-        p_value=float(result.pvalue),
-        n_a=len(xa),
-        n_b=len(xb),
-        method="Welch t on log values",
-    )
+    return _from_log_t(result, float(lb.mean() - la.mean()), len(xa), len(xb), "Welch t on log values")
 
 
 def compare_paired(a: Sequence[float], b: Sequence[float]) -> Comparison | None:
@@ -169,15 +160,20 @@ def compare_paired(a: Sequence[float], b: Sequence[float]) -> Comparison | None:
         )
     with _quiet_precision():
         result = stats.ttest_1samp(log_ratios, 0.0)
+    return _from_log_t(result, float(log_ratios.mean()), len(xa), len(xb), "paired t on log ratios")
+
+
+def _from_log_t(result: Any, log_ratio: float, n_a: int, n_b: int, method: str) -> Comparison:
+    """A t-test on log values as a ratio: the estimate and the interval exponentiated, so they agree."""
     interval = result.confidence_interval(CONFIDENCE)
     return Comparison(
-        ratio=math.exp(float(log_ratios.mean())),
+        ratio=math.exp(log_ratio),
         low=math.exp(float(interval.low)),
         high=math.exp(float(interval.high)),
         p_value=float(result.pvalue),
-        n_a=len(xa),
-        n_b=len(xb),
-        method="paired t on log ratios",
+        n_a=n_a,
+        n_b=n_b,
+        method=method,
     )
 
 

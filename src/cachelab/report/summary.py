@@ -154,31 +154,11 @@ def build(s: SummaryInput) -> str:
             "",
         ]
     if s.guide_rows:
-        lines += [
-            "### Our patterns against the guide's versions (benchmarks, same trials)",
-            "",
-            md_table(
-                ["operation", "round trips: ours / guide's", "time: ours ÷ guide's [95 % CI]"],
-                [
-                    [what, f"{fmt_value(rt_ours)} / {fmt_value(rt_guide)}", fmt_ratio(r)]
-                    for what, r, rt_ours, rt_guide in s.guide_rows
-                ],
-            ),
-            "",
-        ]
+        lines += _pair_table("Our patterns against the guide's versions (benchmarks, same trials)",
+                             "guide's", s.guide_rows)
     if s.peer_rows:
-        lines += [
-            "### Ours against other libraries (benchmarks, same server, same trials)",
-            "",
-            md_table(
-                ["operation", "round trips: ours / theirs", "time: ours ÷ theirs [95 % CI]"],
-                [
-                    [what, f"{fmt_value(rt_ours)} / {fmt_value(rt_peer)}", fmt_ratio(r)]
-                    for what, r, rt_ours, rt_peer in s.peer_rows
-                ],
-            ),
-            "",
-        ]
+        lines += _pair_table("Ours against other libraries (benchmarks, same server, same trials)",
+                             "theirs", s.peer_rows)
     lines += [
         "### SLOs",
         "",
@@ -203,6 +183,18 @@ def build(s: SummaryInput) -> str:
         "Compare two runs with `cachelab compare A B`. Everything else: `report.html`.</sub>"
     )
     return "\n".join(lines)
+
+
+def _pair_table(title: str, theirs: str, rows: list[PairRow]) -> list[str]:
+    return [
+        f"### {title}",
+        "",
+        md_table(
+            ["operation", f"round trips: ours / {theirs}", f"time: ours ÷ {theirs} [95 % CI]"],
+            [[what, f"{fmt_value(mine)} / {fmt_value(other)}", fmt_ratio(r)] for what, r, mine, other in rows],
+        ),
+        "",
+    ]
 
 
 def _slo_result(slo: dict[str, Any]) -> str:
