@@ -191,7 +191,7 @@ def _pair_table(title: str, theirs: str, rows: list[PairRow]) -> list[str]:
         "",
         md_table(
             ["operation", f"round trips: ours / {theirs}", f"time: ours ÷ {theirs} [95 % CI]"],
-            [[what, f"{fmt_value(mine)} / {fmt_value(other)}", fmt_ratio(r)] for what, r, mine, other in rows],
+            [[what, f"{fmt_value(a)} / {fmt_value(b)}", fmt_ratio(r)] for what, r, a, b in rows],
         ),
         "",
     ]
