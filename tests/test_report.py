@@ -99,6 +99,7 @@ def test_one_sided_descriptive_and_single_trial_metrics_are_reported_not_judged(
         for r in compare_metrics(
             {"gone": exact(1, ""), "desc": info(5), "one": timed([1.0], "ms", "lower")},
             {"new": exact(1, ""), "desc": info(50), "one": timed([9.0], "ms", "lower")},
+            not_measured=lambda name: name == "gone",  # e.g. its step was skipped this time
         )
     }
     assert {n: r.verdict for n, r in rows.items()} == dict.fromkeys(
@@ -270,3 +271,19 @@ def test_a_report_refuses_a_non_empty_out_folder_in_one_line_and_writes_nothing(
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "exists and is not empty" in proc.stderr
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_a_run_that_lost_a_step_fails_the_gate_and_one_that_skipped_it_does_not(tmp_path, capsys):
+    base, lost, skipped = tmp_path / "base", tmp_path / "lost", tmp_path / "skipped"
+    rps = timed([1, 2], "req/s", "higher")
+    for folder, metrics, skip in (
+        (base, {"bench.x.round_trips": exact(1, "RT/op"), "load.cache_on.rps": rps}, []),
+        (lost, {"load.cache_on.rps": rps}, []),
+        (skipped, {"load.cache_on.rps": rps}, ["benchmarks"]),
+    ):
+        folder.mkdir()
+        write_metrics(folder / "metrics.json", metrics)
+        (folder / "manifest.json").write_text(json.dumps({"parameters": {"skip": skip}}))
+    assert main(["compare", str(base), str(lost), "--fail-on-regression"]) == 1
+    assert "1 metric(s) missing" in capsys.readouterr().out
+    assert main(["compare", str(base), str(skipped), "--fail-on-regression"]) == 0

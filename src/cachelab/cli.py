@@ -231,10 +231,12 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("candidate", type=Path, help="the later result folder")
     p.add_argument("--min-effect", type=float, metavar="FRACTION",
                    help="smallest relative change to call for timed metrics (default 0.25 between runs)")
-    p.add_argument("--fail-on-regression", action="store_true", help="exit 1 if any regression is called")
+    p.add_argument("--fail-on-regression", action="store_true",
+                   help="exit 1 if a regression is called, or a judged metric of the baseline is missing "
+                   "(a failed step; skipped steps and --bench-select are allowed for)")
 
     def run(args: argparse.Namespace) -> int:
-        from cachelab.report.compare import compare_folders, regressions
+        from cachelab.report.compare import compare_folders, failures
         from cachelab.report.metrics import MetricsError
 
         if args.min_effect is not None and not 0 <= args.min_effect < 10:
@@ -246,7 +248,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
             print(f"cachelab compare: {exc}", file=sys.stderr)
             return 2
         print(text)
-        return 1 if regressions(rows) and args.fail_on_regression else 0
+        return 1 if failures(rows) and args.fail_on_regression else 0
 
     p.set_defaults(handler=run)
 

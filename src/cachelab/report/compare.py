@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cachelab.report import stats
-from cachelab.report.metrics import Metric, load_metrics
+from cachelab.report.metrics import Metric, load_metrics, step_of
+
+MISSING = "missing"
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class Row:
 
     @property
     def judged(self) -> bool:
-        return self.verdict in (stats.REGRESSION, stats.IMPROVEMENT, stats.CHANGED, stats.NO_CHANGE)
+        return self.verdict in (stats.REGRESSION, stats.IMPROVEMENT, stats.CHANGED, stats.NO_CHANGE, MISSING)
 
 
 def _statistical(before: Metric, after: Metric, *, paired: bool) -> stats.Comparison | None:
@@ -57,8 +59,15 @@ def compare_metrics(
     *,
     paired: bool = False,
     min_effect: float | None = None,
+    not_measured: Callable[[str], bool] = lambda name: False,
 ) -> list[Row]:
-    """Judge every metric of ``after`` against ``before`` (see the module docstring)."""
+    """Judge every metric of ``after`` against ``before`` (see the module docstring).
+
+    A metric the baseline judged and the candidate lacks is **missing** (a step
+    that failed, a benchmark that stopped running) unless ``not_measured(name)``
+    says the candidate chose not to measure it (a skipped step, a benchmark
+    selection): a gate must not pass a run because it measured less.
+    """
     default_min = stats.MIN_EFFECT_INTERLEAVED if paired else stats.MIN_EFFECT_SEPARATE_RUNS
     rows: list[Row] = []
     pending: list[tuple[str, Metric, Metric, stats.Comparison]] = []
@@ -67,18 +76,15 @@ def compare_metrics(
         spec = b or a
         assert spec is not None
         va, vb = (a.value if a else None), (b.value if b else None)
-        if a is None or b is None:
-            rows.append(
-                Row(
-                    name,
-                    spec.kind,
-                    spec.unit,
-                    va,
-                    vb,
-                    stats.NOT_COMPARED,
-                    "only in the candidate" if a is None else "only in the baseline",
-                )
-            )
+        if a is None:
+            rows.append(Row(name, spec.kind, spec.unit, va, vb, stats.NOT_COMPARED, "only in the candidate"))
+            continue
+        if b is None:
+            if a.kind == "info" or not_measured(name):
+                rows.append(Row(name, a.kind, a.unit, va, vb, stats.NOT_COMPARED, "not measured this time"))
+            else:
+                why = "measured in the baseline, missing here"
+                rows.append(Row(name, a.kind, a.unit, va, vb, MISSING, why))
             continue
         if a.kind != b.kind:
             rows.append(
@@ -139,6 +145,15 @@ def regressions(rows: list[Row]) -> list[Row]:
     return [r for r in rows if r.verdict == stats.REGRESSION]
 
 
+def missing(rows: list[Row]) -> list[Row]:
+    return [r for r in rows if r.verdict == MISSING]
+
+
+def failures(rows: list[Row]) -> list[Row]:
+    """What ``--fail-on-regression`` fails on: regressions, and judged metrics that went missing."""
+    return [r for r in rows if r.verdict in (stats.REGRESSION, MISSING)]
+
+
 def verdict_markdown(rows: list[Row], *, title: str, limit: int | None = None) -> str:
     """Regressions, then improvements, then real changes without a direction, then one counting line."""
     lines = [f"### {title}", ""]
@@ -157,6 +172,15 @@ def verdict_markdown(rows: list[Row], *, title: str, limit: int | None = None) -
         if limit and len(shown) > limit:
             lines.append(f"| … | {len(shown) - limit} more in `report.html` | | | | |")
         lines.append("")
+    gone = missing(rows)
+    if gone:
+        families = sorted({r.name.split("[")[0].rsplit(".", 1)[0] for r in gone})
+        listed = ", ".join(f"`{f}`" for f in families[:8]) + (" …" if len(families) > 8 else "")
+        lines += [
+            f"**{len(gone)} metric(s) missing**: measured in the baseline, not here, though nothing was "
+            f"skipped or deselected ({listed}). A step failed or a benchmark stopped running.",
+            "",
+        ]
     unchanged = [r for r in rows if r.verdict == stats.NO_CHANGE]
     exact_same = sum(r.kind == "exact" for r in unchanged)
     not_compared = sum(not r.judged for r in rows)
@@ -175,17 +199,17 @@ def verdict_markdown(rows: list[Row], *, title: str, limit: int | None = None) -
     return "\n".join(lines)
 
 
+def _manifest(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / "manifest.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def manifest_warnings(a: str | Path, b: str | Path) -> list[str]:
     """Differences between two runs' manifests that make their numbers hard to compare."""
-
-    def load(folder: str | Path) -> dict[str, Any]:
-        path = Path(folder) / "manifest.json"
-        try:
-            return json.loads(path.read_text()) if path.is_file() else {}
-        except (OSError, ValueError):
-            return {}
-
-    ma, mb = load(a), load(b)
+    ma, mb = _manifest(a), _manifest(b)
     warnings = []
     for label, path in (
         ("machine", ("machine", "platform")),
@@ -199,11 +223,27 @@ def manifest_warnings(a: str | Path, b: str | Path) -> list[str]:
     return warnings
 
 
+def not_measured_by(parameters: Mapping[str, Any]) -> Callable[[str], bool]:
+    """What a run chose not to measure, from its manifest's parameters: skipped steps, and every
+    benchmark outside ``--bench-select``."""
+    skipped = set(parameters.get("skip") or ())
+    selected = bool(parameters.get("bench_select"))
+
+    def check(name: str) -> bool:
+        step = step_of(name)
+        return step in skipped or (step == "benchmarks" and selected)
+
+    return check
+
+
 def compare_folders(
     a: str | Path, b: str | Path, *, min_effect: float | None = None
 ) -> tuple[str, list[Row]]:
     """Markdown verdict of result folder ``b`` against ``a`` (raises on an unreadable folder)."""
-    rows = compare_metrics(load_metrics(a), load_metrics(b), min_effect=min_effect)
+    candidate = _manifest(b).get("parameters", {})
+    rows = compare_metrics(
+        load_metrics(a), load_metrics(b), min_effect=min_effect, not_measured=not_measured_by(candidate)
+    )
     text = verdict_markdown(rows, title=f"{Path(b).name} against {Path(a).name}")
     warnings = manifest_warnings(a, b)
     if warnings:

@@ -33,6 +33,15 @@ KINDS = ("exact", "timed", "proportion", "info")
 BETTER = ("lower", "higher", "none")
 
 
+#: Which step of ``cachelab report`` measures the metrics whose names start so.
+STEP_PREFIXES = {"benchmarks": ("bench.",), "load": ("load.", "capacity."), "notebooks": ("outage.", "0")}
+
+
+def step_of(name: str) -> str | None:
+    """The report step that measures metric ``name`` (None if no step claims it)."""
+    return next((step for step, prefixes in STEP_PREFIXES.items() if name.startswith(prefixes)), None)
+
+
 class MetricsError(ValueError):
     """A metrics file that cannot be compared; the message says which file and why."""
 

@@ -44,9 +44,9 @@ from typing import Any
 
 from cachelab.report import bench_trials, load_trials, stats
 from cachelab.report.capacity import EXAMPLE_PLANS, Plan
-from cachelab.report.compare import Row, compare_metrics, regressions
+from cachelab.report.compare import Row, compare_metrics, failures, not_measured_by
 from cachelab.report.manifest import build_manifest, git_info
-from cachelab.report.metrics import Metric, exact, info, load_metrics, timed, write_metrics
+from cachelab.report.metrics import Metric, exact, info, load_metrics, step_of, timed, write_metrics
 from cachelab.report.render import write_html
 from cachelab.report.sides import Side, base_checkout, resolve, this_checkout
 from cachelab.report.summary import GUIDE_PAIRS, PEER_PAIRS, PairRow, SummaryInput, build
@@ -147,7 +147,7 @@ class ReportOutcome:
     exit_code: int
     steps: list[StepResult] = field(default_factory=list)
     slos: list[dict[str, Any]] = field(default_factory=list)
-    regressions: list[Row] = field(default_factory=list)
+    regressions: list[Row] = field(default_factory=list)  # and judged metrics gone missing
 
 
 def repo_root() -> Path | None:
@@ -165,8 +165,6 @@ def parse_slo(text: str) -> tuple[str, str, float]:
     return match.group(1), match.group(2), float(match.group(3))
 
 
-#: Which step's metrics start with which prefix (an SLO on a skipped step's metric is not evaluated).
-STEP_PREFIXES = {"benchmarks": ("bench.",), "load": ("load.", "capacity."), "notebooks": ("outage.", "0")}
 
 
 def evaluate_slos(
@@ -185,7 +183,7 @@ def evaluate_slos(
         metric = metrics.get(name)
         value = metric.value if metric is not None else None
         missing = not isinstance(value, int | float) or (isinstance(value, float) and math.isnan(value))
-        if missing and any(name.startswith(p) for step in skipped for p in STEP_PREFIXES.get(step, ())):
+        if missing and step_of(name) in skipped:  # an SLO on a skipped step's metric is not evaluated
             results.append({"slo": text, "value": None, "passed": None, "note": "step skipped"})
             continue
         results.append(
@@ -447,16 +445,18 @@ def run_report(
     outcome.slos = evaluate_slos(metrics, slo_texts, skipped=skip)
 
     comparison: tuple[str, list[Row]] | None = None
+    chose_not_to = not_measured_by({"skip": sorted(skip), "bench_select": bench_select})
     if against:
-        rows = compare_metrics(base_metrics, metrics, paired=True)
+        rows = compare_metrics(base_metrics, metrics, paired=True, not_measured=chose_not_to)
         comparison = (
             f"`{against}` ({(manifest['parameters'].get('against_commit') or '')[:12]}), interleaved",
             rows,
         )
     elif baseline_metrics is not None:
-        comparison = (f"the baseline `{Path(baseline).name}`", compare_metrics(baseline_metrics, metrics))
+        rows = compare_metrics(baseline_metrics, metrics, not_measured=chose_not_to)
+        comparison = (f"the baseline `{Path(baseline).name}`", rows)
     if comparison:
-        outcome.regressions = regressions(comparison[1])
+        outcome.regressions = failures(comparison[1])
         (folder / "verdict.md").write_text(_verdict_full(comparison), encoding="utf-8")
 
     cand_trials = bench.get(candidate.label, [])

@@ -15,7 +15,7 @@ from typing import Any
 
 from cachelab.report import stats
 from cachelab.report.capacity import Plan, headroom
-from cachelab.report.compare import Row, fmt_ratio, fmt_value, verdict_markdown
+from cachelab.report.compare import Row, fmt_ratio, fmt_value, missing, verdict_markdown
 from cachelab.report.render import md_table
 
 #: Our pattern against the guide's version of it, measured in the same trials:
@@ -71,14 +71,21 @@ class SummaryInput:
 
 def _verdict_line(s: SummaryInput) -> str:
     failed = [x for x in s.slos if x["passed"] is False]
-    parts = ["SLOs: all passed" if not failed else f"SLOs: **{len(failed)} failed**"]
+    unmeasured = sum(x["passed"] is None for x in s.slos)
+    if failed:
+        parts = [f"SLOs: **{len(failed)} failed**"]
+    else:
+        parts = ["SLOs: all passed" + (f" ({unmeasured} not measured: step skipped)" if unmeasured else "")]
     if s.against is not None:
         regressions = sum(r.verdict == stats.REGRESSION for r in s.against[1])
+        gone = len(missing(s.against[1]))
         parts.append(
             f"{regressions} regression(s) against {s.against[0]}"
             if regressions
             else f"no regression against {s.against[0]}"
         )
+        if gone:
+            parts.append(f"**{gone} metric(s) missing**")
     if s.problems:
         parts.append(f"**{len(s.problems)} step(s) could not run**")
     return "**Verdict:** " + "; ".join(parts) + "."
