@@ -148,11 +148,11 @@ def test_distance_experiment_counts_the_round_trips_of_each_variant(executed):
         f"{batch} GETs, one at a time": batch,
         f"pipeline of {batch} GETs": 1,
         "Cache.get_many (one MGET)": 1,
-        "seed: INCR then EXPIRE": 2,
+        "the guide's: INCR then EXPIRE": 2,
         "GCRA, one EVALSHA": 1,
-        "seed: read, then extend": 2,
+        "the guide's: read, then extend": 2,
         "one EVALSHA": 1,
-        "seed refresh-ahead: GET then TTL": 2,
+        "the guide's refresh-ahead: GET then TTL": 2,
         "Cache.get (one MGET)": 1,
     }
     for (_operation, variant), value in trips.items():

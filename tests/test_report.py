@@ -287,3 +287,15 @@ def test_a_run_that_lost_a_step_fails_the_gate_and_one_that_skipped_it_does_not(
     assert main(["compare", str(base), str(lost), "--fail-on-regression"]) == 1
     assert "1 metric(s) missing" in capsys.readouterr().out
     assert main(["compare", str(base), str(skipped), "--fail-on-regression"]) == 0
+
+
+def test_a_report_with_an_unreachable_redis_url_stops_at_once_in_one_line(tmp_path, unused_tcp_port):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{unused_tcp_port}/0"}
+    cmd = [sys.executable, "-m", "cachelab", "report", "--quick", "--out", str(tmp_path / "r")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "REDIS_URL does not answer" in proc.stderr and not (tmp_path / "r").exists()

@@ -161,13 +161,13 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
             "Runs everything and writes results/<timestamp>-<git-sha>/ (in the checkout) with manifest.json, "
             "metrics.json (every trial), summary.md (verdicts, capacity, SLOs: paste into a PR), report.html "
             "(self-contained), raw data and executed notebooks. Benchmarks and load runs are repeated, "
-            "interleaved trials; comparisons come with 95%% intervals. Exit code 1 when an SLO fails or a "
+            "interleaved trials; comparisons come with 95% intervals. Exit code 1 when an SLO fails or a "
             "step could not run."
         ),
     )
     group = p.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_const", const="quick", dest="profile",
-                       help="short runs: about 5 minutes on 2 cores (default)")
+                       help="short runs: about 6 minutes on 2 cores (default)")
     group.add_argument("--full", action="store_const", const="full", dest="profile",
                        help="longer runs and more configurations")
     p.set_defaults(profile="quick")
@@ -222,7 +222,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
         help="judge one result folder against another: regressions, improvements, how much did not change",
         description=(
             "Exact metrics (round trips, commands, bytes, statements) change or do not; timed metrics are "
-            "compared from their trials (Welch t on log values, 95%% intervals, Benjamini-Hochberg over all "
+            "compared from their trials (Welch t on log values, 95% intervals, Benjamini-Hochberg over all "
             "metrics) and called only when significant and beyond the minimum effect; miss ratios as "
             "proportions. Exit 2 when a folder cannot be read."
         ),

@@ -114,7 +114,9 @@ class Settings(BaseSettings):
     login_rate_limit_ip: str = Field("30/60s", description="login attempts per client address")
     login_rate_limit_account: str = Field("10/5m", description="login attempts per account (e-mail)")
     seed_password: SecretStr | None = Field(
-        None, description="the seeded users' password (serve, seed-db); see cachelab.app.seed_password"
+        None,
+        description="the seeded users' password (serve, seed-db); unset: a random one, kept in a 0600 "
+        "file on a loopback bind",
     )
     seed_password_file: str | None = Field(None, description="a file holding the seeded users' password")
 
@@ -241,7 +243,7 @@ def settings_help(width: int = 100) -> str:
         details = [info.description or ""]
         if choices:
             details.append("one of " + ", ".join(choices))
-        if default is not None:
+        if default is not None and default != "":
             details.append(f"default {default}")
         name = f"  {env_var(field):<34} "
         text = "; ".join(d for d in details if d)

@@ -21,15 +21,15 @@ time (latency-bound, the way a request handler waits):
 
 * reading 10 keys: 10 GETs one after another, a pipeline of 10 GETs, and
   :meth:`~cachelab.patterns.cache.Cache.get_many` (one MGET);
-* a rate-limit check: GCRA (one ``EVALSHA``) against the seed's
+* a rate-limit check: GCRA (one ``EVALSHA``) against the guide's
   ``INCR`` + ``EXPIRE`` (:func:`~cachelab.patterns.ratelimit.naive_fixed_window`),
-  each call for a new client (the first request of a window, where the seed
+  each call for a new client (the first request of a window, where the guide's version
   pays its second round trip; later requests in the window cost it one);
 * a session read that slides the idle timeout: one ``EVALSHA``
-  (:meth:`~cachelab.patterns.sessions.SessionStore.get`) against the seed's
+  (:meth:`~cachelab.patterns.sessions.SessionStore.get`) against the guide's
   read then extend (:func:`naive_session_get`, two calls);
 * a cache hit: :meth:`~cachelab.patterns.cache.Cache.get` (one ``MGET``)
-  against the seed's refresh-ahead ``GET`` then ``TTL``
+  against the guide's refresh-ahead ``GET`` then ``TTL``
   (:func:`~cachelab.patterns.naive.naive_refresh_ahead`).
 
 Round trips per call are counted by the client, not assumed. The proxy is
@@ -219,9 +219,9 @@ async def measured_rtt_ms(client: redis.asyncio.Redis, samples: int = 20) -> flo
     return statistics.median(times)
 
 
-# -- the seed's session read, for comparison only -------------------------------------------------
+# -- the guide's session read, for comparison only -------------------------------------------------
 async def naive_session_get(client: redis.asyncio.Redis, key: str, ttl_ms: int) -> dict[Any, Any] | None:
-    """The seed's ``getSession`` then ``extendSession``: read, then a second call to extend. Do not use.
+    """The guide's ``getSession`` then ``extendSession``: read, then a second call to extend. Do not use.
 
     Two round trips, and the extend can race an expiry (it does nothing then,
     but the caller already holds the data it read).
@@ -370,13 +370,13 @@ async def _variants(rr: ResilientRedis, direct: ResilientRedis, sz: DistanceSize
         Variant(f"read {sz.batch} keys", f"{sz.batch} GETs, one at a time", False, sequential),
         Variant(f"read {sz.batch} keys", f"pipeline of {sz.batch} GETs", True, pipelined),
         Variant(f"read {sz.batch} keys", "Cache.get_many (one MGET)", True, lambda _: cache.get_many(keys)),
-        Variant("rate-limit check", "seed: INCR then EXPIRE", False,
+        Variant("rate-limit check", "the guide's: INCR then EXPIRE", False,
                 lambda _: naive_fixed_window(client, f"naive-{next(clients)}", 100, 60)),
         Variant("rate-limit check", "GCRA, one EVALSHA", True, lambda _: limiter.check(f"c-{next(clients)}")),
-        Variant("session read + slide", "seed: read, then extend", False,
+        Variant("session read + slide", "the guide's: read, then extend", False,
                 lambda _: naive_session_get(client, store.session_key(session.id), 1_800_000)),
         Variant("session read + slide", "one EVALSHA", True, lambda _: reader.get(session.id)),
-        Variant("cache hit", "seed refresh-ahead: GET then TTL", False,
+        Variant("cache hit", "the guide's refresh-ahead: GET then TTL", False,
                 lambda _: naive_refresh_ahead(client, naive_key, 3600, lambda: refresh(0))),
         Variant("cache hit", "Cache.get (one MGET)", True, lambda _: cache.get(keys[0])),
     ]
@@ -528,7 +528,7 @@ def plot_patterns(frame: Any) -> Any:
         ax.set_title(operation)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    fig.suptitle("Round trips are what distance multiplies (dashed: the seed's or naive version)")
+    fig.suptitle("Round trips are what distance multiplies (dashed: the guide's or naive version)")
     fig.tight_layout()
     return fig
 

@@ -245,6 +245,10 @@ class LoadTestSession:
             self.environment.process_exit_code = 1
             log.error("cachelab: %d of %d thresholds failed: %s", len(failed), len(self.results),
                       ", ".join(r.expression for r in failed))
+        if not summary["totals"]["requests"]:
+            # A run that measured nothing must not pass: typically every user stopped at log-in.
+            self.environment.process_exit_code = 1
+            log.error("cachelab: no request was measured (did the users log in? see the errors above)")
         if summary["generator"]["saturated"]:
             log.warning("cachelab: the load generator was CPU-saturated (a process averaged %.0f%% of a "
                         "core); latencies include generator queueing — add --processes or machines",

@@ -300,6 +300,20 @@ def pair_rows(
 
 
 # -- the run ---------------------------------------------------------------------------
+def _check_redis_url() -> None:
+    """``REDIS_URL`` (the benchmarks' server) must answer before minutes are spent: one line if not.
+
+    The load runs and notebooks launch servers of their own either way (they kill, pause and
+    reconfigure them), so only the benchmarks use it.
+    """
+    from cachelab.app.preflight import redis_problem
+    from cachelab.config import load_settings
+
+    url = load_settings().redis_url
+    if url and (problem := redis_problem(url, timeout=3.0)):
+        raise RuntimeError(f"REDIS_URL does not answer: {problem}")
+
+
 def _prepare_folder(
     out: Path | None, results_root: Path, root: Path, *, allow_existing: bool = False
 ) -> Path:
@@ -349,6 +363,7 @@ def run_report(
         raise RuntimeError("cachelab report needs a source checkout (bench/, notebooks/, locustfiles/)")
     if against:
         resolve(root, against)  # a ref that names no commit fails now, in one line, not after minutes
+    _check_redis_url()
     folder = _prepare_folder(out, results_root or root / "results", root, allow_existing=allow_existing)
     _progress(f"writing {folder}")
 

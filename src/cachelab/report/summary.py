@@ -144,7 +144,7 @@ def build(s: SummaryInput) -> str:
             for plan in s.plans:
                 h = headroom(cap, plan)
                 rows.append(
-                    [plan.name, h["max_rps"], h["binding_limit"], "yes" if h["memory_fits"] else "NO"]
+                    [_plan_label(plan), h["max_rps"], h["binding_limit"], "yes" if h["memory_fits"] else "NO"]
                 )
             lines += [
                 md_table(
@@ -153,13 +153,18 @@ def build(s: SummaryInput) -> str:
                 ),
                 "",
             ]
-    if s.extra_capacity:
+    measured = [row for row in s.extra_capacity if row[1] is not None]
+    if measured:
+        omitted = len(s.extra_capacity) - len(measured)
         lines += [
             "### Capacity: memory, persistence and network distance (notebooks, one run each)",
             "",
-            md_table(["", "value", "unit"], s.extra_capacity),
+            md_table(["", "value", "unit"], measured),
             "",
         ]
+        if omitted:
+            lines += [f"_{omitted} row(s) this profile does not reach (e.g. memory for a 90 % hit ratio) "
+                      "are in `report.html`; the full profile measures them._", ""]
     if s.guide_rows:
         lines += _pair_table("Our patterns against the guide's versions (benchmarks, same trials)",
                              "guide's", s.guide_rows)
@@ -197,11 +202,26 @@ def _pair_table(title: str, theirs: str, rows: list[PairRow]) -> list[str]:
         f"### {title}",
         "",
         md_table(
-            ["operation", f"round trips: ours / {theirs}", f"time: ours ÷ {theirs} [95 % CI]"],
-            [[what, f"{fmt_value(a)} / {fmt_value(b)}", fmt_ratio(r)] for what, r, a, b in rows],
+            ["operation", f"round trips: ours / {theirs}", f"time: ours ÷ {theirs} [95 % CI]", "ours is"],
+            [
+                [what, f"{fmt_value(a)} / {fmt_value(b)}", fmt_ratio(r), _faster(r)]
+                for what, r, a, b in rows
+            ],
         ),
         "",
     ]
+
+
+def _faster(row: Row) -> str:
+    direction = _direction(row)
+    return {"higher": "slower", "lower": "faster"}.get(direction, direction)
+
+
+def _plan_label(plan: Plan) -> str:
+    return (
+        f"{plan.name}: {plan.ops_per_sec:,.0f} ops/s, {plan.network_mb_s:g} MB/s, "
+        f"{plan.memory_mb:g} MB, {plan.cpu_cores:g} core"
+    )
 
 
 def _slo_result(slo: dict[str, Any]) -> str:
