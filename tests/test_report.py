@@ -299,3 +299,26 @@ def test_a_report_with_an_unreachable_redis_url_stops_at_once_in_one_line(tmp_pa
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "REDIS_URL does not answer" in proc.stderr and not (tmp_path / "r").exists()
+
+
+def test_a_clock_sized_reply_keeps_its_round_trips_exact_and_its_bytes_timed(tmp_path):
+    """Two runs an hour-digit apart send 55 and 57 B for the same denied check; that is the clock,
+    not a change. Declared by the benchmark, the bytes are judged as timed; round trips stay exact."""
+    from cachelab.report.bench_trials import bench_metrics, parse_trial
+
+    def trial(name: str, bytes_out: float) -> dict:
+        row = {"name": name, "group": "g", "stats": {"median": 1e-4},
+               "extra_info": {"round_trips_per_op": 1.0, "bytes_out_per_op": bytes_out,
+                              "bytes_vary": "ms left in the window"}}  # fmt: skip
+        ping = {"name": "test_ping_floor", "group": "floor", "stats": {"median": 5e-5}, "extra_info": {}}
+        path = tmp_path / f"{name}-{bytes_out}.json"
+        path.write_text(json.dumps({"benchmarks": [row, ping]}))
+        return parse_trial(path)
+
+    run_a = bench_metrics([trial("test_check_denied[fixed_window]", 57.2)] * 3)
+    run_b = bench_metrics([trial("test_check_denied[fixed_window]", 55.1)] * 3)
+    key = "bench.test_check_denied[fixed_window]"
+    assert run_a[f"{key}.round_trips"].kind == "exact"
+    assert run_a[f"{key}.bytes_out"].kind == "timed" and "varies" in run_a[f"{key}.bytes_out"].note
+    rows = compare_metrics(run_a, run_b)
+    assert not [r for r in rows if r.verdict in ("regression", "improvement", "change")]

@@ -14,7 +14,9 @@ is measured too (A B, B A, A B, …), and keeps every trial:
   and says so (see :func:`cachelab.report.metrics.from_trials`); a benchmark
   whose cost depends on timing or server state says so itself
   (``extra_info["cost_varies"]``: the stampede experiments, SCAN pages), and
-  its cost figures are always timed;
+  its cost figures are always timed; one whose reply size alone depends on the
+  clock or on server counters says ``extra_info["bytes_vary"]`` (the
+  clock-aligned rate-limit windows, INFO), and only its bytes are timed;
 * server µs per operation (counted once) is timed, from every trial.
 """
 
@@ -43,6 +45,7 @@ EXACT_FIELDS = {
     "memory_per_key": ("memory_per_key", "B"),
 }
 
+BYTE_FIELDS = ("bytes_in_per_op", "bytes_out_per_op")
 TrialRows = dict[str, dict[str, Any]]
 
 
@@ -62,9 +65,10 @@ def parse_trial(path: Path) -> TrialRows:
             "server_usec_per_op": extra.get("server_usec_per_op"),
             "server_usec_booked_per_op": extra.get("server_usec_booked_per_op"),
             "cost_varies": extra.get("cost_varies"),
+            "bytes_vary": extra.get("bytes_vary"),
             **{field: extra.get(field) for field in EXACT_FIELDS},
         }
-        for field in ("bytes_in_per_op", "bytes_out_per_op"):
+        for field in BYTE_FIELDS:
             # The meter subtracts its own INFO traffic as calibrated just before the cost pass, but
             # INFO's replies grow by a byte when a counter gains a digit: a few bytes per pass, a
             # fraction of a byte per op. Whole bytes per op are exact; those fractions are not.
@@ -149,8 +153,12 @@ def bench_metrics(trials: Sequence[TrialRows]) -> dict[str, Metric]:
         if usec and any(usec):
             metrics[f"{key}.server_usec"] = timed(usec, "µs/op", "lower")
         varies = next((row["cost_varies"] for row, _ in present if row.get("cost_varies")), None)
+        bytes_vary = next((row["bytes_vary"] for row, _ in present if row.get("bytes_vary")), None)
         for field, (suffix, unit) in EXACT_FIELDS.items():
             values = [row[field] for row, _ in present if row.get(field) is not None]
+            if values and bytes_vary and field in BYTE_FIELDS and not varies:
+                metrics[f"{key}.{suffix}"] = timed(values, unit, "lower", note=f"varies: {bytes_vary}")
+                continue
             if values and varies:
                 # Declared by the benchmark: even if this run's trials happened to agree, another
                 # run's may all agree on another value; never compare such a figure as exact.
