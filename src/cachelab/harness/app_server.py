@@ -39,7 +39,7 @@ from pathlib import Path
 import httpx
 
 from cachelab.servers.children import spawn
-from cachelab.servers.redis_server import HOST, RedisServer, RedisServerConfig, free_port
+from cachelab.servers.redis_server import HOST, RedisServer, RedisServerConfig, find_redis_server, free_port
 
 _serving: weakref.WeakValueDictionary[str, AppServer] = weakref.WeakValueDictionary()
 
@@ -97,13 +97,19 @@ class AppServer:
 
         return seed_accounts(self.tenants)
 
+    def _server_binary(self) -> str:
+        """The server this app's ``env`` asks for (``CACHELAB_SERVER``/``CACHELAB_REDIS_SERVER``), as
+        its own process would pick it: a report measures one side on Redis and the other on Valkey."""
+        path = self.extra_env.get("CACHELAB_REDIS_SERVER", os.environ.get("CACHELAB_REDIS_SERVER"))
+        return find_redis_server(path or None, server=None if path else self.extra_env.get("CACHELAB_SERVER"))
+
     def start(self) -> AppServer:
         from cachelab.app.serve import prepare_database
 
         try:
             self._tmp = tempfile.TemporaryDirectory(prefix="cachelab-app-")
             if self.redis_url is None:
-                self.redis = RedisServer(self.redis_config).start()
+                self.redis = RedisServer(self.redis_config, binary=self._server_binary()).start()
                 self.redis_url = self.redis.url
             if self.database_url is None:
                 self.database_url = f"sqlite:///{Path(self._tmp.name) / 'dashboard.db'}"

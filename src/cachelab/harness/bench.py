@@ -42,6 +42,7 @@ import redis
 
 from cachelab.client import redact_url
 from cachelab.harness.cost import Cost, CostMeter
+from cachelab.patterns.health import server_label
 
 T = TypeVar("T")
 
@@ -81,7 +82,7 @@ class BenchTarget:
     def probe(cls, url: str) -> BenchTarget:
         client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         try:
-            version = str(client.info("server").get("redis_version", "unknown"))
+            version = server_label(client.info("server"))
         finally:
             client.close()
         return cls(address=redact_url(url), version=version)

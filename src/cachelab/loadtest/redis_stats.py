@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from cachelab.harness.cost import CostMeter, ServerSnapshot
+from cachelab.patterns.health import server_label
 
 
 def _redact(url: str) -> str:
@@ -62,7 +63,7 @@ class RedisRunMeter:
         memory = self._meter._admin.info("memory")
         return {
             "url": _redact(self.url),
-            "redis_version": server.get("redis_version"),
+            "redis_version": server_label(server),
             "seconds": round(elapsed, 3),
             "commands": cost.total_commands,
             "ops_per_sec": round(cost.total_commands / elapsed, 1),

@@ -15,12 +15,31 @@ node, then one INFO per primary (sent concurrently), counters summed.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from cachelab.client import ResilientRedis
 from cachelab.resilience import RedisUnavailable
 
 SECTIONS = ("server", "replication", "memory", "stats", "clients")
+
+
+def server_identity(info: Mapping[str, Any]) -> tuple[str, str]:
+    """``(family, version)`` from ``INFO server``: ``("valkey", "8.1.8")`` or ``("redis", "7.0.15")``.
+
+    Valkey answers ``redis_version`` too (7.2.4, for clients that gate features on
+    it), so ``redis_version`` alone would call every Valkey a Redis 7.2; its own
+    ``valkey_version`` (or ``server_name: valkey``) says what actually ran.
+    """
+    if info.get("valkey_version") or str(info.get("server_name", "")).lower() == "valkey":
+        return "valkey", str(info.get("valkey_version") or info.get("redis_version") or "unknown")
+    return "redis", str(info.get("redis_version") or "unknown")
+
+
+def server_label(info: Mapping[str, Any]) -> str:
+    """``"Valkey 8.1.8"`` / ``"Redis 7.0.15"``: what a report prints."""
+    family, version = server_identity(info)
+    return f"{family.capitalize()} {version}"
 
 
 #: Counters that add up across a cluster's primaries (the rest are taken from the first one).
@@ -72,7 +91,8 @@ async def redis_health(rr: ResilientRedis) -> dict[str, Any]:
         "status": "ok",
         "latency_ms": round(latency_ms, 3),
         "breaker": rr.breaker.state.value,
-        "version": info.get("redis_version"),
+        "server": server_identity(info)[0],
+        "version": server_identity(info)[1],
         "role": info.get("role"),
         "used_memory": int(info.get("used_memory", 0)),
         "maxmemory": int(info.get("maxmemory", 0)),

