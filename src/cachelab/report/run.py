@@ -19,7 +19,10 @@ Steps (each bounded, each shown as it runs):
 With ``--against REF`` the benchmark and load steps also measure REF,
 checked out into a worktree with its own environment, trial for trial
 alternating with this checkout (:mod:`cachelab.report.sides`), and the
-summary leads with the verdict of this checkout against REF.
+summary leads with the verdict of this checkout against REF. With
+``--against-server valkey`` they measure this checkout on a second server
+family the same way, and the summary shows the two side by side
+(:mod:`cachelab.report.servers`).
 
 The exit code is 1 when an SLO fails or a step could not run (and, with
 ``--fail-on-regression``, when a regression is called).
@@ -42,10 +45,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cachelab.report import bench_trials, load_trials, stats
+from cachelab.report import bench_trials, load_trials, servers, stats
 from cachelab.report.capacity import EXAMPLE_PLANS, Plan
-from cachelab.report.compare import Row, compare_metrics, failures, not_measured_by
-from cachelab.report.manifest import build_manifest, git_info
+from cachelab.report.compare import Row, compare_metrics, failures, not_measured_by, verdict_markdown
+from cachelab.report.manifest import build_manifest, git_info, redis_info
 from cachelab.report.metrics import Metric, exact, info, load_metrics, step_of, timed, write_metrics
 from cachelab.report.render import write_html
 from cachelab.report.sides import Side, base_checkout, resolve, this_checkout
@@ -337,6 +340,7 @@ def run_report(
     results_root: Path | None = None,
     baseline: Path | None = None,
     against: str | None = None,
+    against_server: str | None = None,
     slos: list[str] | None = None,
     plans: tuple[Plan, ...] = EXAMPLE_PLANS,
     skip: set[str] | None = None,
@@ -363,11 +367,12 @@ def run_report(
         raise RuntimeError("cachelab report needs a source checkout (bench/, notebooks/, locustfiles/)")
     if against:
         resolve(root, against)  # a ref that names no commit fails now, in one line, not after minutes
+    server_pair = _server_pair(root, against_server, against)
     _check_redis_url()
     folder = _prepare_folder(out, results_root or root / "results", root, allow_existing=allow_existing)
     _progress(f"writing {folder}")
 
-    from cachelab.servers.redis_server import RedisServer
+    from cachelab.servers.redis_server import RedisServer, find_redis_server
 
     with RedisServer() as probe:  # the Redis the experiments launch: record its version and config
         manifest = build_manifest(
@@ -378,12 +383,16 @@ def run_report(
                 "slos": slo_texts,
                 "baseline": str(baseline or ""),
                 "against": against or "",
+                "against_server": against_server or "",
                 "skip": sorted(skip),
                 "bench_select": bench_select or "",
             },
             redis_url=probe.url,
             root=root,
         )
+    if server_pair:
+        with RedisServer(binary=find_redis_server(server=server_pair[1].env["CACHELAB_SERVER"])) as other:
+            manifest["against_server"] = redis_info(other.url)
     outcome = ReportOutcome(folder=folder, exit_code=0)
 
     def step(name: str, fn: Callable[[], Any]) -> Any:
@@ -404,9 +413,10 @@ def run_report(
             _progress(f"[{name}] FAILED: {exc}")
             return None
 
-    candidate = this_checkout(root, "candidate" if against else "this")
+    candidate = server_pair[0] if server_pair else this_checkout(root, "candidate" if against else "this")
+    base_prefix = f"{server_pair[1].label}-" if server_pair else BASE_PREFIX
     with contextlib.ExitStack() as stack:
-        sides: list[Side] = [candidate]
+        sides: list[Side] = [server_pair[1], candidate] if server_pair else [candidate]
         if against:
             base = step(
                 "checkout", lambda: stack.enter_context(base_checkout(root, against, progress=_progress))
@@ -431,9 +441,10 @@ def run_report(
             )
             or {}
         )
+        prefixed = [(sides[0], base_prefix), (candidate, "")] if len(sides) > 1 else [(candidate, "")]
         arms = [
             load_trials.Arm(f"{prefix}{label}", side, mode)
-            for side, prefix in ([(sides[0], BASE_PREFIX), (candidate, "")] if against else [(candidate, "")])
+            for side, prefix in prefixed
             for label, mode in (("cache_off", "off"), ("cache_on", "cache-aside"))
         ]
         load = (
@@ -442,8 +453,10 @@ def run_report(
     notebooks = step("notebooks", lambda: run_notebooks(folder, profile, root)) or []
 
     # -- assemble -------------------------------------------------------------------
-    metrics, capacity = _side_metrics(candidate.label, bench, load, prefix="")
-    base_metrics = _side_metrics("base", bench, load, prefix=BASE_PREFIX)[0] if against else {}
+    metrics, capacity = _side_metrics(candidate.label, bench, load, prefix="", other=base_prefix)
+    base_metrics = (
+        _side_metrics(sides[0].label, bench, load, prefix=base_prefix, other="")[0] if len(sides) > 1 else {}
+    )
     figures_dir = folder / "figures"
     headlines = (
         {
@@ -457,6 +470,8 @@ def run_report(
     write_metrics(folder / "metrics.json", metrics)
     if against:
         write_metrics(folder / "base_metrics.json", base_metrics)
+    if server_pair:
+        write_metrics(folder / f"{server_pair[1].label}_metrics.json", base_metrics)
     outcome.slos = evaluate_slos(metrics, slo_texts, skipped=skip)
 
     comparison: tuple[str, list[Row]] | None = None
@@ -473,6 +488,14 @@ def run_report(
     if comparison:
         outcome.regressions = failures(comparison[1])
         (folder / "verdict.md").write_text(_verdict_full(comparison), encoding="utf-8")
+    servers_section = None
+    if server_pair and base_metrics:
+        servers_section = _servers_section(manifest, bench, sides, base_metrics, metrics)
+        every = compare_metrics(metrics, base_metrics, paired=True, not_measured=chose_not_to)
+        title = f"{servers_section.candidate_label} against {servers_section.base_label}"
+        (folder / "servers.md").write_text(
+            verdict_markdown(every, title=title) + "\n", encoding="utf-8"
+        )
 
     cand_trials = bench.get(candidate.label, [])
     manifest["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -496,6 +519,7 @@ def run_report(
             trials_line=_trials_line(profile, load),
             hit_line=_hit_line(metrics.get("load.cache_on.miss_ratio")),
             extra_capacity=_notebook_capacity(headlines),
+            servers=servers_section,
         )
     )
     (folder / "summary.md").write_text(summary_md + "\n", encoding="utf-8")
@@ -527,16 +551,17 @@ def _side_metrics(
     load: dict[str, list[load_trials.Trial]],
     *,
     prefix: str,
+    other: str,
 ) -> tuple[dict[str, Metric], dict[str, Any] | None]:
     """One side's bench and load metrics under the same names for both sides (so they compare),
-    and its capacity table."""
+    and its capacity table; ``prefix`` names its load arms, ``other`` the other side's."""
     metrics: dict[str, Metric] = {}
     if bench.get(label):
         metrics.update(bench_trials.bench_metrics(bench[label]))
     arms = {
         arm.removeprefix(prefix): trials
         for arm, trials in load.items()
-        if (arm.startswith(prefix) if prefix else not arm.startswith(BASE_PREFIX))
+        if (arm.startswith(prefix) if prefix else not (other and arm.startswith(other)))
     }
     for arm, trials in arms.items():
         metrics.update(load_trials.arm_metrics(arm, trials))
@@ -589,9 +614,45 @@ def _context_line(manifest: dict[str, Any], steps: list[StepResult]) -> str:
     dirty = " (dirty)" if git.get("dirty") else ""
     return (
         f"Commit `{git.get('short')}`{dirty} · profile **{params['profile']}** · "
-        f"Redis {manifest.get('redis', {}).get('version', '?')} · {manifest['machine']['cpus']} CPUs · "
+        f"{_server_of(manifest)} · {manifest['machine']['cpus']} CPUs · "
         f"finished in {sum(s.seconds for s in steps):.0f} s"
     )
+
+
+def _server_pair(root: Path, against_server: str | None, against: str | None) -> tuple[Side, Side] | None:
+    """(this checkout on this server, on the other) for ``--against-server``; checked before any work."""
+    if not against_server:
+        return None
+    if against:
+        raise ValueError("--against compares commits, --against-server servers: use one at a time")
+    from cachelab.config import load_settings
+
+    if load_settings().redis_url:
+        raise ValueError("--against-server launches both servers itself: unset REDIS_URL")
+    return servers.server_sides(root, against_server)
+
+
+def _servers_section(
+    manifest: dict[str, Any],
+    bench: dict[str, list[bench_trials.TrialRows]],
+    sides: list[Side],
+    base_metrics: dict[str, Metric],
+    metrics: dict[str, Metric],
+) -> servers.ServersSection:
+    # The question asked is "what if we ran on the other one": it is the candidate, ours the base.
+    other, ours = sides
+    trials = bench.get(ours.label, []), bench.get(other.label, [])
+    return servers.ServersSection(
+        base_label=_server_of(manifest),
+        candidate_label=_server_of({"redis": manifest.get("against_server")}),
+        bench=servers.bench_rows(*trials, metrics, base_metrics),
+        load=servers.load_rows(metrics, base_metrics),
+    )
+
+
+def _server_of(manifest: dict[str, Any]) -> str:
+    server = manifest.get("redis") or {}
+    return server.get("label") or f"Redis {server.get('version', '?')}"
 
 
 def _verdict_full(comparison: tuple[str, list[Row]]) -> str:

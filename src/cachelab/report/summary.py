@@ -17,6 +17,7 @@ from cachelab.report import stats
 from cachelab.report.capacity import Plan, headroom
 from cachelab.report.compare import Row, fmt_ratio, fmt_value, missing, verdict_markdown
 from cachelab.report.render import md_table
+from cachelab.report.servers import ServersSection
 
 #: Our pattern against the guide's version of it, measured in the same trials:
 #: (what, our benchmark, the guide's benchmark).
@@ -67,6 +68,7 @@ class SummaryInput:
     trials_line: str = ""
     extra_capacity: list[list[Any]] = field(default_factory=list)  # the notebooks' rows: [what, value, unit]
     hit_line: str = ""  # the cache-aside arm's hit ratio with its interval
+    servers: ServersSection | None = None  # --against-server: this commit on two servers
 
 
 def _verdict_line(s: SummaryInput) -> str:
@@ -95,6 +97,8 @@ def build(s: SummaryInput) -> str:
     lines = [f"## {s.title}", "", s.context_line, "", _verdict_line(s), ""]
     if s.against is not None:
         lines += [verdict_markdown(s.against[1], title=f"Against {s.against[0]}", limit=15), ""]
+    if s.servers is not None:
+        lines += _servers_tables(s.servers)
     if s.cache_rows:
         lines += [
             "### Cache-aside against no cache (the dashboard mix, interleaved trials)",
@@ -210,6 +214,46 @@ def _pair_table(title: str, theirs: str, rows: list[PairRow]) -> list[str]:
         ),
         "",
     ]
+
+
+def _servers_tables(sv: ServersSection) -> list[str]:
+    a, b = sv.base_label.split()[0], sv.candidate_label.split()[0]  # "Redis", "Valkey"
+
+    def pair(values: tuple[Any, Any]) -> str:
+        x, y = (fmt_value(v) if v is not None else "–" for v in values)
+        return x if x == y else f"{x} / {y}"
+
+    header = [
+        "operation",
+        f"commands/op ({a} / {b})",
+        f"memory per key, B ({a} / {b})",
+        f"server µs/op: {b} ÷ {a} [95 % CI]",
+        f"time: {b} ÷ {a} [95 % CI]",
+        f"{b} is",
+    ]
+    rows = [
+        [
+            r.what,
+            pair(r.commands),
+            pair(r.memory_per_key),
+            fmt_ratio(r.server_usec) if r.server_usec else "–",
+            fmt_ratio(r.time),
+            _faster(r.time),
+        ]
+        for r in sv.bench
+    ]
+    lines = [
+        f"### Servers side by side: {sv.candidate_label} against {sv.base_label} "
+        "(this commit on both, trials interleaved)",
+        "",
+        md_table(header, rows),
+        "",
+    ]
+    if sv.load:
+        load = [[w, fmt_value(r.before), fmt_value(r.after), fmt_ratio(r), _direction(r)] for w, r in sv.load]
+        lines += [md_table(["dashboard mix, cache-aside", a, b, f"{b} ÷ {a} [95 % CI]", "verdict"], load), ""]
+    lines += ["_Every metric on both servers: `servers.md`; each server's allocator: `manifest.json`._", ""]
+    return lines
 
 
 def _faster(row: Row) -> str:
