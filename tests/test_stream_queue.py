@@ -440,3 +440,21 @@ async def test_sigterm_mid_job_hands_the_job_back_to_the_stream(redis_url, rredi
     assert await asyncio.wait_for(worker.run(), 10) == 0
     final = await queue.status(job_id)
     assert final.status == "completed" and final.deliveries == 1 and final.result == "again"
+
+
+# -- notebook 10's aggregation ------------------------------------------------------------------
+def test_the_queue_table_sums_exact_costs_and_takes_medians_of_timed_ones():
+    from cachelab.analysis.queues import phase_rows, queue_table
+
+    def trial(phase: str, seconds: float, server_us: float, memory: int = 0) -> dict:
+        return {"backend": "streams", "depth": 0, "phase": phase, "jobs": 100, "seconds": seconds,
+                "round_trips": 100 if phase == "enqueue" else 201, "commands": 100, "server_us": server_us,
+                "memory_delta": memory}
+
+    trials = [trial("enqueue", s, us, 18_700) for s, us in ((0.01, 2000), (0.02, 9000), (0.011, 2100))]
+    trials += [trial("drain", s, us) for s, us in ((0.02, 4000), (0.5, 40000), (0.025, 4100))]
+    [row] = queue_table(phase_rows(trials))
+    assert row["round trips/job"] == pytest.approx(1 + 2.01)  # exact: summed over every block
+    assert row["server µs/job"] == pytest.approx(21 + 41)  # timed: medians, the noisy block ignored
+    assert row["drain jobs/s (1 worker)"] == pytest.approx(4000)
+    assert row["bytes/queued job"] == pytest.approx(187)
