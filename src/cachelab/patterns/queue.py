@@ -31,10 +31,14 @@ Redis the queue itself can be evicted under memory pressure.
 * ``check_eviction_policy`` refuses an ``allkeys-*`` Redis, which may evict
   queue keys, unless told otherwise.
 
-**Why sorted sets + Lua, not Streams consumer groups.** Streams give
+**Why sorted sets + Lua, not Streams consumer groups.** (The other design is
+built too, :class:`~cachelab.patterns.stream_queue.StreamQueue`, selected with
+``CACHELAB_QUEUE_BACKEND=streams``; notebook 10 measures the two and RQ side
+by side: the stream needs far less memory per waiting job.) Streams give
 at-least-once delivery and ``XAUTOCLAIM``, but the rest of what a job queue
-needs would be bolted on beside them: a per-job lease (a consumer group has one
-idle threshold per claim call, not a per-job deadline a long job can extend),
+needs would be bolted on beside them: a per-job lease (a consumer group claims
+by one idle threshold for every message; a long job stays unclaimed only by
+resetting its idle time, ``XCLAIM ... JUSTID``, which ``StreamQueue`` does),
 delayed retries (streams have no delay: a sorted set is needed anyway),
 idempotency and a status record (extra keys anyway), a dead-letter entry with
 the last error (``XPENDING`` counts deliveries but keeps no error), and the
