@@ -49,13 +49,20 @@ async def hammer(url: str, limit: int, tasks: int, wait: float, counter: str) ->
         except ConcurrencyLimitExceeded as exc:
             refused.append(str(exc))
 
+    sec, usec = await plain.time()
+    began_server, began_local = sec + usec / 1e6, time.monotonic()
     try:
         await asyncio.gather(*(one() for _ in range(tasks)))
+        sec, usec = await plain.time()
+        # Leases live on the server's wall clock: a jump of it (a VM resumed, a clock stepped)
+        # expires them early. Reported so that a failure can be told from one.
+        clock_jump = (sec + usec / 1e6 - began_server) - (time.monotonic() - began_local)
     finally:
         await plain.aclose()
         await rr.aclose()
     return {"ran": len(seen), "refused": len(refused), "max_seen": max(seen, default=0),
-            "messages": refused[:3], "stats": limiter.stats.snapshot(), "longest_hold": longest}
+            "messages": refused[:3], "stats": limiter.stats.snapshot(), "longest_hold": longest,
+            "clock_jump_s": clock_jump}
 
 
 async def hold(url: str, limit: int, lease: float) -> None:

@@ -175,6 +175,7 @@ async def test_the_naive_incr_decr_counter_leaks_a_crashed_holders_slot_forever(
 
 
 # -- many processes -----------------------------------------------------------------------
+@pytest.mark.slow  # ~10 s on 2 cores: eight interpreters start, then 400 tasks contend for 5 slots
 def test_eight_processes_of_fifty_tasks_never_exceed_a_limit_of_five(redis_url, redis_admin):
     processes, tasks, limit = 8, 50, 5
     counter = "test:cc:inflight"
@@ -195,7 +196,8 @@ def test_eight_processes_of_fifty_tasks_never_exceed_a_limit_of_five(redis_url, 
     assert ran + refused == processes * tasks  # every task ran or was refused
     assert all("slots in use" in m for r in results for m in r["messages"])  # ...with a clear error
     expired = sum(r["stats"]["expired_before_release"] for r in results)
-    assert max_seen <= limit, (max_seen, expired, [r["longest_hold"] for r in results])
+    jumps = [r["clock_jump_s"] for r in results]
+    assert max_seen <= limit, (max_seen, expired, [r["longest_hold"] for r in results], jumps)
     assert max_seen == limit  # the limit was reached: the test exercised contention
     assert int(redis_admin.get(counter)) == 0
     assert redis_admin.zcard("cl:{tenant-7}:cc:hammer") == 0  # every slot given back

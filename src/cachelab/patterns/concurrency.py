@@ -50,7 +50,10 @@ The fix
 
 Choosing ``lease_seconds``: longer than the slowest legitimate hold (or use
 ``keep_alive``), because a lease that expires under a live holder lets one
-more in; shorter means a dead holder's slot comes back sooner.
+more in; shorter means a dead holder's slot comes back sooner. Leases are
+measured on the server's wall clock, like key expiry: if that clock jumps
+forward (a stepped clock, a VM resumed after a pause), live leases expire
+early and the bound can be exceeded until their holders finish.
 
 Cost: acquire 1 round trip (one EVALSHA; one more per poll while waiting),
 release 1, extend 1. Memory: one sorted-set member per slot in use.
