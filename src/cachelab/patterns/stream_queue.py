@@ -311,14 +311,6 @@ class StreamQueue(QueueBase):
             stream_length=int(length),
         )
 
-    async def pending_consumers(self) -> dict[str, int]:
-        """Messages pending per consumer (``XPENDING`` summary): who holds what right now."""
-        try:
-            summary = await self.rr.call(self.rr.client.xpending, self.stream_key, self.group)
-        except redis.exceptions.ResponseError:
-            return {}
-        return {_text(c["name"]) or "": int(c["pending"]) for c in summary.get("consumers") or []}
-
     async def requeue_dead(self, job_id: str) -> bool:
         """Give a dead-lettered job a fresh delivery budget: a new message at the end of the stream."""
         return bool(await self.rr.run_script(
