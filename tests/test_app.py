@@ -471,6 +471,51 @@ def test_report_job_is_completed_by_a_worker_process(http):
     assert http.get("/api/jobs/unknown-job").status_code == 404
 
 
+@pytest.mark.parametrize(("method", "path", "endpoint"),
+                         [("GET", "initiatives/export", "export"), ("POST", "reports", "reports")])
+def test_a_tenant_with_every_slow_slot_taken_gets_429_with_retry_after_and_others_do_not(
+    app, sessions, method, path, endpoint
+):
+    from cachelab.client import ResilientRedis
+    from cachelab.patterns.concurrency import ConcurrencyLimiter
+
+    tenant, other = sessions.tenants[0], sessions.tenants[1]
+    http, http_other = sessions.client(tenant), sessions.client(other)
+
+    async def hold(n: int) -> tuple[ResilientRedis, ConcurrencyLimiter, list]:
+        rr = ResilientRedis.from_url(app.redis_url)
+        limiter = ConcurrencyLimiter(rr, n, lease_seconds=60, name=endpoint)  # the app's key for it
+        return rr, limiter, [await limiter.acquire(tenant) for _ in range(n)]
+
+    async def give_back(rr: ResilientRedis, limiter: ConcurrencyLimiter, leases: list) -> None:
+        for lease in leases:
+            await limiter.release(lease)
+        await rr.aclose()
+
+    # Four slow requests of this tenant in flight (CACHELAB_TENANT_CONCURRENCY's default)...
+    loop = asyncio.new_event_loop()
+    try:
+        rr, limiter, leases = loop.run_until_complete(hold(4))
+        try:
+            refused = http.request(method, f"/api/tenants/{tenant}/{path}")
+            other_ok = http_other.request(method, f"/api/tenants/{other}/{path}")
+        finally:
+            loop.run_until_complete(give_back(rr, limiter, leases))
+    finally:
+        loop.close()
+    assert refused.status_code == 429, refused.text
+    assert refused.headers["retry-after"] == "1" and refused.headers["x-concurrency-limit"] == "4"
+    assert "in flight for this tenant (4 of 4)" in refused.json()["detail"]
+    assert other_ok.status_code in (200, 202)  # per tenant: another tenant is not held up
+    # ...and once they finish, the next one runs.
+    again = http.request(method, f"/api/tenants/{tenant}/{path}")
+    assert again.status_code in (200, 202), again.text
+    if endpoint == "export":
+        body = again.json()
+        assert body["count"] == 300 and len(body["items"]) == 300 and not body["truncated"]
+        assert {"id", "title", "status", "progress"} <= set(body["items"][0])
+
+
 def test_leaderboard_top_and_member_rank(http):
     tenant = first_tenant(http)
     for user, score in [(1, 10), (2, 30), (3, 20)]:

@@ -26,6 +26,7 @@ PATTERN_BENCH_FILES = [
     "bench_queue.py",
     "bench_leaderboard.py",
     "bench_peers.py",
+    "bench_concurrency.py",
 ]
 
 
@@ -84,6 +85,10 @@ def test_round_trips_match_each_modules_documented_cost(pattern_results: dict[st
         "bench_queue.py::test_enqueue_reserve_ack": 3,
         "bench_leaderboard.py::test_leaderboard_top10_with_member": 1,
         "bench_stampede.py::test_token_lock_acquire_release": 2,
+        "bench_queue.py::test_stream_enqueue": 1,
+        "bench_queue.py::test_drain[list]": 2,
+        "bench_concurrency.py::test_acquire_release": 2,
+        "bench_concurrency.py::test_acquire_refused": 1,
     }
     for algorithm in ("fixed_window", "sliding_log", "sliding_window", "token_bucket", "gcra"):
         expected[f"bench_ratelimit.py::test_check_allowed[{algorithm}]"] = 1

@@ -27,6 +27,7 @@ from cachelab.patterns.ratelimit import algorithm_name, parse_limit
 from cachelab.resilience import CircuitBreaker
 
 CacheMode = Literal["off", "cache-aside", "refresh-ahead", "swr", "xfetch", "lock"]
+QueueBackend = Literal["list", "streams"]
 FailurePolicy = Literal["open", "closed", "local"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -99,6 +100,16 @@ class Settings(BaseSettings):
     )
     rate_limit_failure: FailurePolicy = Field(
         "local", description="with Redis down: admit, refuse, or limit in process"
+    )
+    queue_backend: QueueBackend = Field(
+        "list",
+        description="the job queue the app and `cachelab worker` use: list (sorted sets + Lua) or "
+        "streams (a Redis Streams consumer group; Redis >= 6.2); drain the queue before switching",
+    )
+    tenant_concurrency: int = Field(
+        4, ge=1, le=10_000,
+        description="requests in flight per tenant on the slow endpoints (report requests, "
+        "initiative exports); more get 429",
     )
     db_delay_ms: float = Field(0, ge=0, description="added delay per query, to model a remote database")
     cost_header: bool = Field(
@@ -178,6 +189,17 @@ class Settings(BaseSettings):
     def _check_rate_limit(cls, value: str) -> str:
         parse_limit(value)
         return value
+
+    @field_validator("queue_backend", mode="before")
+    @classmethod
+    def _check_queue_backend(cls, value: object) -> object:
+        text = value.strip().lower() if isinstance(value, str) else value
+        if text not in get_args(QueueBackend):
+            raise ValueError(
+                f"CACHELAB_QUEUE_BACKEND must be 'list' (sorted sets + Lua, the default) or 'streams' "
+                f"(a Redis Streams consumer group, Redis >= 6.2), got {value!r}"
+            )
+        return text
 
     @field_validator("rate_limit_algorithm")
     @classmethod

@@ -1,4 +1,9 @@
-"""``cachelab worker``: runs job handlers against a :class:`~cachelab.patterns.queue.JobQueue`.
+"""``cachelab worker``: runs job handlers against a job queue.
+
+The queue is :class:`~cachelab.patterns.queue.JobQueue` (sorted sets + Lua), or with
+``CACHELAB_QUEUE_BACKEND=streams`` (or ``--backend streams``)
+:class:`~cachelab.patterns.stream_queue.StreamQueue` (a Streams consumer group); both
+have the same calls, and this worker runs either.
 
 The seed's worker is ``while (true) { BRPOP; process }``: no way to stop it
 without losing the job in hand. A :class:`Worker` here:
@@ -47,6 +52,7 @@ from typing import Any
 import orjson
 
 from cachelab.patterns.queue import EvictingRedisError, Job, JobQueue
+from cachelab.patterns.stream_queue import BACKENDS, StreamQueue, create_queue
 from cachelab.resilience import RedisUnavailable
 
 log = logging.getLogger("cachelab.worker")
@@ -116,7 +122,7 @@ class Worker:
 
     def __init__(
         self,
-        queue: JobQueue,
+        queue: JobQueue | StreamQueue,
         handlers: Mapping[str, Handler],
         *,
         concurrency: int = 1,
@@ -314,7 +320,9 @@ class Worker:
 
 
 # -- command line ------------------------------------------------------------
-async def _connect_and_check(queue: JobQueue, worker: Worker, allow_evicting: bool) -> str | None:
+async def _connect_and_check(
+    queue: JobQueue | StreamQueue, worker: Worker, allow_evicting: bool
+) -> str | None:
     """Eviction check, waiting (up to 30 s, or until stopped) for Redis to come up."""
     delay = 0.1
     loop = asyncio.get_running_loop()
@@ -350,9 +358,11 @@ async def _amain(args: argparse.Namespace) -> int:
     except (ImportError, AttributeError, ValueError) as exc:
         print(f"cachelab worker: cannot load handlers: {exc}", file=sys.stderr)
         return 2
+    backend = getattr(args, "backend", None) or settings.queue_backend
     rr = settings.redis_client(settings.durable_redis_url)
     try:
-        queue = JobQueue(
+        queue = create_queue(
+            backend,
             rr,
             args.queue,
             lease_seconds=getattr(args, "lease_seconds", 30.0),
@@ -375,8 +385,8 @@ async def _amain(args: argparse.Namespace) -> int:
         if problem:
             print(f"cachelab worker: {problem} ({redact_url(settings.durable_redis_url)})", file=sys.stderr)
             return 1
-        log.info("worker %s: queue %r, concurrency %d, handlers %s", worker.consumer_prefix,
-                 args.queue, args.concurrency, sorted(handlers))
+        log.info("worker %s: queue %r (%s backend), concurrency %d, handlers %s", worker.consumer_prefix,
+                 args.queue, backend, args.concurrency, sorted(handlers))
         code = await worker.run()
         log.info("worker stopped: %d done, %d failed, %d handed back, %d deferred (no handler)",
                  worker.processed, worker.failed, worker.handed_back, worker.deferred)
@@ -388,6 +398,13 @@ async def _amain(args: argparse.Namespace) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``cachelab worker`` flags (also used by ``python -m cachelab.worker``)."""
     p.add_argument("--queue", default="reports", help="queue name (default: reports, the sample app's)")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="queue implementation: list (sorted sets + Lua) or streams (a consumer group); "
+        "default: CACHELAB_QUEUE_BACKEND, else list. Must match the app's.",
+    )
     p.add_argument("--concurrency", type=int, default=1, help="jobs processed at once per process")
     p.add_argument("--burst", action="store_true", help="exit when no job this worker can do is due")
     p.add_argument(

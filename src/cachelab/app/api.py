@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, Request, Response
@@ -51,6 +51,7 @@ from cachelab.app.auth import (
 from cachelab.app.db import STATUSES
 from cachelab.app.state import AppState
 from cachelab.patterns.cache import Cache
+from cachelab.patterns.concurrency import ConcurrencyLimitExceeded, Lease
 from cachelab.patterns.health import redis_health
 from cachelab.patterns.keys import request_key
 from cachelab.resilience import RedisUnavailable
@@ -126,6 +127,35 @@ async def tenant_user_ids(state: AppState, tenant_id: str) -> set[int]:
             users_cache.key(tenant_id, "users"), lambda: state.db.list_users(tenant_id)
         )
     return {int(u["id"]) for u in users or ()}
+
+
+def tenant_slot(endpoint: str) -> Callable[..., AsyncIterator[Lease]]:
+    """A dependency holding one of the tenant's ``CACHELAB_TENANT_CONCURRENCY`` slots for
+    ``endpoint`` while the request runs; 429 with ``Retry-After`` when they are all taken.
+
+    A rate limit bounds requests per window; this bounds the slow ones *in flight*, so one
+    tenant's exports or report requests cannot occupy every app worker. The slot is a lease
+    (:mod:`cachelab.patterns.concurrency`): a process that dies mid-request frees it when the
+    lease expires. Redis down: admitted (fail open).
+    """
+
+    async def hold(tenant_id: str, caller: TenantCaller, state: State) -> AsyncIterator[Lease]:
+        limiter = state.concurrency[endpoint]
+        try:
+            lease = await limiter.acquire(tenant_id)
+        except ConcurrencyLimitExceeded as exc:
+            raise HTTPException(
+                status_code=429,
+                detail=f"too many {endpoint} requests in flight for this tenant "
+                f"({exc.lease.in_flight} of {exc.lease.limit}); retry shortly",
+                headers=exc.lease.headers(),
+            ) from None
+        try:
+            yield lease
+        finally:
+            await limiter.release(lease)
+
+    return hold
 
 
 async def redis_or_503(coro: Awaitable[Any]) -> Any:
@@ -234,6 +264,20 @@ async def list_initiatives(
         lambda: state.db.list_initiatives(tenant_id, status=status, area_id=area_id, page=page),
         tags=list_tags(status, area_id),
     )
+
+
+@tenant.get("/initiatives/export")
+async def export_initiatives(
+    tenant_id: str,
+    caller: TenantCaller,
+    state: State,
+    response: Response,
+    _slot: Annotated[Lease, Depends(tenant_slot("export"))],
+) -> dict[str, Any]:
+    """Every initiative of the tenant, uncached: a slow, heavy read, so at most
+    ``CACHELAB_TENANT_CONCURRENCY`` per tenant run at once (429 with ``Retry-After`` beyond)."""
+    response.headers["X-Cache"] = "BYPASS"
+    return await state.db.export_initiatives(tenant_id)
 
 
 def list_tags(status: str | None, area_id: int | None) -> list[str]:
@@ -426,9 +470,13 @@ async def request_report(
     tenant_id: str,
     caller: Writer,
     state: State,
+    _slot: Annotated[Lease, Depends(tenant_slot("reports"))],
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> dict[str, str]:
-    """Enqueue a report job (one round trip); a worker process computes it."""
+    """Enqueue a report job (one round trip); a worker process computes it. At most
+    ``CACHELAB_TENANT_CONCURRENCY`` report requests per tenant in flight (429 beyond): the
+    enqueue is quick while Redis is healthy, and the limit is what keeps one tenant's burst
+    from tying up the app when it is not (the slot costs two more round trips)."""
     scoped = None if idempotency_key is None else tenant_idempotency_key(tenant_id, idempotency_key)
     job_id = await redis_or_503(
         state.queue.enqueue({"type": "report", "tenant_id": tenant_id}, idempotency_key=scoped)

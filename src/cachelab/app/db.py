@@ -78,6 +78,7 @@ WRITE_ROLES = frozenset({"admin", "manager", "member"})  # a viewer reads, never
 UPDATABLE = frozenset({"progress", "status", "title"})
 DASHBOARD_ITEMS = 50  # initiatives listed on a member's / manager's dashboard (most recent first)
 MAX_PAGE_SIZE = 1000
+MAX_EXPORT_ROWS = 50_000
 SQLITE_BUSY_TIMEOUT_S = 30.0
 
 _INT4 = (-(2**31), 2**31 - 1)
@@ -562,6 +563,21 @@ class Database:
             total = int((await self.execute(conn, count_stmt)).scalar_one())
             items = [_row(r._mapping) for r in await self.execute(conn, page_stmt)] if total else []
         return {"items": items, "total": total, "page": page, "page_size": page_size}
+
+    async def export_initiatives(self, tenant_id: str, limit: int = MAX_EXPORT_ROWS) -> dict[str, Any]:
+        """Every initiative of the tenant ordered by id, at most ``limit`` (one statement)."""
+        if not _ok_text(tenant_id):
+            return {"items": [], "count": 0, "truncated": False}
+        stmt = (
+            select(*_ITEM_COLUMNS)
+            .where(initiatives.c.tenant_id == tenant_id)
+            .order_by(initiatives.c.id)
+            .limit(limit + 1)
+        )
+        async with self.connect() as conn:
+            items = [_row(r._mapping) for r in await self.execute(conn, stmt)]
+        truncated = len(items) > limit
+        return {"items": items[:limit], "count": min(len(items), limit), "truncated": truncated}
 
     async def get_initiative(self, tenant_id: str, initiative_id: int) -> dict[str, Any] | None:
         """The full row (including ``tenant_id``), the same shape :meth:`update_initiative` returns."""

@@ -90,6 +90,17 @@ class PatternCollector(Collector):
         yield decisions
         yield sources
 
+        slots = CounterMetricFamily(
+            "cachelab_concurrency_decisions",
+            "per-tenant concurrency limiter: slots acquired, refused (429), released late (lease expired)",
+            labels=["endpoint", "decision"],
+        )
+        for endpoint, limiter in state.concurrency.items():
+            slots.add_metric([endpoint, "acquired"], limiter.stats.acquired)
+            slots.add_metric([endpoint, "refused"], limiter.stats.refused)
+            slots.add_metric([endpoint, "expired_before_release"], limiter.stats.expired_before_release)
+        yield slots
+
         db_queries = CounterMetricFamily("cachelab_db_queries", "SQL statements executed")
         db_queries.add_metric([], state.db.queries)
         yield db_queries

@@ -10,12 +10,16 @@ from cachelab.app.db import Database
 from cachelab.app.passwords import PasswordChecker
 from cachelab.client import ResilientRedis
 from cachelab.config import Network, Settings, parse_networks
+from cachelab.patterns.concurrency import ConcurrencyLimiter
 from cachelab.patterns.leaderboard import Leaderboard
 from cachelab.patterns.queue import JobQueue
 from cachelab.patterns.ratelimit import RateLimiter, create_limiter, parse_limit
 from cachelab.patterns.sessions import SessionStore
+from cachelab.patterns.stream_queue import StreamQueue, create_queue
 
 REPORT_QUEUE = "reports"
+#: The slow endpoints whose requests in flight are limited per tenant (CACHELAB_TENANT_CONCURRENCY).
+CONCURRENCY_LIMITED = ("reports", "export")
 
 
 @dataclass
@@ -26,9 +30,10 @@ class AppState:
     caches: AppCaches
     limiters: dict[str, RateLimiter]
     sessions: SessionStore
-    queue: JobQueue
+    queue: JobQueue | StreamQueue
     leaderboard: Leaderboard
     passwords: PasswordChecker
+    concurrency: dict[str, ConcurrencyLimiter] = field(default_factory=dict)
     trusted_proxies: tuple[Network, ...] = ()
     queue_stats: dict[str, Any] | None = field(default=None)
 
@@ -73,8 +78,15 @@ class AppState:
             caches=AppCaches.build(rr, settings),
             limiters=limiters,
             sessions=SessionStore(durable, idle_timeout=1800, absolute_lifetime=12 * 3600),
-            queue=JobQueue(durable, REPORT_QUEUE, lease_seconds=60, max_deliveries=3, allow_evicting=True),
+            queue=create_queue(settings.queue_backend, durable, REPORT_QUEUE, lease_seconds=60,
+                               max_deliveries=3, allow_evicting=True),
             leaderboard=Leaderboard(rr),
             passwords=PasswordChecker(),
+            # Per tenant: one tenant's slow requests cannot take every app worker. Fail open: while
+            # Redis is down these endpoints keep working (the rate limiters still apply).
+            concurrency={
+                name: ConcurrencyLimiter(rr, settings.tenant_concurrency, lease_seconds=60, name=name)
+                for name in CONCURRENCY_LIMITED
+            },
             trusted_proxies=parse_networks(settings.trusted_proxies),
         )

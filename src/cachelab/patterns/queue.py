@@ -31,10 +31,14 @@ Redis the queue itself can be evicted under memory pressure.
 * ``check_eviction_policy`` refuses an ``allkeys-*`` Redis, which may evict
   queue keys, unless told otherwise.
 
-**Why sorted sets + Lua, not Streams consumer groups.** Streams give
+**Why sorted sets + Lua, not Streams consumer groups.** (The other design is
+built too, :class:`~cachelab.patterns.stream_queue.StreamQueue`, selected with
+``CACHELAB_QUEUE_BACKEND=streams``; notebook 10 measures the two and RQ side
+by side: the stream needs far less memory per waiting job.) Streams give
 at-least-once delivery and ``XAUTOCLAIM``, but the rest of what a job queue
-needs would be bolted on beside them: a per-job lease (a consumer group has one
-idle threshold per claim call, not a per-job deadline a long job can extend),
+needs would be bolted on beside them: a per-job lease (a consumer group claims
+by one idle threshold for every message; a long job stays unclaimed only by
+resetting its idle time, ``XCLAIM ... JUSTID``, which ``StreamQueue`` does),
 delayed retries (streams have no delay: a sorted set is needed anyway),
 idempotency and a status record (extra keys anyway), a dead-letter entry with
 the last error (``XPENDING`` counts deliveries but keeps no error), and the
@@ -209,8 +213,14 @@ def _riskiest(policies: list[str]) -> str | None:
     return policies[0] if policies else None
 
 
-class JobQueue:
-    """A named at-least-once queue on one Redis (see the module docstring)."""
+class QueueBase:
+    """What both queues share: settings, key naming, the eviction check, waiting for work,
+    and dead-letter listing. :class:`JobQueue` (sorted sets + Lua) and
+    :class:`~cachelab.patterns.stream_queue.StreamQueue` (a Streams consumer group) build on it,
+    and :class:`~cachelab.worker.Worker` runs either."""
+
+    #: Key parts after the queue's name, before each key's own part (keeps two backends apart).
+    key_parts: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -242,21 +252,21 @@ class JobQueue:
         self.allow_evicting = allow_evicting
         self._eviction_checked = not check_eviction
         self._eviction_lock = asyncio.Lock()
-        scope = f"{prefix}:queue"
-        self.pending_key = make_key(scope, name, "pending")
-        self.leases_key = make_key(scope, name, "leases")
-        self.dead_key = make_key(scope, name, "dead")
-        self.stats_key = make_key(scope, name, "stats")
-        self.notify_key = make_key(scope, name, "notify")
-        self.job_prefix = make_key(scope, name, "job") + ":"
-        self._scope = scope
+        self._scope = f"{prefix}:queue"
+        self.dead_key = self._key("dead")
+        self.stats_key = self._key("stats")
+        self.notify_key = self._key("notify")
+        self.job_prefix = self._key("job") + ":"
+
+    def _key(self, *parts: object) -> str:
+        return make_key(self._scope, self.name, *self.key_parts, *parts)
 
     # -- keys --------------------------------------------------------------
     def job_key(self, job_id: str) -> str:
-        return make_key(self._scope, self.name, "job", job_id)
+        return self._key("job", job_id)
 
     def idempotency_key(self, key: str) -> str:
-        return make_key(self._scope, self.name, "idem", key)
+        return self._key("idem", key)
 
     # -- eviction safety ---------------------------------------------------
     async def eviction_policy(self) -> str | None:
@@ -318,6 +328,59 @@ class JobQueue:
         async with self._eviction_lock:
             if not self._eviction_checked:
                 await self.check_eviction_policy()
+
+    # -- shared consumer and observation helpers -------------------------
+    def _max_block(self) -> float:
+        """How long one blocking wait may last: well inside the client's socket timeout."""
+        pool = getattr(self.rr.client, "connection_pool", None)  # a RedisCluster has none
+        kwargs = pool.connection_kwargs if pool is not None else self.rr.client.connection_kwargs
+        socket_timeout = kwargs.get("socket_timeout")
+        if not socket_timeout:
+            return 1.0
+        return max(0.01, min(1.0, float(socket_timeout) / 2))
+
+    async def _wait_for_work(self, seconds: float) -> None:
+        """Block on the notify list (a hint that a job became due), at most ``seconds``."""
+        if seconds < 0.01:
+            await asyncio.sleep(seconds)
+            return
+        await self.rr.call(self.rr.client.blpop, [self.notify_key], timeout=round(seconds, 3))
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead-lettered jobs with their last error. Two round trips."""
+        ids = await self.rr.call(self.rr.client.zrange, self.dead_key, 0, max(0, limit - 1))
+        if not ids:
+            return []
+
+        async def fetch() -> list[Any]:
+            pipe = self.rr.client.pipeline(transaction=False)
+            for raw_id in ids:
+                pipe.hmget(self.job_key(_text(raw_id) or ""), "payload", "deliveries", "last_error",
+                           "dead_at")
+            return await pipe.execute()
+
+        rows = await self.rr.call(fetch)
+        out = []
+        for raw_id, (payload, deliveries, error, dead_at) in zip(ids, rows, strict=True):
+            out.append(
+                DeadLetter(
+                    id=_text(raw_id) or "",
+                    payload=orjson.loads(payload) if payload else None,
+                    deliveries=int(deliveries or 0),
+                    last_error=_text(error),
+                    dead_at=_s(dead_at),
+                )
+            )
+        return out
+
+
+class JobQueue(QueueBase):
+    """A named at-least-once queue on one Redis (see the module docstring)."""
+
+    def __init__(self, rr: ResilientRedis, name: str, **kwargs: Any) -> None:
+        super().__init__(rr, name, **kwargs)
+        self.pending_key = self._key("pending")
+        self.leases_key = self._key("leases")
 
     # -- producer ----------------------------------------------------------
     async def enqueue(
@@ -382,22 +445,6 @@ class JobQueue:
             if next_due >= 0:
                 wait = min(wait, max(next_due / 1000.0, 0.001))
             await self._wait_for_work(wait)
-
-    def _max_block(self) -> float:
-        """How long one blocking wait may last: well inside the client's socket timeout."""
-        pool = getattr(self.rr.client, "connection_pool", None)  # a RedisCluster has none
-        kwargs = pool.connection_kwargs if pool is not None else self.rr.client.connection_kwargs
-        socket_timeout = kwargs.get("socket_timeout")
-        if not socket_timeout:
-            return 1.0
-        return max(0.01, min(1.0, float(socket_timeout) / 2))
-
-    async def _wait_for_work(self, seconds: float) -> None:
-        """Block on the notify list (a hint that a job became due), at most ``seconds``."""
-        if seconds < 0.01:
-            await asyncio.sleep(seconds)
-            return
-        await self.rr.call(self.rr.client.blpop, [self.notify_key], timeout=round(seconds, 3))
 
     async def ack(self, job: Job, result: Any = None) -> bool:
         """Mark ``job`` completed (keeping ``result`` in its status record). False if the lease was lost."""
@@ -489,33 +536,6 @@ class JobQueue:
             oldest_ready_age=int(age_ms) / 1000.0,
             counters=counters,
         )
-
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
-        """The oldest ``limit`` dead-lettered jobs with their last error. Two round trips."""
-        ids = await self.rr.call(self.rr.client.zrange, self.dead_key, 0, max(0, limit - 1))
-        if not ids:
-            return []
-
-        async def fetch() -> list[Any]:
-            pipe = self.rr.client.pipeline(transaction=False)
-            for raw_id in ids:
-                pipe.hmget(self.job_key(_text(raw_id) or ""), "payload", "deliveries", "last_error",
-                           "dead_at")
-            return await pipe.execute()
-
-        rows = await self.rr.call(fetch)
-        out = []
-        for raw_id, (payload, deliveries, error, dead_at) in zip(ids, rows, strict=True):
-            out.append(
-                DeadLetter(
-                    id=_text(raw_id) or "",
-                    payload=orjson.loads(payload) if payload else None,
-                    deliveries=int(deliveries or 0),
-                    last_error=_text(error),
-                    dead_at=_s(dead_at),
-                )
-            )
-        return out
 
     async def requeue_dead(self, job_id: str) -> bool:
         """Give a dead-lettered job a fresh delivery budget and make it due now."""
