@@ -82,7 +82,8 @@ def test_launcher_error_says_how_to_install(monkeypatch):
 
 
 def test_cachelab_server_picks_the_family_and_rejects_an_unknown_one(tmp_path, monkeypatch):
-    for name, banner in {"redis-server": "Redis server v=7.2.4", "valkey-server": "Valkey server v=8.1.8"}.items():
+    banners = {"redis-server": "Redis server v=7.2.4", "valkey-server": "Valkey server v=8.1.8"}
+    for name, banner in banners.items():
         binary = tmp_path / name
         binary.write_text(f'#!/bin/sh\necho "{banner} sha=0:0 bits=64"\n')
         binary.chmod(0o755)
@@ -93,7 +94,7 @@ def test_cachelab_server_picks_the_family_and_rejects_an_unknown_one(tmp_path, m
     monkeypatch.setenv("CACHELAB_SERVER", "Redis")
     assert find_redis_server() == str(tmp_path / "redis-server")
     monkeypatch.setenv("CACHELAB_SERVER", "keydb")
-    with pytest.raises(RedisServerNotFound, match="CACHELAB_SERVER='keydb'.*redis, valkey"):
+    with pytest.raises(RedisServerNotFound, match=r"CACHELAB_SERVER='keydb'.*redis, valkey"):
         find_redis_server()
     # A path names the binary whatever the family says.
     monkeypatch.setenv("CACHELAB_REDIS_SERVER", str(tmp_path / "redis-server"))

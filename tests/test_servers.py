@@ -91,7 +91,8 @@ def _trial(name_to_us: dict[str, float]) -> dict[str, dict]:
 
 def test_the_servers_table_pairs_trials_and_shows_each_servers_exact_costs():
     """Valkey 20 % faster on GET in every trial; memory per key differs (an allocator's doing)."""
-    redis_trials = [_trial({"test_async_floor[ping]": 50 + k, "test_fetch_hit": 100 + 3 * k}) for k in range(4)]
+    redis_trials = [_trial({"test_async_floor[ping]": 50 + k, "test_fetch_hit": 100 + 3 * k})
+                    for k in range(4)]  # fmt: skip
     valkey_trials = [_trial({"test_async_floor[ping]": 50 + k, "test_fetch_hit": 0.8 * (100 + 3 * k)})
                      for k in range(4)]  # fmt: skip
     redis_metrics = {"bench.test_fetch_hit.commands": exact(1, "commands/op"),
@@ -108,8 +109,8 @@ def test_the_servers_table_pairs_trials_and_shows_each_servers_exact_costs():
     load = load_rows(redis_metrics, valkey_metrics)
     assert [what for what, _ in load] == ["requests/s"]
 
-    summary = build(SummaryInput(title="t", context_line="c", slos=[],
-                                 servers=ServersSection("Redis 7.0.15", "Valkey 8.1.8", list(rows.values()), load)))  # fmt: skip
+    section = ServersSection("Redis 7.0.15", "Valkey 8.1.8", list(rows.values()), load)
+    summary = build(SummaryInput(title="t", context_line="c", slos=[], servers=section))
     assert "Valkey 8.1.8 against Redis 7.0.15" in summary
     hit_line = next(line for line in summary.splitlines() if line.startswith("| cache-aside hit"))
     assert "| 1 |" in hit_line and "584 / 544" in hit_line and "faster" in hit_line
