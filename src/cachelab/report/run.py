@@ -491,7 +491,9 @@ def run_report(
     servers_section = None
     if server_pair and base_metrics:
         servers_section = _servers_section(manifest, bench, sides, base_metrics, metrics)
-        every = compare_metrics(metrics, base_metrics, paired=True, not_measured=chose_not_to)
+        # Both servers ran the benchmarks and the load; only this run's server ran the notebooks.
+        measured_on_both = {k: m for k, m in metrics.items() if k.startswith(("bench.", "load."))}
+        every = compare_metrics(measured_on_both, base_metrics, paired=True, not_measured=chose_not_to)
         title = f"{servers_section.candidate_label} against {servers_section.base_label}"
         (folder / "servers.md").write_text(
             verdict_markdown(every, title=title) + "\n", encoding="utf-8"
