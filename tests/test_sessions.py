@@ -292,7 +292,9 @@ async def test_user_index_is_pruned_and_expires_with_its_last_deadline(rredis, r
 async def test_get_raises_redis_unavailable_when_redis_is_down(private_redis: RedisServer):
     rr = ResilientRedis.from_url(
         private_redis.url,
-        options=ClientOptions(connect_timeout=0.3, command_timeout=0.3, retries=0),
+        # Generous: the create must not time out on a busy machine. A killed server refuses
+        # connections at once, so the reads below fail fast whatever the timeouts are.
+        options=ClientOptions(connect_timeout=3.0, command_timeout=3.0, retries=0),
         breaker=CircuitBreaker(failure_threshold=2, reset_timeout=30),
     )
     try:
