@@ -339,7 +339,8 @@ async def test_stale_while_revalidate_serves_stale_and_refreshes_once(rredis):
     key = cache.key("t1", "dashboard", "u1")
     await cache.fetch(key, CountingLoader({"v": 1}))
     await asyncio.sleep(0.3)
-    refresher = CountingLoader({"v": 2}, delay=0.05)
+    # The refresh outlasts the 50 reads even on a busy machine: none of them can see its result.
+    refresher = CountingLoader({"v": 2}, delay=1.0)
     results = await asyncio.gather(*(cache.fetch(key, refresher) for _ in range(50)))
     assert {r.status for r in results} == {CacheStatus.STALE}
     assert {r.value["v"] for r in results} == {1}
@@ -350,13 +351,15 @@ async def test_stale_while_revalidate_serves_stale_and_refreshes_once(rredis):
 
 
 async def test_refresh_ahead_has_exactly_one_refresher_across_clients(redis_url, rredis):
-    policy = CachePolicy(ttl=1.0, refresh_ahead=0.9, jitter=0)
+    # Refresh-ahead after 10 % of a 5 s lifetime; the entry stays valid, and the refresh (1 s)
+    # outlasts the 100 reads, however slow the machine: every read is a HIT, one refreshes.
+    policy = CachePolicy(ttl=5.0, refresh_ahead=0.9, jitter=0)
     others = [ResilientRedis.from_url(redis_url) for _ in range(3)]
     caches = [Cache(rr, "ra", policy) for rr in [rredis, *others]]
     key = caches[0].key("t1", "kpis")
     await caches[0].fetch(key, CountingLoader(1))
-    await asyncio.sleep(0.2)  # inside the refresh-ahead window
-    refresher = CountingLoader(2, delay=0.1)
+    await asyncio.sleep(0.7)  # inside the refresh-ahead window
+    refresher = CountingLoader(2, delay=1.0)
     results = await asyncio.gather(*(c.fetch(key, refresher) for c in caches for _ in range(25)))
     assert {r.status for r in results} == {CacheStatus.HIT}
     for rr in [rredis, *others]:
