@@ -38,7 +38,10 @@ class StampedeResult:
 async def _callers(
     url: str, policy: CachePolicy, tasks: int, loader_delay: float, key_scope: str, start_at: float
 ) -> tuple[dict[str, int], list[float]]:
-    rr = ResilientRedis.from_url(url, options=ClientOptions(command_timeout=5.0, max_connections=tasks + 8))
+    # A hundred connections open at once: generous timeouts, so that what is measured is the
+    # stampede, not a connect timeout on a busy machine (which fails open: one more load).
+    options = ClientOptions(command_timeout=5.0, connect_timeout=5.0, max_connections=tasks + 8)
+    rr = ResilientRedis.from_url(url, options=options)
     cache = Cache(rr, "stampede", policy)
     key = cache.key(key_scope, "hot")
 
