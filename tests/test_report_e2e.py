@@ -151,11 +151,10 @@ def test_a_a_two_runs_of_one_commit_compare_as_no_change(quick_report, second_ru
 
 
 def test_a_b_a_slower_database_is_called_a_regression_of_the_uncached_path(quick_report, tmp_path):
-    """The database is the only change, so only the load step is run (three trials, not the first
-    run's four: a verdict does not need equal counts); the benchmarks never touch the database."""
+    """The database is the only change, so only the load step is run (the benchmarks never touch
+    the database), with the profile's trials: fewer leave too little power after FDR control."""
     out = tmp_path / "slow-db"
-    proc = _report(out, "--skip", "notebooks", "--skip", "benchmarks", "--trials", "3",
-                   env={"CACHELAB_DB_DELAY_MS": "15"})  # fmt: skip
+    proc = _report(out, "--skip", "notebooks", "--skip", "benchmarks", env={"CACHELAB_DB_DELAY_MS": "15"})
     assert proc.returncode == 0, proc.stderr[-4000:]
     verdict = _compare(quick_report.folder, out)
     assert verdict.returncode == 1, verdict.stdout[-6000:]
