@@ -1,0 +1,384 @@
+"""The near cache (an in-process L1 kept coherent by CLIENT TRACKING) on a real redis-server.
+
+Every test reads through a :class:`NearCache` whose store owns real tracked
+connections and a real invalidation connection, and writes through a second
+client with its own pool, standing in for another process: its writes reach
+the L1 only through Redis's invalidation messages. The hard cases of the
+module docstring each have a test: the write between our read and our insert,
+the invalidation connection killed (flush, no L1 until tracking is back) and a
+tracked read connection killed, a Redis restart, FLUSHDB, server-side eviction
+and expiry, the breaker open, max age with a missed message, tag invalidation.
+The end-to-end test (two app processes, a PATCH through either, the tracking
+connection killed mid-run) is at the end and marked slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis
+
+from cachelab.client import ClientOptions, ResilientRedis
+from cachelab.patterns.cache import Cache, CachePolicy, CacheStatus
+from cachelab.patterns.near_cache import NearCache, NearCacheStore
+from cachelab.servers import RedisServer
+
+POLICY = CachePolicy(ttl=60, jitter=0)
+OPTIONS = ClientOptions(command_timeout=2.0)
+
+
+class Loader:
+    """Returns ``{"v": n}``, n counting its calls: a value read later tells which load it came from."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self) -> dict[str, int]:
+        self.calls += 1
+        return {"v": self.calls}
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.002)
+
+
+@pytest.fixture
+async def store(rredis: ResilientRedis) -> AsyncIterator[NearCacheStore]:
+    async with NearCacheStore(rredis, max_age=30) as s:
+        assert s.ready
+        yield s
+
+
+@pytest.fixture
+async def elsewhere(redis_url: str, redis_admin: redis.Redis) -> AsyncIterator[ResilientRedis]:
+    """Another process's client: its own pool, no L1."""
+    rr = ResilientRedis.from_url(redis_url, options=OPTIONS)
+    yield rr
+    await rr.aclose()
+
+
+async def warm(near: NearCache, key: str, loader: Loader, **kw: Any) -> None:
+    """A MISS (the fill), then Redis hits until one is kept and the next read is HIT-L1.
+
+    The fill's own write sends this process an invalidation; if it lands while the next read is in
+    flight, that read is (rightly) not kept, so "MISS, HIT, HIT-L1" may take one more read.
+    """
+    assert (await near.fetch(key, loader, **kw)).status is CacheStatus.MISS
+    await warm_again(near, key, loader, **kw)
+
+
+async def warm_again(near: NearCache, key: str, loader: Loader, **kw: Any) -> None:
+    for _ in range(10):
+        if (await near.fetch(key, loader, **kw)).status is CacheStatus.HIT_L1:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{key} never kept in the L1")
+
+
+def mget_calls(admin: redis.Redis) -> int:
+    return int(admin.info("commandstats").get("cmdstat_mget", {}).get("calls", 0))
+
+
+async def test_warm_reads_are_served_in_process_and_redis_sees_no_reads(store, rredis, redis_admin):
+    near = NearCache(rredis, "kpi", POLICY, store=store)
+    key, loader = near.key("acme", "kpis"), Loader()
+    await warm(near, key, loader)
+    before, trips, hits = mget_calls(redis_admin), rredis.round_trips.value, near.l1_stats.hits
+    results = [await near.fetch(key, loader) for _ in range(1000)]
+    assert {r.status for r in results} == {CacheStatus.HIT_L1}
+    assert all(r.value == {"v": 1} for r in results) and loader.calls == 1
+    assert mget_calls(redis_admin) - before == 0  # commandstats: Redis received no read of it
+    assert rredis.round_trips.value - trips == 0
+    assert near.l1_stats.hits - hits == 1000 and store.stats.fills == 1
+    # Every hit decodes its own copy: a caller that mutates what it got cannot change the next one's.
+    results[0].value["v"] = 99
+    assert (await near.fetch(key, loader)).value == {"v": 1}
+
+
+async def test_a_write_elsewhere_reaches_the_l1_through_redis(store, rredis, elsewhere):
+    near = NearCache(rredis, "kpi", POLICY, store=store)
+    other = Cache(elsewhere, "kpi", POLICY)
+    key, loader = near.key("acme", "kpis"), Loader()
+    await warm(near, key, loader)
+    await other.write_through(key, {"v": "new"}, version=5)
+    await eventually(lambda: store.entries == 0)
+    result = await near.fetch(key, loader)
+    assert (result.status, result.value) == (CacheStatus.HIT, {"v": "new"})
+    assert (await near.fetch(key, loader)).status is CacheStatus.HIT_L1
+    await other.invalidate(key)  # generation bump + UNLINK
+    await eventually(lambda: store.entries == 0)
+    assert (await near.fetch(key, loader)).status is CacheStatus.MISS
+
+
+async def test_a_write_between_our_read_and_our_insert_is_not_kept(store, rredis, elsewhere, monkeypatch):
+    """The race: Redis answered our read with the old value, then a write elsewhere invalidated the key
+    and this process handled that message before it kept the reply. A naive L1 would now hold the old
+    value with nothing left to invalidate it (the server forgets a key once it has sent its message)."""
+    near = NearCache(rredis, "kpi", POLICY, store=store)
+    other = Cache(elsewhere, "kpi", POLICY)
+    key, loader = near.key("acme", "kpis"), Loader()
+    await near.fetch(key, loader)  # MISS: Redis holds {"v": 1}, and the next read is a Redis hit
+    heard: list[str] = []
+    await eventually(lambda: store.stats.keys_invalidated >= 1)  # the fill's own message, first
+    store.on_invalidate = heard.append
+    read = store._tracked_mget
+
+    async def read_then_a_write_lands(ticket, keys):
+        reply = await read(ticket, keys)  # Redis answered with {"v": 1} ...
+        await other.write_through(key, {"v": "new"}, version=7)  # ... then a write elsewhere ...
+        await eventually(lambda: key in heard)  # ... whose invalidation we handled before keeping it
+        return reply
+
+    monkeypatch.setattr(store, "_tracked_mget", read_then_a_write_lands)
+    result = await near.fetch(key, loader)
+    assert (result.status, result.value) == (CacheStatus.HIT, {"v": 1})  # this caller read before it
+    assert store.entries == 0 and store.stats.fills_refused == 1
+    monkeypatch.undo()
+    result = await near.fetch(key, loader)
+    assert (result.status, result.value) == (CacheStatus.HIT, {"v": "new"})
+
+
+async def test_the_writing_process_reads_its_own_write_at_once(store, rredis):
+    near = NearCache(rredis, "kpi", POLICY, store=store)
+    key, loader = near.key("acme", "kpis"), Loader()
+    await warm(near, key, loader)
+    await near.write_through(key, {"v": "mine"}, version=3)
+    result = await near.fetch(key, loader)  # no wait for Redis's message: the local entry is gone
+    assert (result.status, result.value) == (CacheStatus.HIT, {"v": "mine"})
+    await warm_again(near, key, loader)
+    await near.invalidate(key)
+    assert (await near.fetch(key, loader)).status is CacheStatus.MISS
+
+
+async def test_invalidation_connection_killed_flushes_and_the_l1_is_bypassed_until_tracking_is_back(
+    store, rredis, elsewhere, redis_admin, monkeypatch
+):
+    near = NearCache(rredis, "kpi", POLICY, store=store)
+    other = Cache(elsewhere, "kpi", POLICY)
+    key, loader = near.key("acme", "kpis"), Loader()
+    await warm(near, key, loader)
+    old_id = store.client_id
+    gate = asyncio.Event()  # hold the reconnect, so the time without tracking can be observed
+    real_subscribe = store._subscribe
+
+    async def subscribe_when_let(conn):
+        await gate.wait()
+        return await real_subscribe(conn)
+
+    monkeypatch.setattr(store, "_subscribe", subscribe_when_let)
+    redis_admin.client_kill_filter(_id=old_id)
+    # The server now drops the invalidations meant for the killed connection, silently (RESP2).
+    await other.write_through(key, {"v": "while down"}, version=9)
+    await eventually(lambda: not store.ready)
+    assert store.entries == 0 and store.stats.flush_reasons["tracking lost"] == 1
+    for _ in range(3):  # Redis answers, and nothing is kept while nothing would invalidate it
+        result = await near.fetch(key, loader)
+        assert (result.status, result.value) == (CacheStatus.HIT, {"v": "while down"})
+    assert store.entries == 0
+    gate.set()
+    assert await store.wait_ready(3.0) and store.client_id != old_id
+    await warm_again(near, key, loader)
+    await other.write_through(key, {"v": "after"}, version=10)  # tracked again: the message arrives
+    await eventually(lambda: store.entries == 0)
+    assert (await near.fetch(key, loader)).value == {"v": "after"}
+
+
+async def test_a_killed_tracked_read_connection_takes_its_entries_with_it(
+    store, rredis, elsewhere, redis_admin
+):
+    """The server forgets what a closed connection read, so no message will come for those keys."""
+    near = NearCache(rredis, "kpi", POLICY, store=store)
+    other = Cache(elsewhere, "kpi", POLICY)
+    key, loader = near.key("acme", "kpis"), Loader()
+    await warm(near, key, loader)
+    tracked = [c for c in redis_admin.client_list() if c["name"] == "cachelab-near-tracked"]
+    assert tracked and all("t" in c["flags"] for c in tracked)  # flag t: CLIENT TRACKING on
+    for c in tracked:
+        redis_admin.client_kill_filter(_id=c["id"])
+    await other.write_through(key, {"v": "unheard"}, version=4)  # nobody tracks the key any more
+    await asyncio.sleep(0.02)  # the loop reads the EOF; no message is coming
+    result = await near.fetch(key, loader)
+    assert (result.status, result.value) == (CacheStatus.HIT, {"v": "unheard"})
+    assert store.stats.dead_connection_drops == 1 and store.ready
+    await warm_again(near, key, loader)  # on a new tracked connection
+
+
+async def test_redis_restart_flushes_the_l1_and_tracking_comes_back(private_redis: RedisServer):
+    rr = ResilientRedis.from_url(private_redis.url, options=OPTIONS)
+    try:
+        async with NearCacheStore(rr, max_age=30) as store:
+            near = NearCache(rr, "kpi", POLICY, store=store)
+            key, loader = near.key("acme", "kpis"), Loader()
+            await warm(near, key, loader)
+            epoch = store.epoch
+            await asyncio.to_thread(private_redis.restart)  # kill -9 and start: an empty Redis
+            await eventually(lambda: store.epoch > epoch and store.entries == 0)
+            writer = Cache(rr, "kpi", POLICY)
+            await eventually_ok(lambda: writer.set(key, {"v": "after restart"}))
+            assert await store.wait_ready(5.0)
+            assert (await near.fetch(key, loader)).value == {"v": "after restart"}
+            await warm_again(near, key, loader)
+            assert store.stats.tracking_connects >= 2
+    finally:
+        await rr.aclose()
+
+
+async def eventually_ok(write: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await write():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+
+
+async def test_flushdb_empties_the_l1(store, rredis, redis_admin):
+    near = NearCache(rredis, "kpi", POLICY, store=store)
+    key, loader = near.key("acme", "kpis"), Loader()
+    await warm(near, key, loader)
+    redis_admin.flushdb()
+    await eventually(lambda: store.stats.flush_reasons["flush"] == 1)
+    assert store.entries == 0 and store.ready  # tracking itself is fine
+    assert (await near.fetch(key, loader)).status is CacheStatus.MISS and loader.calls == 2
+
+
+async def test_a_key_evicted_by_the_server_leaves_the_l1(private_redis: RedisServer):
+    """L1 hits never reach Redis, so to its LRU the hottest key looks the coldest: it goes first."""
+    admin = private_redis.client()
+    rr = ResilientRedis.from_url(private_redis.url, options=OPTIONS)
+    try:
+        async with NearCacheStore(rr, max_age=30) as store:
+            near = NearCache(rr, "kpi", POLICY, store=store)
+            key, loader = near.key("acme", "kpis"), Loader()
+            await warm(near, key, loader)
+            used = int(admin.info("memory")["used_memory"])
+            admin.config_set("maxmemory-policy", "allkeys-lru")
+            admin.config_set("maxmemory", used + 200_000)
+            for i in range(2000):  # bounded: ~2 MB of filler against a 200 kB margin
+                admin.set(f"filler:{i}", b"x" * 1000)
+                if not admin.exists(key):
+                    break
+            assert not admin.exists(key)
+            await eventually(lambda: store.entries == 0)
+            assert (await near.fetch(key, loader)).status is CacheStatus.MISS
+    finally:
+        await rr.aclose()
+        admin.close()
+
+
+async def test_an_expired_key_leaves_the_l1_with_its_ttl(store, rredis):
+    near = NearCache(rredis, "kpi", CachePolicy(ttl=0.3, jitter=0), store=store)
+    key, loader = near.key("acme", "kpis"), Loader()
+    await warm(near, key, loader)
+    await asyncio.sleep(0.35)
+    assert (await near.fetch(key, loader)).status is CacheStatus.MISS and loader.calls == 2
+
+
+async def test_with_the_breaker_open_the_l1_serves_within_max_age_and_says_so(rredis):
+    async with NearCacheStore(rredis, max_age=0.4) as store:
+        near = NearCache(rredis, "kpi", POLICY, store=store)
+        key, loader = near.key("acme", "kpis"), Loader()
+        await warm(near, key, loader)
+        for _ in range(rredis.breaker.failure_threshold):
+            rredis.breaker.record_failure()
+        result = await near.fetch(key, loader)
+        assert (result.status, result.value) == (CacheStatus.STALE_L1, {"v": 1})
+        assert near.l1_stats.stale_served == 1
+        other = await near.fetch(near.key("acme", "areas"), loader)
+        assert other.status is CacheStatus.BYPASS  # not in the L1: the loader, as without one
+        await asyncio.sleep(0.45)
+        assert (await near.fetch(key, loader)).status is CacheStatus.BYPASS  # past max age: never
+
+
+async def test_max_age_bounds_a_value_whose_invalidation_was_missed(rredis, elsewhere, monkeypatch):
+    async with NearCacheStore(rredis, max_age=0.3) as store:
+        near = NearCache(rredis, "kpi", POLICY, store=store)
+        other = Cache(elsewhere, "kpi", POLICY)
+        key, loader = near.key("acme", "kpis"), Loader()
+        await warm(near, key, loader)
+        monkeypatch.setattr(store, "_handle", lambda message: None)  # a message lost on the way
+        await other.write_through(key, {"v": "new"}, version=2)
+        await asyncio.sleep(0.05)
+        assert (await near.fetch(key, loader)).value == {"v": 1}  # stale: what max age is for
+        await asyncio.sleep(0.3)
+        result = await near.fetch(key, loader)
+        assert (result.status, result.value) == (CacheStatus.HIT, {"v": "new"})
+
+
+async def test_a_tag_invalidation_reaches_the_l1_entries_of_that_tag(store, rredis, elsewhere):
+    near = NearCache(rredis, "dashboard", POLICY, store=store)
+    other = Cache(elsewhere, "dashboard", POLICY)
+    loader = Loader()
+    keys = [near.key("acme", "dashboard", user) for user in (1, 2)]
+    for key in keys:
+        await warm(near, key, loader, tags=["dashboards"])
+    untagged = near.key("acme", "dashboard", "other")
+    await warm(near, untagged, loader)
+    assert store.entries == 3
+    await other.invalidate_tag("acme", "dashboards")  # one INCR of the tag's generation
+    await eventually(lambda: store.entries == 1)
+    assert (await near.fetch(untagged, loader)).status is CacheStatus.HIT_L1
+    for key in keys:
+        assert (await near.fetch(key, loader, tags=["dashboards"])).status is CacheStatus.MISS
+
+
+async def test_the_l1_is_bounded_by_entries_and_bytes_lru_first(rredis):
+    async with NearCacheStore(rredis, max_entries=3) as store:
+        near = NearCache(rredis, "kpi", POLICY, store=store)
+        loader = Loader()
+        keys = [near.key("acme", "k", i) for i in range(5)]
+        for key in keys:
+            await warm(near, key, loader)
+        assert store.entries == 3 and store.stats.evicted == 2
+        assert (await near.fetch(keys[0], loader)).status is CacheStatus.HIT  # the oldest went
+        assert (await near.fetch(keys[4], loader)).status is CacheStatus.HIT_L1
+    async with NearCacheStore(rredis, max_bytes=2000) as store:
+        near = NearCache(rredis, "kpi", POLICY, store=store)
+        for key in keys:
+            for _ in range(3):
+                await near.fetch(key, loader)
+        assert 0 < store.bytes <= 2000 and store.entries < 5
+
+
+async def test_concurrent_writers_and_readers_never_keep_a_superseded_value(store, rredis, elsewhere):
+    """Readers in this process, a writer elsewhere: once a write is acknowledged and its message had
+    time to arrive, no read returns an older version."""
+    near = NearCache(rredis, "kpi", POLICY, store=store)
+    other = Cache(elsewhere, "kpi", POLICY)
+    key = near.key("acme", "kpis")
+    versions = itertools.count(1)
+    settled = 0  # the last version acknowledged more than the bound ago
+    stale: list[tuple[int, int]] = []
+    stop = asyncio.Event()
+
+    async def read() -> dict[str, int]:
+        return {"v": -1}
+
+    async def reader() -> None:
+        while not stop.is_set():
+            floor = settled
+            value = (await near.fetch(key, read)).value
+            if value["v"] != -1 and value["v"] < floor:
+                stale.append((value["v"], floor))
+            await asyncio.sleep(0)
+
+    async def writer() -> None:
+        nonlocal settled
+        for _ in range(60):
+            v = next(versions)
+            await other.write_through(key, {"v": v}, version=v)
+            await asyncio.sleep(0.005)  # the bound this test allows the message (measured: ~0.1 ms)
+            settled = v
+
+    tasks = [asyncio.create_task(reader()) for _ in range(4)]
+    await writer()
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert stale == []
+    assert near.l1_stats.hits > 0 and store.stats.keys_invalidated > 0
