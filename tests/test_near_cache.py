@@ -20,10 +20,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
 from cachelab.client import ClientOptions, ResilientRedis
+from cachelab.config import load_settings
+from cachelab.errors import ConfigError
 from cachelab.patterns.cache import Cache, CachePolicy, CacheStatus
 from cachelab.patterns.near_cache import NearCache, NearCacheStore
 from cachelab.servers import RedisServer
@@ -382,3 +385,144 @@ async def test_concurrent_writers_and_readers_never_keep_a_superseded_value(stor
     await asyncio.gather(*tasks)
     assert stale == []
     assert near.l1_stats.hits > 0 and store.stats.keys_invalidated > 0
+
+
+def test_near_cache_setting_parses_on_and_off_and_refuses_a_cluster():
+    assert load_settings().near_cache is False
+    assert load_settings(near_cache="on").near_cache is True
+    assert load_settings(near_cache="off").near_cache is False
+    with pytest.raises(ConfigError, match="CACHELAB_NEAR_CACHE=on does not work with Redis Cluster"):
+        load_settings(near_cache="on", redis_url="redis+cluster://127.0.0.1:7000")
+    with pytest.raises(ConfigError, match="CACHELAB_NEAR_CACHE_MAX_AGE"):
+        load_settings(near_cache_max_age=0)
+
+
+def test_serve_has_a_near_cache_flag():
+    from cachelab.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--near-cache"])
+    assert args.near_cache is True
+    assert build_parser().parse_args(["serve"]).near_cache is False
+
+
+
+
+# -- two app processes -------------------------------------------------------------------------
+#: How long after a PATCH is acknowledged another process may still serve the old KPIs. Measured
+#: on loopback: invalidations arrive within about a millisecond (notebook 10, bench_near_cache.py);
+#: this allows for a busy, shared CI machine.
+BOUND = 0.05
+GENEROUS = {
+    "CACHELAB_RATE_LIMIT": "100000000/60s",
+    "CACHELAB_LOGIN_RATE_LIMIT_IP": "10000/60s",
+    "CACHELAB_LOGIN_RATE_LIMIT_ACCOUNT": "10000/60s",
+    "CACHELAB_CACHE_MODE": "cache-aside",
+}
+
+
+def _metric(text: str, name: str, labels: str = "") -> float:
+    for line in text.splitlines():
+        if line.startswith(name + labels + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def _two_processes(app: Any, admin: redis.Redis) -> dict[str, Any]:
+    from cachelab.harness.app_client import alogin, cookie_header, first_account, tenant_ids
+
+    tenant = tenant_ids(app.accounts())[0]
+    clients: list[tuple[httpx.AsyncClient, float]] = []  # (one keep-alive connection, its process)
+    async with httpx.AsyncClient(base_url=app.base_url, timeout=10) as login_http:
+        email = first_account(app.accounts(), tenant, ["admin"])
+        headers = cookie_header(await alogin(login_http, email, app.seed_password))
+        row = (await login_http.get(f"/api/tenants/{tenant}/initiatives?page=1", headers=headers)).json()
+    row_url = f"/api/tenants/{tenant}/initiatives/{row['items'][0]['id']}"
+    kpis_url = f"/api/tenants/{tenant}/kpis"
+    try:
+        for _ in range(24):  # uvicorn's workers accept in turn, unevenly: open connections until both read
+            http = httpx.AsyncClient(base_url=app.base_url, timeout=10, headers=headers,
+                                     limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
+            text = (await http.get("/metrics")).text
+            clients.append((http, _metric(text, "cachelab_near_cache_tracking_client_id")))
+            if len(clients) >= 6 and len({p for _, p in clients}) >= 2:
+                break
+
+        async def completed_count() -> int:
+            return int((await clients[0][0].get(kpis_url)).json()["by_status"]["completed"])
+
+        await clients[0][0].patch(row_url, json={"status": "on_hold"})
+        await asyncio.sleep(0.2)
+        base = await completed_count()
+        stale_after_bound: list[dict[str, Any]] = []
+        stale_within_bound = 0
+        reads = 0
+        rounds = 40
+        for r in range(rounds):
+            if r == 15:  # every invalidation connection (type pubsub), before a write it would have heard
+                admin.client_kill_filter(_type="pubsub")
+            if r == 28:  # and every tracked read connection: the server forgets what they read
+                for c in admin.client_list():
+                    if c["name"] == "cachelab-near-tracked":
+                        admin.client_kill_filter(_id=c["id"])
+            status = "completed" if r % 2 == 0 else "on_hold"
+            expected = base + (status == "completed")
+            writer = clients[r % len(clients)][0]
+            assert (await writer.patch(row_url, json={"status": status})).status_code == 200
+            acked = time.monotonic()
+
+            async def reader(
+                http: httpx.AsyncClient, process: float, r: int, acked: float, expected: int
+            ) -> None:
+                nonlocal reads, stale_within_bound
+                while (sent := time.monotonic()) < acked + 2 * BOUND:
+                    response = await http.get(kpis_url)
+                    reads += 1
+                    got = response.json()["by_status"]["completed"]
+                    if got != expected:
+                        if sent > acked + BOUND:
+                            stale_after_bound.append({"round": r, "after_ms": round((sent - acked) * 1000, 2),
+                                                      "x_cache": response.headers.get("x-cache"),
+                                                      "process": process})
+                        else:
+                            stale_within_bound += 1
+
+            await asyncio.gather(*(reader(http, p, r, acked, expected) for http, p in clients))
+        await asyncio.sleep(1.0)  # both processes have their tracking back by now
+        per_process: dict[float, str] = {}
+        for http, _ in clients:
+            text = (await http.get("/metrics")).text
+            per_process[_metric(text, "cachelab_near_cache_tracking_client_id")] = text
+    finally:
+        for http, _ in clients:
+            await http.aclose()
+    return {
+        "rounds": rounds,
+        "reads": reads,
+        "stale_after_bound": stale_after_bound,
+        "stale_within_bound": stale_within_bound,
+        "both_processes_read": len({p for _, p in clients}) >= 2,
+        "l1_hits": sum(_metric(t, "cachelab_cache_l1_hits_total", '{cache="kpis"}')
+                       for t in per_process.values()),
+        "tracking_reconnects": sum(_metric(t, "cachelab_near_cache_tracking_connects_total") >= 2
+                                   for t in per_process.values()),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_two_app_processes_never_serve_a_write_stale_past_the_bound_even_with_tracking_killed():
+    """``--workers 2``, near cache on: after a PATCH through either process, no read through either
+    returns the old KPIs once ``BOUND`` has passed. Mid-run every invalidation connection is killed
+    (CLIENT KILL) before a write, later every tracked read connection: the rule still holds."""
+    from cachelab.harness.app_server import AppServer
+
+    env = {**GENEROUS, "CACHELAB_NEAR_CACHE": "on", "CACHELAB_NEAR_CACHE_MAX_AGE": "60"}
+    with AppServer(env=env, workers=2, tenants=1, initiatives_per_tenant=40) as app:
+        admin = redis.Redis.from_url(app.redis_url)
+        try:
+            report = asyncio.run(_two_processes(app, admin))
+        finally:
+            admin.close()
+    assert report["stale_after_bound"] == [], report
+    assert report["both_processes_read"] and report["l1_hits"] > 0, report
+    assert report["tracking_reconnects"] == 2, report  # both processes got their tracking back
