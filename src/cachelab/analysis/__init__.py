@@ -15,6 +15,7 @@ module             notebook
 :mod:`.outages`    04 — fail-open timelines under kill, hang and slow
 :mod:`.stampede`   05 — loader calls and p99 when a hot key is cold or expires
 :mod:`.ratelimits` 06 — burst at window edges and cost per check
+:mod:`.near_cache` 10 — near cache off vs on: round trips, staleness, memory
 =================  ===========================================================
 
 Every notebook writes the same three kinds of artefact into ``out_dir``
