@@ -349,6 +349,26 @@ async def test_the_l1_is_bounded_by_entries_and_bytes_lru_first(rredis):
         assert 0 < store.bytes <= 4000 and store.entries < 5
 
 
+async def test_a_server_that_refuses_tracking_leaves_a_plain_cache(redis_url, redis_admin):
+    """A managed Redis may deny CLIENT to the app's user: the near cache says so once and steps aside."""
+    redis_admin.acl_setuser("no-client", enabled=True, passwords=["+pw"], keys=["*"],
+                            commands=["+@all", "-client"], channels=["*"])
+    url = redis_url.replace("redis://", "redis://no-client:pw@", 1)
+    rr = ResilientRedis.from_url(url, options=OPTIONS)
+    try:
+        store = NearCacheStore(rr)
+        assert not await store.start(wait=0.5)
+        assert store.refused and "no permissions" in store.refused
+        near = NearCache(rr, "kpi", POLICY, store=store)
+        key, loader = near.key("acme", "kpis"), Loader()
+        statuses = [(await near.fetch(key, loader)).status for _ in range(3)]
+        assert statuses == [CacheStatus.MISS, CacheStatus.HIT, CacheStatus.HIT]
+        await store.aclose()
+    finally:
+        await rr.aclose()
+        redis_admin.acl_deluser("no-client")
+
+
 async def test_concurrent_writers_and_readers_never_keep_a_superseded_value(store, rredis, elsewhere):
     """Readers in this process, a writer elsewhere: once a write is acknowledged and its message had
     time to arrive, no read returns an older version."""

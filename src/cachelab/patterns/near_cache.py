@@ -264,12 +264,14 @@ class NearCacheStore:
         self._conn_class = type(f"Tracked{base.__name__}", (base,), {"near_session": 0, "near_epoch": -1})
         self._idle: list[Any] = []
         self._open = 0
+        #: Why the server refused tracking (an ACL without CLIENT, say); the L1 then stays unused.
+        self.refused: str | None = None
 
     # -- state -----------------------------------------------------------
     @property
     def ready(self) -> bool:
         """Is tracking established (and the L1 therefore usable)?"""
-        return self._ready
+        return self._ready and self.refused is None
 
     @property
     def entries(self) -> int:
@@ -470,8 +472,12 @@ class NearCacheStore:
                     await conn.disconnect(nowait=True)  # redirects to a gone connection, or closed
                 try:
                     await conn.connect()  # no-op when connected; else a new socket with tracking on
-                except (redis.exceptions.ResponseError, TrackingUnavailable):
-                    break  # the redirect target went away under us: read without tracking
+                except TrackingUnavailable:
+                    break  # the invalidation connection is down: read without tracking
+                except redis.exceptions.ResponseError as exc:
+                    if "redirect" not in str(exc).lower():  # not a gone redirect target: a refusal
+                        self._refuse(exc)
+                    break
                 if conn.near_epoch != ticket.epoch:
                     break
                 if not ticket.keys:
@@ -494,6 +500,12 @@ class NearCacheStore:
             self._checkin(conn)
         return await self._untracked_mget(ticket, keys)
 
+    def _refuse(self, exc: BaseException) -> None:
+        if self.refused is None:
+            self.refused = str(exc)
+            log.warning("near cache: Redis refused CLIENT TRACKING (%s); the L1 stays unused", exc)
+            self.flush("refused")
+
     async def _untracked_mget(self, ticket: _Ticket, keys: list[str]) -> list[Any]:
         ticket.poisoned = True
         self.stats.untracked_reads += 1
@@ -511,6 +523,8 @@ class NearCacheStore:
                 await _quietly_disconnect(conn)
                 raise
             except Exception as exc:
+                if isinstance(exc, redis.exceptions.ResponseError):  # e.g. an ACL without SUBSCRIBE
+                    self._refuse(exc)
                 log.debug("near cache: invalidation connection failed: %r", exc)
                 await _quietly_disconnect(conn)
                 await asyncio.sleep(delay)
