@@ -29,6 +29,7 @@ from cachelab.config import load_settings
 from cachelab.errors import ConfigError
 from cachelab.patterns.cache import Cache, CachePolicy, CacheStatus
 from cachelab.patterns.near_cache import NearCache, NearCacheStore
+from cachelab.resilience import CircuitBreaker
 from cachelab.servers import RedisServer
 
 POLICY = CachePolicy(ttl=60, jitter=0)
@@ -276,31 +277,36 @@ async def test_a_key_evicted_by_the_server_leaves_the_l1(private_redis: RedisSer
 
 
 async def test_an_expired_key_leaves_the_l1_with_its_ttl(store, rredis):
-    near = NearCache(rredis, "kpi", CachePolicy(ttl=0.3, jitter=0), store=store)
+    near = NearCache(rredis, "kpi", CachePolicy(ttl=0.6, jitter=0), store=store)
     key, loader = near.key("acme", "kpis"), Loader()
     await warm(near, key, loader)
-    await asyncio.sleep(0.35)
+    await asyncio.sleep(0.65)
     assert (await near.fetch(key, loader)).status is CacheStatus.MISS and loader.calls == 2
 
 
-async def test_with_the_breaker_open_the_l1_serves_within_max_age_and_says_so(rredis):
-    async with NearCacheStore(rredis, max_age=0.4) as store:
-        near = NearCache(rredis, "kpi", POLICY, store=store)
-        key, loader = near.key("acme", "kpis"), Loader()
-        await warm(near, key, loader)
-        for _ in range(rredis.breaker.failure_threshold):
-            rredis.breaker.record_failure()
-        result = await near.fetch(key, loader)
-        assert (result.status, result.value) == (CacheStatus.STALE_L1, {"v": 1})
-        assert near.l1_stats.stale_served == 1
-        other = await near.fetch(near.key("acme", "areas"), loader)
-        assert other.status is CacheStatus.BYPASS  # not in the L1: the loader, as without one
-        await asyncio.sleep(0.45)
-        assert (await near.fetch(key, loader)).status is CacheStatus.BYPASS  # past max age: never
+async def test_with_the_breaker_open_the_l1_serves_within_max_age_and_says_so(redis_url, redis_admin):
+    breaker = CircuitBreaker(failure_threshold=3, reset_timeout=60)  # stays open for the whole test
+    rr = ResilientRedis.from_url(redis_url, options=OPTIONS, breaker=breaker)
+    try:
+        async with NearCacheStore(rr, max_age=0.8) as store:
+            near = NearCache(rr, "kpi", POLICY, store=store)
+            key, loader = near.key("acme", "kpis"), Loader()
+            await warm(near, key, loader)
+            for _ in range(breaker.failure_threshold):
+                breaker.record_failure()
+            result = await near.fetch(key, loader)
+            assert (result.status, result.value) == (CacheStatus.STALE_L1, {"v": 1})
+            assert near.l1_stats.stale_served == 1
+            other = await near.fetch(near.key("acme", "areas"), loader)
+            assert other.status is CacheStatus.BYPASS  # not in the L1: the loader, as without one
+            await asyncio.sleep(0.85)
+            assert (await near.fetch(key, loader)).status is CacheStatus.BYPASS  # past max age: never
+    finally:
+        await rr.aclose()
 
 
 async def test_max_age_bounds_a_value_whose_invalidation_was_missed(rredis, elsewhere, monkeypatch):
-    async with NearCacheStore(rredis, max_age=0.3) as store:
+    async with NearCacheStore(rredis, max_age=0.8) as store:
         near = NearCache(rredis, "kpi", POLICY, store=store)
         other = Cache(elsewhere, "kpi", POLICY)
         key, loader = near.key("acme", "kpis"), Loader()
@@ -309,7 +315,7 @@ async def test_max_age_bounds_a_value_whose_invalidation_was_missed(rredis, else
         await other.write_through(key, {"v": "new"}, version=2)
         await asyncio.sleep(0.05)
         assert (await near.fetch(key, loader)).value == {"v": 1}  # stale: what max age is for
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.8)
         result = await near.fetch(key, loader)
         assert (result.status, result.value) == (CacheStatus.HIT, {"v": "new"})
 
