@@ -433,6 +433,22 @@ def test_serve_has_a_near_cache_flag():
 
 
 
+def test_notebook_workload_is_the_same_for_both_processes_and_writes_its_share():
+    from cachelab.analysis.near_cache import Logins, staleness_summary, workload
+
+    logins = Logins({"a": ["s1", "s2"], "b": ["s3"]}, {"a": "e1", "b": "e2"}, {"a": [1, 2], "b": [3]})
+    calls = workload(logins, 4000, 0.01, seed=3)
+    assert calls == workload(logins, 4000, 0.01, seed=3)  # the off and on processes get the same requests
+    writes = [c for c in calls if c.kind == "write"]
+    assert 20 <= len(writes) <= 60 and all(c.method == "PATCH" and "e" in c.headers[0][1] for c in writes)
+    alone = workload(logins, 8, 0.5, seed=1, cycle=("kpis", "me"))
+    assert [c.kind for c in alone] == ["kpis", "me"] * 4  # reads only, in turn
+    rows = [{"rtt_ms": 0.0, "readers_holding_it_in_l1": 2, "reads_after_ack": 10, "stale_reads_after_ack": s,
+             "window_ms": w, "first_fresh_ms": 3.0} for s, w in ((0, 0.0), (2, 1.5), (0, 0.0))]
+    (summary,) = staleness_summary(rows)
+    assert (summary["writes"], summary["stale_reads_after_ack"], summary["window_max_ms"]) == (3, 2, 1.5)
+
+
 # -- two app processes -------------------------------------------------------------------------
 #: How long after a PATCH is acknowledged another process may still serve the old KPIs. Measured
 #: on loopback: invalidations arrive within about a millisecond (notebook 10, bench_near_cache.py);
