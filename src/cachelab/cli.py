@@ -63,6 +63,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="model a remote database: added delay per query in ms (off by default)",
     )
+    p.add_argument(
+        "--near-cache",
+        action="store_true",
+        help="keep the hot caches in process too, invalidated by Redis (CACHELAB_NEAR_CACHE=on)",
+    )
     p.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
 
     _add_seed_flags(p)

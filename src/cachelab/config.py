@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cachelab.client import ClientOptions, ResilientRedis, validate_redis_url
+from cachelab.client import ClientOptions, ResilientRedis, is_cluster_url, validate_redis_url
 from cachelab.errors import ConfigError
 from cachelab.patterns.ratelimit import algorithm_name, parse_limit
 from cachelab.resilience import CircuitBreaker
@@ -116,6 +116,16 @@ class Settings(BaseSettings):
         False, description="X-Request-Cost on every response (Redis round trips/commands, SQL): load tests"
     )
     max_value_bytes: int = Field(1_000_000, ge=1, description="largest value the cache stores")
+    # near cache (cachelab.patterns.near_cache): an in-process L1 for the hot caches, off by default
+    near_cache: bool = Field(
+        False,
+        description="'on': keep KPIs, areas, tenants, users and dashboards in process too, invalidated "
+        "by Redis (CLIENT TRACKING); X-Cache: HIT-L1",
+    )
+    near_cache_max_age: float = Field(
+        10.0, gt=0, description="seconds an in-process entry may be served after its read, even unnotified"
+    )
+    near_cache_max_bytes: int = Field(16 * 2**20, ge=4096, description="in-process cache budget per process")
 
     # authentication (see cachelab.app.auth)
     trusted_proxies: str = Field(
@@ -172,6 +182,17 @@ class Settings(BaseSettings):
         return ResilientRedis.from_url(
             url, options=self.client_options(), breaker=breaker, background_max=self.background_max
         )
+
+    @field_validator("near_cache")
+    @classmethod
+    def _check_near_cache(cls, value: bool, info: ValidationInfo) -> bool:
+        url = info.data.get("redis_url")
+        if value and url and is_cluster_url(url):
+            raise ValueError(
+                "CACHELAB_NEAR_CACHE=on does not work with Redis Cluster (REDIS_URL is redis+cluster://): "
+                "tracking would need one invalidation connection per primary"
+            )
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -16,6 +16,7 @@ module             notebook
 :mod:`.stampede`   05 — loader calls and p99 when a hot key is cold or expires
 :mod:`.ratelimits` 06 — burst at window edges and cost per check
 :mod:`.queues`     10 — list vs Streams vs RQ queues; concurrency limiter cost
+:mod:`.near_cache` 11 — near cache off vs on: round trips, staleness, memory
 =================  ===========================================================
 
 Every notebook writes the same three kinds of artefact into ``out_dir``

@@ -11,6 +11,10 @@ changes, so one Locust scenario can compare them:
 ``xfetch``      probabilistic early refresh (XFetch, beta 1)
 ``lock``        cache-aside plus a cross-process lock on misses
 =============== ==========================================================
+
+``CACHELAB_NEAR_CACHE=on`` (``serve --near-cache``) puts the hot caches —
+tenants, KPIs, areas, users, dashboards — behind one in-process L1 per
+process (:mod:`cachelab.patterns.near_cache`), whatever the mode but ``off``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from cachelab.config import Settings
 from cachelab.patterns.aggregation import DailyAggregate
 from cachelab.patterns.cache import Cache, CachePolicy
 from cachelab.patterns.envelope import EntryCodec
+from cachelab.patterns.near_cache import NearCache, NearCacheStore
 
 
 def policy_for(mode: str, ttl: float, jitter: float) -> CachePolicy | None:
@@ -55,15 +60,27 @@ class AppCaches:
     initiative: Cache | None  # single rows: write-through with a version guard
     stats: DailyAggregate | None
     dashboard: Cache | None  # soft + hard TTL, tag "dashboards"
+    near: NearCacheStore | None = None  # the in-process L1 of the hot caches (CACHELAB_NEAR_CACHE)
 
     @classmethod
     def build(cls, rr: ResilientRedis, settings: Settings) -> AppCaches:
         mode = settings.cache_mode
         codec = EntryCodec(max_bytes=settings.max_value_bytes)
+        near = None
+        if settings.near_cache and mode != "off":
+            near = NearCacheStore(
+                rr, max_age=settings.near_cache_max_age, max_bytes=settings.near_cache_max_bytes
+            )
 
-        def make(namespace: str, ttl: float, policy: CachePolicy | None = None) -> Cache | None:
+        def make(
+            namespace: str, ttl: float, policy: CachePolicy | None = None, hot: bool = False
+        ) -> Cache | None:
             policy = policy or policy_for(mode, ttl, settings.ttl_jitter)
-            return Cache(rr, namespace, policy, codec=codec) if policy else None
+            if not policy:
+                return None
+            if hot and near is not None:
+                return NearCache(rr, namespace, policy, codec=codec, store=near)
+            return Cache(rr, namespace, policy, codec=codec)
 
         dashboard_policy = None
         if mode != "off":
@@ -77,15 +94,25 @@ class AppCaches:
         stats_cache = make("stats", 3600)
         return cls(
             mode=mode,
-            tenants=make("tenants", settings.areas_ttl),
-            kpis=make("kpi", settings.kpi_ttl),
-            areas=make("areas", settings.areas_ttl),
-            users=make("users", settings.areas_ttl),
+            tenants=make("tenants", settings.areas_ttl, hot=True),
+            kpis=make("kpi", settings.kpi_ttl, hot=True),
+            areas=make("areas", settings.areas_ttl, hot=True),
+            users=make("users", settings.areas_ttl, hot=True),
             initiatives=make("initiatives", settings.list_ttl),
             initiative=make("initiative", settings.list_ttl * 10),
             stats=DailyAggregate(stats_cache) if stats_cache else None,
-            dashboard=make("dashboard", settings.dashboard_ttl, dashboard_policy),
+            dashboard=make("dashboard", settings.dashboard_ttl, dashboard_policy, hot=True),
+            near=near,
         )
+
+    async def start(self) -> None:
+        """Open the near cache's invalidation connection (in the background; reads bypass it until then)."""
+        if self.near is not None:
+            await self.near.start()
+
+    async def aclose(self) -> None:
+        if self.near is not None:
+            await self.near.aclose()
 
     def all(self) -> dict[str, Cache]:
         caches = {

@@ -87,9 +87,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = Database.from_url(settings.database_url, delay_ms=settings.db_delay_ms)
         await db.create_schema()
         app.state.cachelab = AppState.build(settings, rr, db, durable=durable)
+        await app.state.cachelab.caches.start()
         try:
             yield
         finally:
+            await app.state.cachelab.caches.aclose()
             await rr.aclose()
             if durable is not rr:
                 await durable.aclose()

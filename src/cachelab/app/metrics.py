@@ -53,6 +53,7 @@ class PatternCollector(Collector):
             for field, family in families.items():
                 family.add_metric([cache_name], getattr(cache.stats, field))
         yield from families.values()
+        yield from _near_cache_metrics(state.caches)
 
         breaker = state.rr.breaker
         gauge = GaugeMetricFamily(
@@ -111,6 +112,48 @@ class PatternCollector(Collector):
                     gauge = GaugeMetricFamily(f"cachelab_queue_{name}", f"job queue {name}")
                     gauge.add_metric([], float(value))
                     yield gauge
+
+
+def _near_cache_metrics(caches: Any) -> Iterator[Metric]:
+    """The near cache's L1 hits per cache, and its store's invalidations, flushes and size (when on)."""
+    store = getattr(caches, "near", None)
+    if store is None:
+        return
+    l1 = CounterMetricFamily("cachelab_cache_l1_hits", "served from the in-process L1", labels=["cache"])
+    l1_stale = CounterMetricFamily(
+        "cachelab_cache_l1_stale", "served from the L1 while the breaker was open", labels=["cache"]
+    )
+    for cache_name, cache in caches.all().items():
+        if (stats := getattr(cache, "l1_stats", None)) is not None:
+            l1.add_metric([cache_name], stats.hits)
+            l1_stale.add_metric([cache_name], stats.stale_served)
+    yield l1
+    yield l1_stale
+    s = store.stats
+    for name, value, doc in (
+        ("invalidations", s.keys_invalidated, "keys Redis said changed (CLIENT TRACKING messages)"),
+        ("invalidation_messages", s.invalidation_messages, "invalidation messages received"),
+        ("fills", s.fills, "Redis hits kept in the L1"),
+        ("fills_refused", s.fills_refused, "reads not kept: invalidated in flight, or tracking changed"),
+        ("evictions", s.evicted, "L1 entries evicted by the LRU bound"),
+        ("tracking_connects", s.tracking_connects, "invalidation connections established"),
+    ):
+        family = CounterMetricFamily(f"cachelab_near_cache_{name}", doc)
+        family.add_metric([], value)
+        yield family
+    flushes = CounterMetricFamily("cachelab_near_cache_flushes", "L1 flushes", labels=["reason"])
+    for reason, count in sorted(s.flush_reasons.items()):
+        flushes.add_metric([reason], count)
+    yield flushes
+    for name, value, doc in (
+        ("entries", store.entries, "entries in the L1"),
+        ("bytes", store.bytes, "bytes the L1 accounts for (values, keys, per-entry overhead)"),
+        ("tracking", 1.0 if store.ready else 0.0, "1 while invalidations are being received"),
+        ("tracking_client_id", store.client_id or 0, "Redis client id of the invalidation connection"),
+    ):
+        gauge = GaugeMetricFamily(f"cachelab_near_cache_{name}", doc)
+        gauge.add_metric([], float(value))
+        yield gauge
 
 
 class AppMetrics:

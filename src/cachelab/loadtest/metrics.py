@@ -26,17 +26,24 @@ from typing import Any
 from cachelab.loadtest.histograms import LatencyHistogram
 from cachelab.request_cost import parse_header
 
-CACHE_OUTCOMES = ("HIT", "MISS", "STALE", "BYPASS")
+CACHE_OUTCOMES = ("HIT", "MISS", "STALE", "BYPASS", "HIT-L1", "STALE-L1")
+#: Outcomes that spared the database: Redis hits and the near cache's (``-L1``), fresh or stale.
+SERVED_FROM_CACHE = ("HIT", "STALE", "HIT-L1", "STALE-L1")
 TOTAL = "Aggregated"
 
 
-def hit_ratio(x_cache: Counter[str] | dict[str, int]) -> float | None:
-    """Share of cacheable responses served from the cache: (HIT + STALE) / (HIT + STALE + MISS).
+def served_from_cache(x_cache: Counter[str] | dict[str, int]) -> int:
+    return sum(int(x_cache.get(outcome, 0)) for outcome in SERVED_FROM_CACHE)
 
-    STALE counts as a hit because it spared the database; BYPASS (cache off)
-    is not cacheable and is left out. None when nothing was cacheable.
+
+def hit_ratio(x_cache: Counter[str] | dict[str, int]) -> float | None:
+    """Share of cacheable responses served from a cache: served / (served + MISS).
+
+    STALE counts as a hit because it spared the database, and so do the near
+    cache's HIT-L1 and STALE-L1; BYPASS (cache off) is not cacheable and is left
+    out. None when nothing was cacheable.
     """
-    served = x_cache.get("HIT", 0) + x_cache.get("STALE", 0)
+    served = served_from_cache(x_cache)
     total = served + x_cache.get("MISS", 0)
     return round(served / total, 4) if total else None
 

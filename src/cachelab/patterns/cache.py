@@ -73,6 +73,8 @@ from cachelab.patterns.stampede import SingleFlight, TokenLock, xfetch_should_re
 from cachelab.resilience import RedisUnavailable
 
 Loader = Callable[[], Awaitable[Any]]
+#: Sends the read's ``MGET`` (value, generation, tag generations); a near cache passes its tracked one.
+MultiGet = Callable[[list[str]], Awaitable[list[Any]]]
 
 #: How long generation keys outlive the values they guard.
 GENERATION_TTL_MS = 24 * 3600 * 1000
@@ -83,6 +85,10 @@ class CacheStatus(enum.StrEnum):
     MISS = "MISS"
     STALE = "STALE"
     BYPASS = "BYPASS"
+    # Served from a near cache's in-process L1 (cachelab.patterns.near_cache): no round trip.
+    HIT_L1 = "HIT-L1"
+    # The same while the breaker is open: invalidations may be missing, so only max age bounds it.
+    STALE_L1 = "STALE-L1"
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,7 @@ class CacheResult:
     value: Any
     status: CacheStatus
     age: float = 0.0  # seconds since the served value was computed (0 for a fresh load)
+    soft_expires_ms: int | None = None  # the served entry's soft expiry (HIT, STALE): a near cache's bound
 
 
 @dataclass
@@ -226,8 +233,9 @@ class Cache:
         return [self._tag_key(tagged_scope, t) for t in tags]
 
     # -- reads -----------------------------------------------------------
-    async def _read(self, key: str, tag_keys: Sequence[str]) -> _Read:
-        raw, gen, *tag_gens = await self.rr.call(self.rr.client.mget, [key, self._gen_key(key), *tag_keys])
+    async def _read(self, key: str, tag_keys: Sequence[str], via: MultiGet | None = None) -> _Read:
+        mget = via or self.rr.client.mget
+        raw, gen, *tag_gens = await self.rr.call(mget, [key, self._gen_key(key), *tag_keys])
         gen_s = gen.decode() if gen is not None else "0"
         tags_s = tuple(t.decode() if t is not None else "0" for t in tag_gens)
         if raw is None:
@@ -257,12 +265,17 @@ class Cache:
         *,
         tags: Sequence[str] = (),
         policy: CachePolicy | None = None,
+        read_via: MultiGet | None = None,
     ) -> CacheResult:
-        """Cache-aside read: the value and how it was served (HIT, MISS, STALE, BYPASS)."""
+        """Cache-aside read: the value and how it was served (HIT, MISS, STALE, BYPASS).
+
+        ``read_via`` sends the first ``MGET`` instead of the pool (a near cache
+        reads on a connection the server tracks for it); later reads use the pool.
+        """
         policy = policy or self.policy
         tag_keys = self._tag_keys(key, tags)
         try:
-            read = await self._read(key, tag_keys)
+            read = await self._read(key, tag_keys, read_via)
         except RedisUnavailable:
             self.stats.errors += 1
             self.stats.bypassed += 1
@@ -277,12 +290,14 @@ class Cache:
                 if self._wants_early_refresh(entry, now, policy):
                     self.stats.early_refreshes += 1
                     self._refresh_in_background(key, loader, policy, tag_keys, read)
-                return CacheResult(entry.value, CacheStatus.HIT, max(0.0, (now - entry.created_ms) / 1000))
+                age = max(0.0, (now - entry.created_ms) / 1000)
+                return CacheResult(entry.value, CacheStatus.HIT, age, entry.soft_expires_ms)
             if policy.soft_ttl is not None:
                 # Past the soft TTL but the key still exists: stale-while-revalidate.
                 self.stats.stale_served += 1
                 self._refresh_in_background(key, loader, policy, tag_keys, read)
-                return CacheResult(entry.value, CacheStatus.STALE, max(0.0, (now - entry.created_ms) / 1000))
+                age = max(0.0, (now - entry.created_ms) / 1000)
+                return CacheResult(entry.value, CacheStatus.STALE, age, entry.soft_expires_ms)
             # No soft TTL: the entry is past its TTL and Redis has not deleted it
             # yet (clock drift, lazy expiry). That is a miss, loaded under the miss
             # lock; a background refresh here would run beside the next caller's

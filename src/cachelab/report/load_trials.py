@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cachelab.loadtest.metrics import served_from_cache
 from cachelab.report.capacity import capacity_rows, marginal_cpu_seconds
 from cachelab.report.metrics import Metric, exact, info, proportion, timed
 from cachelab.report.sides import Side
@@ -177,7 +178,7 @@ def _redis_cpu_us_per_request(trial: Trial) -> float | None:
 def _misses(trial: Trial) -> tuple[int, int]:
     x = trial["totals"].get("x_cache") or {}
     misses = int(x.get("MISS", 0))
-    return misses, misses + int(x.get("HIT", 0)) + int(x.get("STALE", 0))
+    return misses, misses + served_from_cache(x)
 
 
 def class_costs(trials: Sequence[Trial]) -> dict[tuple[str, str, str], dict[str, Any]]:
