@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -55,7 +56,7 @@ def test_serve_launches_redis_and_sqlite_then_stops_everything_it_started(tmp_pa
         password = proc.stdout.readline()
         assert password.startswith("seed password"), password
         launched = proc.stdout.readline()
-        assert launched.startswith("launched redis-server redis://127.0.0.1:"), launched
+        assert re.match(r"launched (redis|valkey)-server redis://127\.0\.0\.1:", launched), launched
         redis_port = int(launched.split("redis://127.0.0.1:")[1].split("/")[0])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -146,7 +147,7 @@ def services(args: argparse.Namespace, password: str, source: str) -> Iterator[d
         if not redis_url:
             server = stack.enter_context(RedisServer())
             redis_url = server.url
-            print(f"launched redis-server {server.url} (private, stops with this command)")
+            print(f"launched {Path(server.binary).name} {server.url} (private, stops with this command)")
         else:
             _warn_if_unreachable(settings)
         env.update(REDIS_URL=redis_url, DATABASE_URL=database_url)
