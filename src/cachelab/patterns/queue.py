@@ -72,7 +72,6 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,20 +213,6 @@ def _riskiest(policies: list[str]) -> str | None:
     return policies[0] if policies else None
 
 
-def job_from_reply(
-    consumer_id: str, job_id: Any, payload: Any, deliveries: Any, enqueued_at: Any, token: str
-) -> Job:
-    """The :class:`Job` a reserve script's reply describes (both queues' scripts reply alike)."""
-    return Job(
-        id=_text(job_id) or "",
-        payload=orjson.loads(payload) if payload else {},
-        deliveries=int(deliveries),
-        enqueued_at=_s(enqueued_at) or 0.0,
-        token=token,
-        consumer=consumer_id,
-    )
-
-
 class QueueBase:
     """What both queues share: settings, key naming, the eviction check, waiting for work,
     and dead-letter listing. :class:`JobQueue` (sorted sets + Lua) and
@@ -361,25 +346,6 @@ class QueueBase:
             return
         await self.rr.call(self.rr.client.blpop, [self.notify_key], timeout=round(seconds, 3))
 
-    async def _poll_for_job(
-        self, timeout: float, attempt: Callable[[], Awaitable[tuple[Job | None, int]]]
-    ) -> Job | None:
-        """Call ``attempt`` (one reserve script: a job, or none and the ms until the next is due,
-        -1 if unknown) until it delivers or ``timeout`` passes, waiting on the notify list between."""
-        await self._ensure_safe()
-        deadline = time.monotonic() + max(0.0, timeout)
-        while True:
-            job, next_due_ms = await attempt()
-            if job is not None:
-                return job
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            wait = min(remaining, self._max_block())
-            if next_due_ms >= 0:
-                wait = min(wait, max(next_due_ms / 1000.0, 0.001))
-            await self._wait_for_work(wait)
-
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The oldest ``limit`` dead-lettered jobs with their last error. Two round trips."""
         ids = await self.rr.call(self.rr.client.zrange, self.dead_key, 0, max(0, limit - 1))
@@ -452,21 +418,33 @@ class JobQueue(QueueBase):
         :meth:`fail` or :meth:`release`; if none comes before the lease
         expires, the reaper makes it due again.
         """
-
-        async def attempt() -> tuple[Job | None, int]:
+        await self._ensure_safe()
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
             reply = await self.rr.run_script(
                 "queue_reserve",
                 [self.pending_key, self.leases_key, self.dead_key, self.stats_key],
                 [self.job_prefix, _ms(self.lease_seconds), consumer_id, self.max_deliveries,
                  _REAP_BATCH, 1],
             )
-            if int(reply[0]) != 1:
-                return None, int(reply[1])
-            _, job_id, payload, deliveries, enqueued_at, token = reply
-            job = job_from_reply(consumer_id, job_id, payload, deliveries, enqueued_at, _text(token) or "")
-            return job, 0
-
-        return await self._poll_for_job(timeout, attempt)
+            if int(reply[0]) == 1:
+                _, job_id, payload, deliveries, enqueued_at, token = reply
+                return Job(
+                    id=_text(job_id) or "",
+                    payload=orjson.loads(payload) if payload else {},
+                    deliveries=int(deliveries),
+                    enqueued_at=_s(enqueued_at) or 0.0,
+                    token=_text(token) or "",
+                    consumer=consumer_id,
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            next_due = int(reply[1])
+            wait = min(remaining, self._max_block())
+            if next_due >= 0:
+                wait = min(wait, max(next_due / 1000.0, 0.001))
+            await self._wait_for_work(wait)
 
     async def ack(self, job: Job, result: Any = None) -> bool:
         """Mark ``job`` completed (keeping ``result`` in its status record). False if the lease was lost."""

@@ -70,6 +70,7 @@ until deleted (``XGROUP DELCONSUMER``), harmless but listed by ``XINFO``.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -91,7 +92,6 @@ from cachelab.patterns.queue import (
     _s,
     _text,
     backoff_delay,
-    job_from_reply,
 )
 
 GROUP = "workers"
@@ -180,8 +180,9 @@ class StreamQueue(QueueBase):
         :meth:`release`; if none comes within ``lease_seconds`` of its last delivery (or
         :meth:`extend_lease`), another consumer's ``reserve`` claims it.
         """
-
-        async def attempt() -> tuple[Job | None, int]:
+        await self._ensure_safe()
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
             reply = await self._run(
                 "squeue_reserve",
                 [self.stream_key, self.delayed_key, self.dead_key, self.stats_key, self.cursor_key,
@@ -189,13 +190,24 @@ class StreamQueue(QueueBase):
                 [self.job_prefix, self.group, consumer_id, _ms(self.lease_seconds), self.max_deliveries,
                  _REAP_BATCH, 1, _NOTIFY_CAP],
             )
-            if int(reply[0]) != 1:
-                return None, int(reply[1])
-            _, entry, payload, deliveries, enqueued_at, count, job_id = reply
-            token = f"{_text(entry)}/{int(count)}"
-            return job_from_reply(consumer_id, job_id, payload, deliveries, enqueued_at, token), 0
-
-        return await self._poll_for_job(timeout, attempt)
+            if int(reply[0]) == 1:
+                _, entry, payload, deliveries, enqueued_at, count, job_id = reply
+                return Job(
+                    id=_text(job_id) or "",
+                    payload=orjson.loads(payload) if payload else {},
+                    deliveries=int(deliveries),
+                    enqueued_at=_s(enqueued_at) or 0.0,
+                    token=f"{_text(entry)}/{int(count)}",
+                    consumer=consumer_id,
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            next_due = int(reply[1])
+            wait = min(remaining, self._max_block())
+            if next_due >= 0:
+                wait = min(wait, max(next_due / 1000.0, 0.001))
+            await self._wait_for_work(wait)
 
     async def ack(self, job: Job, result: Any = None) -> bool:
         """Mark ``job`` completed (keeping ``result``). False if the delivery was lost to a claim."""
