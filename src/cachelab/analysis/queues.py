@@ -51,6 +51,7 @@ from cachelab.client import ClientOptions, ResilientRedis, RoundTripCounter, cre
 from cachelab.harness.cost import CostMeter
 from cachelab.harness.payloads import REPORT_JOB
 from cachelab.patterns.concurrency import ConcurrencyLimiter, naive_acquire, naive_release
+from cachelab.patterns.health import server_label
 from cachelab.patterns.queue import JobQueue
 from cachelab.patterns.stream_queue import StreamQueue
 from cachelab.servers.redis_server import RedisServer
@@ -301,9 +302,9 @@ def run(profile: str) -> dict[str, Any]:
     with RedisServer() as server:
         admin = server.client()
         try:
-            version = str(admin.info("server")["redis_version"])
+            version = server_label(admin.info("server"))  # "Valkey 8.1.8", not its redis_version
             trials = run_async(lambda: _queues(server.url, sz, admin, rq_available()))
-            admin.flushall()
+            admin.flushdb()
             limiter = run_async(lambda: _limiter(server.url, sz))
         finally:
             admin.close()
