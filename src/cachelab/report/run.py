@@ -616,7 +616,7 @@ def _context_line(manifest: dict[str, Any], steps: list[StepResult]) -> str:
     dirty = " (dirty)" if git.get("dirty") else ""
     return (
         f"Commit `{git.get('short')}`{dirty} · profile **{params['profile']}** · "
-        f"{_server_of(manifest)} · {manifest['machine']['cpus']} CPUs · "
+        f"{_server_label(manifest.get('redis'))} · {manifest['machine']['cpus']} CPUs · "
         f"finished in {sum(s.seconds for s in steps):.0f} s"
     )
 
@@ -645,15 +645,16 @@ def _servers_section(
     other, ours = sides
     trials = bench.get(ours.label, []), bench.get(other.label, [])
     return servers.ServersSection(
-        base_label=_server_of(manifest),
-        candidate_label=_server_of({"redis": manifest.get("against_server")}),
+        base_label=_server_label(manifest.get("redis")),
+        candidate_label=_server_label(manifest.get("against_server")),
         bench=servers.bench_rows(*trials, metrics, base_metrics),
         load=servers.load_rows(metrics, base_metrics),
     )
 
 
-def _server_of(manifest: dict[str, Any]) -> str:
-    server = manifest.get("redis") or {}
+def _server_label(server: dict[str, Any] | None) -> str:
+    """A manifest's server record as "Valkey 8.1.8" (older manifests have no label: Redis)."""
+    server = server or {}
     return server.get("label") or f"Redis {server.get('version', '?')}"
 
 
