@@ -98,10 +98,9 @@ class AppServer:
         return seed_accounts(self.tenants)
 
     def _server_binary(self) -> str:
-        """The server this app's ``env`` asks for (``CACHELAB_SERVER``/``CACHELAB_REDIS_SERVER``), as
-        its own process would pick it: a report measures one side on Redis and the other on Valkey."""
-        path = self.extra_env.get("CACHELAB_REDIS_SERVER", os.environ.get("CACHELAB_REDIS_SERVER"))
-        return find_redis_server(path or None, server=None if path else self.extra_env.get("CACHELAB_SERVER"))
+        """The server this app's ``env`` asks for, as its own process would pick it: a report
+        measures one side on Redis and the other on Valkey."""
+        return find_redis_server(env={**os.environ, **self.extra_env})
 
     def start(self) -> AppServer:
         from cachelab.app.serve import prepare_database

@@ -391,7 +391,7 @@ def run_report(
             root=root,
         )
     if server_pair:
-        with RedisServer(binary=find_redis_server(server=server_pair[1].env["CACHELAB_SERVER"])) as other:
+        with RedisServer(binary=find_redis_server(env=server_pair[1].environ())) as other:
             manifest["against_server"] = redis_info(other.url)
     outcome = ReportOutcome(folder=folder, exit_code=0)
 

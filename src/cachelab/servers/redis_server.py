@@ -77,9 +77,11 @@ _HOW_TO_GET = {
 }
 
 
-def selected_server(server: str | None = None) -> str:
-    """The server family to launch: ``server``, else ``$CACHELAB_SERVER``, else ``"redis"``."""
-    name = (server or os.environ.get("CACHELAB_SERVER") or "redis").strip().lower()
+def selected_server(server: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The server family to launch: ``server``, else ``CACHELAB_SERVER`` in ``env`` (default: this
+    process's environment), else ``"redis"``."""
+    env = os.environ if env is None else env
+    name = (server or env.get("CACHELAB_SERVER") or "redis").strip().lower()
     if name not in SERVERS:
         raise RedisServerNotFound(
             f"CACHELAB_SERVER={name!r} is not a server cachelab can launch; use one of: {', '.join(SERVERS)}"
@@ -104,21 +106,26 @@ def _bundled_redis_server() -> str | None:
     return _bundled_server("redis")
 
 
-def find_redis_server(explicit: str | None = None, server: str | None = None) -> str:
+def find_redis_server(
+    explicit: str | None = None, server: str | None = None, env: Mapping[str, str] | None = None
+) -> str:
     """Locate a server binary of the selected family or raise :class:`RedisServerNotFound`.
 
-    An explicit path (argument or ``$CACHELAB_REDIS_SERVER``) wins over the family: it
+    An explicit path (argument or ``CACHELAB_REDIS_SERVER``) wins over the family: it
     names the binary to run, whichever family it is (the manifest records which). A
     family passed as ``server`` is asked for by name, so it wins over the variable.
+    ``env`` is the environment whose variables decide (default: this process's): a
+    launcher starting a server for another process asks with that process's.
     """
-    paths = (explicit,) if server else (explicit, os.environ.get("CACHELAB_REDIS_SERVER"))
+    env = os.environ if env is None else env
+    paths = (explicit,) if server else (explicit, env.get("CACHELAB_REDIS_SERVER"))
     for candidate in paths:
         if candidate:
             if shutil.which(candidate) or (os.path.isfile(candidate) and os.access(candidate, os.X_OK)):
                 return shutil.which(candidate) or candidate
             raise RedisServerNotFound(f"server binary {candidate!r} is missing or not executable")
-    family = selected_server(server)
-    on_path = _newest_on_path(os.environ.get("PATH", os.defpath), SERVERS[family][0])
+    family = selected_server(server, env)
+    on_path = _newest_on_path(env.get("PATH", os.defpath), SERVERS[family][0])
     if on_path:
         return on_path
     bundled = _bundled_server(family)
