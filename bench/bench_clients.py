@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 
 from cachelab.harness.payloads import value_of_size
 from cachelab.patterns.keys import make_key
@@ -59,3 +60,32 @@ def test_async_client(command: str, parser: str, bench_async: Any, make_async_cl
     client = make_async_client(parser_class=_parser(parser, 1))
     op = (lambda: client.get(KEY)) if command == "get" else (lambda: client.set(KEY, VALUE))
     bench_async(op, group=f"clients-{command}", extra={"client": "redis.asyncio", "parser": parser})
+
+
+# -- the connection pool under the async client ----------------------------------------
+#: pool → (pool class, what it does at the bound)
+POOLS = {
+    "bounded": "cachelab.pool.BoundedConnectionPool: free connection popped with no lock or timer; "
+               "a bounded wait only at the bound (what cachelab's client uses)",
+    "blocking": "redis-py BlockingConnectionPool: a Condition, a timeout and the pool lock on every "
+                "checkout and release (cachelab's client before issue 16)",
+    "plain": "redis-py ConnectionPool: the pool lock on every checkout and release; fails at once at the "
+             "bound instead of waiting",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("pool", list(POOLS))
+def test_async_pool(pool: str, bench_async: Any, make_async_client: Any, seeded: None):
+    """One GET through the same counted client on three pools: only the checkout/release differs."""
+    client = make_async_client()
+    if pool != "bounded":
+        old = client.connection_pool
+        cls = redis.asyncio.BlockingConnectionPool if pool == "blocking" else redis.asyncio.ConnectionPool
+        kwargs = {"timeout": old.timeout} if pool == "blocking" else {}
+        client.connection_pool = cls(
+            connection_class=old.connection_class,
+            max_connections=old.max_connections,
+            **kwargs,
+            **old.connection_kwargs,
+        )
+    bench_async(lambda: client.get(KEY), group="clients-pool", extra={"pool": pool, "fairness": POOLS[pool]})

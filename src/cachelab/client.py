@@ -43,7 +43,6 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
-from redis.asyncio.connection import BlockingConnectionPool as AsyncBlockingConnectionPool
 from redis.asyncio.connection import Connection as AsyncConnection
 from redis.asyncio.connection import SSLConnection as AsyncSSLConnection
 from redis.asyncio.connection import UnixDomainSocketConnection as AsyncUnixConnection
@@ -56,6 +55,7 @@ from redis.retry import Retry
 
 from cachelab import request_cost
 from cachelab.errors import ConfigError
+from cachelab.pool import BoundedConnectionPool
 from cachelab.resilience import BackgroundTasks, CircuitBreaker
 
 T = TypeVar("T")
@@ -311,9 +311,10 @@ def create_async_client(
     if base not in (AsyncConnection, AsyncSSLConnection, AsyncUnixConnection):
         base = AsyncConnection
     conn_cls = _counting_async(base, counter)
-    # Blocking pool: past max_connections a caller waits (bounded) for a free
-    # connection instead of failing at once and tripping the breaker.
-    pool = AsyncBlockingConnectionPool(
+    # Bounded pool: past max_connections a caller waits (bounded) for a free
+    # connection instead of failing at once and tripping the breaker; below it,
+    # a checkout costs no lock or timer (cachelab.pool).
+    pool = BoundedConnectionPool(
         connection_class=conn_cls,
         timeout=options.pool_timeout,
         **options.connection_kwargs(),
