@@ -27,7 +27,7 @@ from cachelab.harness.app_server import AppServer
 pytestmark = pytest.mark.slow
 
 #: The only /api routes that answer without a session.
-PUBLIC = {("GET", "/api/health"), ("POST", "/api/login"), ("POST", "/api/logout")}
+PUBLIC = {("GET", "/api/health"), ("GET", "/api/live"), ("POST", "/api/login"), ("POST", "/api/logout")}
 GENEROUS = {
     "CACHELAB_RATE_LIMIT": "100000/60s",
     "CACHELAB_LOGIN_RATE_LIMIT_IP": "10000/60s",
@@ -158,7 +158,7 @@ def test_the_route_list_is_read_from_the_app_and_covers_every_kind_of_route():
 
 
 @pytest.mark.parametrize("cookie", [None, "A" * 43, "not-a-session-id"])
-def test_every_route_but_health_login_and_logout_answers_401_without_a_live_session(
+def test_every_route_but_the_public_ones_answers_401_without_a_live_session(
     app, sessions, anonymous, cookie
 ):
     tenant = sessions.tenants[0]

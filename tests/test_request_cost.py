@@ -58,3 +58,32 @@ def test_locust_metrics_tally_costs_per_request_class_and_show_when_a_class_vari
     costs = again.summary(1.0)["GET /kpis"]["costs"]
     assert costs["200 HIT"]["redis-rt"] == {"requests": 3, "min": 2, "max": 2, "mean": 2.0}
     assert costs["200 MISS"]["db"] == {"requests": 2, "min": 0, "max": 2, "mean": 1.0}
+
+
+def test_a_warm_cached_read_costs_one_round_trip_with_the_limits_and_the_session_check():
+    """The auth round (two rate limits, the session read) and the endpoint's cache read go out as
+    one pipeline: a hit is one round trip of four commands, a miss adds only the fill."""
+    from cachelab.harness.app_client import app_sessions
+
+    with AppServer(env={"CACHELAB_COST_HEADER": "on"}, tenants=2, initiatives_per_tenant=20) as app:
+        sessions = app_sessions(app)
+        (tenant, headers), (other, _) = list(sessions.items())[:2]
+        with httpx.Client(base_url=app.base_url, timeout=10, headers=headers) as http:
+
+            def get(path: str) -> tuple[int, str | None, dict[str, int]]:
+                r = http.get(f"/api/tenants/{tenant}/{path}")
+                cost = request_cost.parse_header(r.headers["x-request-cost"])
+                return r.status_code, r.headers.get("x-cache"), cost
+
+            get("kpis")  # the first request also opens the connection and loads the scripts
+            status, x_cache, miss = get("areas")
+            assert (status, x_cache) == (200, "MISS")
+            assert (miss["redis-rt"], miss["db"]) == (2, 1)  # the round, then the fill
+            for path in ("kpis", "areas", "users"):
+                get(path)
+                status, x_cache, hit = get(path)
+                assert (status, x_cache) == (200, "HIT")
+                assert hit == {"redis-rt": 1, "redis-cmd": 4, "db": 0}, path
+            # Another tenant's path is refused whatever the round read, and serves nothing of theirs.
+            refused = http.get(f"/api/tenants/{other}/kpis")
+            assert refused.status_code == 403 and "x-cache" not in refused.headers

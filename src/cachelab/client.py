@@ -37,7 +37,7 @@ from __future__ import annotations
 import importlib.resources
 import threading
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -50,6 +50,7 @@ from redis.asyncio.connection import parse_url as async_parse_url
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -112,11 +113,22 @@ SUBCOMMAND_FAMILIES = frozenset(
 )
 
 
+#: ``"EVALSHA"`` → ``"evalsha"``: names of one-word commands seen so far (bounded).
+_SIMPLE_NAMES: dict[str, str] = {}
+
+
 def command_name(args: tuple[Any, ...]) -> str:
     """The commandstats name of a packed command: ``get``, ``evalsha``, ``client|setinfo``."""
     if not args:
         return ""
-    words = _word(args[0]).split()
+    first = args[0]
+    if type(first) is str and (name := _SIMPLE_NAMES.get(first)) is not None:
+        return name  # the common case, on every command sent: one dict lookup
+    words = _word(first).split()
+    if type(first) is str and len(words) == 1 and words[0] not in SUBCOMMAND_FAMILIES:
+        if len(_SIMPLE_NAMES) < 1024:
+            _SIMPLE_NAMES[first] = words[0]
+        return words[0]
     if not words:
         return ""
     if words[0] not in SUBCOMMAND_FAMILIES:
@@ -356,6 +368,19 @@ def create_sync_client(
     return redis.Redis(connection_pool=pool)
 
 
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """One EVALSHA of a named ``.lua`` script, to send alone or in a :meth:`ResilientRedis.batch`."""
+
+    script: str
+    keys: list[Any]
+    args: list[Any]
+
+
+#: What a batch may hold: a script call, or a plain command as its words (``("MGET", k1, k2)``).
+BatchCall = ScriptCall | tuple[Any, ...]
+
+
 def read_lua(name: str) -> str:
     """The text of ``cachelab/patterns/lua/<name>.lua``."""
     return importlib.resources.files("cachelab.patterns").joinpath("lua", f"{name}.lua").read_text()
@@ -425,6 +450,36 @@ class ResilientRedis:
         """EVALSHA the named script through the breaker: one round trip when cached."""
         script = self.script(name)
         return await self.call(script, keys=keys, args=args)
+
+    async def batch(self, calls: Sequence[BatchCall]) -> list[Any]:
+        """Send independent calls in one round trip (a pipeline, no transaction); their replies.
+
+        A call that failed on the server (a script error, a wrong type) has its exception
+        in its place instead of a reply, so one refused call does not hide the others'
+        results; losing the connection raises, through the breaker, as any call does. A
+        script the server does not have yet (NOSCRIPT: first use, or a restarted or failed
+        over server) is loaded and its call resent, in a second round trip that happens
+        once per script and server. Calls on a cluster's different slots are split by
+        redis-py into one pipeline per node.
+        """
+        replies = await self.call(self._send_batch, calls)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            for name in {calls[i].script for i in missing}:  # type: ignore[union-attr]
+                await self.call(self.client.script_load, self.script(name).script)
+            retried = await self.call(self._send_batch, [calls[i] for i in missing])
+            for i, reply in zip(missing, retried, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _send_batch(self, calls: Sequence[BatchCall]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            if isinstance(call, ScriptCall):
+                pipe.evalsha(self.script(call.script).sha, len(call.keys), *call.keys, *call.args)
+            else:
+                pipe.execute_command(*call)
+        return await pipe.execute(raise_on_error=False)
 
     async def aclose(self) -> None:
         await self.background.drain()

@@ -36,6 +36,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from cachelab.app.auth import (
     SESSION_COOKIE,
+    Caller,
     CurrentCaller,
     State,
     TenantCaller,
@@ -44,19 +45,21 @@ from cachelab.app.auth import (
     client_ip,
     enforce,
     rate_limit,
+    reads_cache,
     same_tenant,
     state_of,
     unavailable,
 )
+from cachelab.app.caching import AppCaches
 from cachelab.app.db import STATUSES
 from cachelab.app.state import AppState
-from cachelab.patterns.cache import Cache
+from cachelab.patterns.cache import Cache, prefetched
 from cachelab.patterns.concurrency import ConcurrencyLimitExceeded, Lease
 from cachelab.patterns.health import redis_health
 from cachelab.patterns.keys import request_key
 from cachelab.resilience import RedisUnavailable
 
-__all__ = ["SESSION_COOKIE", "api", "public", "state_of"]
+__all__ = ["API_ROUTERS", "SESSION_COOKIE", "state_of"]
 
 Status = Literal["planning", "in_progress", "at_risk", "completed", "on_hold"]
 assert set(Status.__args__) == set(STATUSES)  # type: ignore[attr-defined]
@@ -98,18 +101,43 @@ async def cached(
     *,
     tags: Sequence[str] = (),
     not_found: str = "not found",
+    caller: Caller | None = None,
 ) -> Any:
-    """Serve through ``cache`` (or straight from the loader when caching is off); None is a 404."""
+    """Serve through ``cache`` (or straight from the loader when caching is off); None is a 404.
+
+    If the auth round already read the entry (``caller.prefetched``, see :func:`cache_read`),
+    that reply is used instead of a second round trip.
+    """
     if cache is None:
         value, status = await loader(), "BYPASS"
     else:
-        result = await cache.fetch(key(cache), loader, tags=tags)
+        cache_key = key(cache)
+        read_via = None
+        if caller is not None and (reply := caller.prefetched.get(cache_key)) is not None:
+            read_via = prefetched(cache.read_keys(cache_key, tags), reply)
+        result = await cache.fetch(cache_key, loader, tags=tags, read_via=read_via)
         value, status = result.value, result.status.value
         response.headers["Age"] = str(int(result.age))  # RFC 9111: how old the served copy is
     response.headers["X-Cache"] = status
     if value is None:
         raise HTTPException(status_code=404, detail=not_found, headers={"X-Cache": status})
     return value
+
+
+def cache_read(
+    pick: Callable[[AppCaches], Cache | None], key: Callable[[Cache, Mapping[str, str]], str]
+) -> Any:
+    """Mark an endpoint whose cache read rides in the auth round (:func:`~cachelab.app.auth.reads_cache`):
+    ``pick`` chooses the cache, ``key`` builds the key from the path parameters. Not with a near
+    cache, whose read goes to its in-process copy first."""
+
+    def reads(state: AppState, params: Mapping[str, str]) -> list[list[str]]:
+        cache = pick(state.caches)
+        if cache is None or state.caches.near is not None:
+            return []
+        return [cache.read_keys(key(cache, params))]
+
+    return reads_cache(reads)
 
 
 def tenants_key(cache: Cache) -> str:
@@ -166,6 +194,17 @@ async def redis_or_503(coro: Awaitable[Any]) -> Any:
 
 
 # -- health and metrics -------------------------------------------------------
+_LIVE_BODY = b'{"status":"ok"}'
+
+
+@public.get("/api/live")
+async def live() -> Response:
+    """Liveness: the process answers HTTP. Touches neither Redis nor the database (readiness is
+    ``/api/health``), so it is also the app's floor: what a request costs in this framework and
+    middleware with no work of ours, which the hot-path benchmark compares cached endpoints with."""
+    return Response(_LIVE_BODY, media_type="application/json")
+
+
 @public.get("/api/health")
 async def health(state: State) -> dict[str, Any]:
     """PING latency, role, memory and hit ratio from INFO; 200 and ``degraded`` while Redis is down."""
@@ -186,13 +225,15 @@ async def health(state: State) -> dict[str, Any]:
 
 # -- tenants, users, areas ----------------------------------------------------
 @authenticated.get("/tenants")
+@cache_read(lambda c: c.tenants, lambda cache, _params: tenants_key(cache))
 async def list_tenants(caller: CurrentCaller, state: State, response: Response) -> list[dict[str, Any]]:
     """The caller's own tenant (the cached list holds every tenant; only theirs leaves)."""
-    tenants = await cached(response, state.caches.tenants, tenants_key, state.db.list_tenants)
+    tenants = await cached(response, state.caches.tenants, tenants_key, state.db.list_tenants, caller=caller)
     return [t for t in tenants if t["id"] == caller.tenant_id]
 
 
 @tenant.get("/users")
+@cache_read(lambda c: c.users, lambda cache, params: cache.key(params["tenant_id"], "users"))
 async def list_users(
     tenant_id: str, caller: TenantCaller, state: State, response: Response
 ) -> list[dict[str, Any]]:
@@ -201,18 +242,25 @@ async def list_users(
         state.caches.users,
         lambda c: c.key(tenant_id, "users"),
         lambda: state.db.list_users(tenant_id),
+        caller=caller,
     )
 
 
 @tenant.get("/kpis")
+@cache_read(lambda c: c.kpis, lambda cache, params: cache.key(params["tenant_id"], "kpis"))
 async def kpis(tenant_id: str, caller: TenantCaller, state: State, response: Response) -> dict[str, Any]:
     """The KPI cache: a GROUP BY over the tenant's initiatives, cached (300 s by default)."""
     return await cached(
-        response, state.caches.kpis, lambda c: c.key(tenant_id, "kpis"), lambda: state.db.kpis(tenant_id)
+        response,
+        state.caches.kpis,
+        lambda c: c.key(tenant_id, "kpis"),
+        lambda: state.db.kpis(tenant_id),
+        caller=caller,
     )
 
 
 @tenant.get("/areas")
+@cache_read(lambda c: c.areas, lambda cache, params: cache.key(params["tenant_id"], "areas"))
 async def areas(
     tenant_id: str, caller: TenantCaller, state: State, response: Response
 ) -> list[dict[str, Any]]:
@@ -222,6 +270,7 @@ async def areas(
         state.caches.areas,
         lambda c: c.key(tenant_id, "areas"),
         lambda: state.db.list_areas(tenant_id),
+        caller=caller,
     )
 
 
@@ -531,8 +580,6 @@ async def update_leaderboard(
     return {"ok": True}
 
 
-# Included by the app in this order; every router above is part of ``api``.
-api = APIRouter()
-api.include_router(anonymous)
-api.include_router(authenticated)
-api.include_router(tenant)
+#: Every router above, in the order the app includes them: each straight into the app (a router
+#: nested in another is matched level by level on every request), the hot tenant reads first.
+API_ROUTERS = (public, tenant, authenticated, anonymous)

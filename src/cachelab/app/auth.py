@@ -3,12 +3,13 @@
 The dashboard is multi-tenant, so every ``/api`` route but health, login and
 log-out needs a session, and the session decides everything else:
 
-* **One round of Redis per request.** :func:`authenticate` sends the per-address
-  and per-session rate-limit checks and the session read (one EVALSHA that also
-  slides the idle timeout, :mod:`cachelab.patterns.sessions`) concurrently, then
-  answers 429 (limited), 503 (the session store could not be asked: a session
-  that could not be checked is never admitted), 401 (no or dead session), in
-  that order.
+* **One round trip per request.** :func:`authenticate` sends the per-address
+  and per-session rate-limit checks, the session read (one EVALSHA that also
+  slides the idle timeout, :mod:`cachelab.patterns.sessions`) and, for an
+  endpoint marked with :func:`reads_cache`, its cache read, as one pipeline;
+  then answers 429 (limited), 503 (the session store could not be asked: a
+  session that could not be checked is never admitted), 401 (no or dead
+  session), in that order. A warm cached read is that one round trip.
 * **Tenant: 403 without looking.** A session of tenant A asking for
   ``/api/tenants/B/…`` gets 403 whether or not B exists, so the answer tells
   nothing about other tenants; nothing of B is read. Inside the tenant, a row or
@@ -27,22 +28,27 @@ cache serves one user's data to another.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Annotated, Any
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request, Response
 
 from cachelab.app.client_address import client_address
 from cachelab.app.db import WRITE_ROLES
 from cachelab.app.state import AppState
-from cachelab.patterns.ratelimit import RateLimitResult
+from cachelab.client import BatchCall, ResilientRedis
+from cachelab.patterns.ratelimit import RateLimiter, RateLimitResult
 from cachelab.patterns.sessions import Session, is_valid_session_id
 from cachelab.resilience import RedisUnavailable
 
 SESSION_COOKIE = "session"
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 
-def state_of(request: Request) -> AppState:
+async def state_of(request: Request) -> AppState:
+    # async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a thread
+    # hop on every request for one attribute read.
     return request.app.state.cachelab
 
 
@@ -58,6 +64,8 @@ class Caller:
     role: str
     email: str
     session_id: str
+    #: Cache read replies sent in the auth round, by the read's first key (see :func:`reads_cache`).
+    prefetched: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def may_write(self) -> bool:
@@ -95,23 +103,71 @@ async def rate_limit(request: Request, response: Response, state: State) -> None
 
 _UNCHECKED = object()
 
+#: An endpoint's cache reads, for the auth round: ``(state, path params) -> [read keys, …]``.
+CacheReads = Callable[[AppState, Mapping[str, str]], list[list[str]]]
 
-async def _read_session(state: AppState, session_id: str) -> Session | object | None:
-    try:
-        return await state.sessions.get(session_id)
-    except RedisUnavailable:
-        return _UNCHECKED
+
+def reads_cache(reads: CacheReads) -> Callable[[Endpoint], Endpoint]:
+    """Mark an endpoint whose first Redis read can ride in the auth round (see :func:`authenticate`).
+
+    ``reads`` names the keys of each cache read the endpoint starts with
+    (:meth:`~cachelab.patterns.cache.Cache.read_keys`); an empty list means none this time
+    (caching off, or a near cache, which reads its L1 first).
+    """
+
+    def mark(endpoint: Endpoint) -> Endpoint:
+        endpoint.cache_reads = reads  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
 
 
 async def authenticate(request: Request, response: Response, state: State) -> Caller:
-    """Rate limits and the session read in one concurrent round; the caller, or 429 / 503 / 401."""
+    """Rate limits, the session read and the endpoint's cache read in one round trip; the caller,
+    or 429 / 503 / 401.
+
+    The calls are independent, so they go out together as one pipeline
+    (:meth:`~cachelab.client.ResilientRedis.batch`; two, concurrently, if the session store
+    lives on another server). The endpoint's cache read is sent *before* the caller is known
+    to be allowed: its reply stays in :attr:`Caller.prefetched` and reaches no one if the
+    request is refused, and a refused request's read costs the server one ``MGET``. Cache keys
+    of tenant data are built from the path's tenant id, which :func:`same_tenant` then checks
+    against the session's, so an allowed request only ever reads its own tenant's keys.
+    """
     session_id = request.cookies.get(SESSION_COOKIE) or ""
     well_formed = is_valid_session_id(session_id)
-    checks: list[Any] = [state.limiters["ip"].check(client_ip(request, state))]
+    checks: list[tuple[RateLimiter, str]] = [(state.limiters["ip"], client_ip(request, state))]
     if well_formed:
-        checks += [state.limiters["session"].check(session_id), _read_session(state, session_id)]
-    results = list(await asyncio.gather(*checks))
-    session = results.pop() if well_formed else None
+        checks.append((state.limiters["session"], session_id))
+    endpoint = request.scope.get("endpoint")
+    reads = endpoint.cache_reads(state, request.path_params) if hasattr(endpoint, "cache_reads") else []
+
+    rounds: dict[ResilientRedis, list[BatchCall]] = {}
+    for limiter, identifier in checks:
+        rounds.setdefault(limiter.rr, []).append(limiter.check_call(identifier))
+    session_call = state.sessions.get_call(session_id) if well_formed else None
+    if session_call is not None:
+        rounds.setdefault(state.sessions.rr, []).append(session_call)
+    for keys in reads:
+        rounds.setdefault(state.rr, []).append(("MGET", *keys))
+    replies = dict(zip(rounds, await asyncio.gather(*(_batch(rr, calls) for rr, calls in rounds.items())),
+                       strict=True))  # fmt: skip
+
+    results = []
+    for limiter, identifier in checks:
+        reply = _next(replies, limiter.rr)
+        results.append(limiter.unavailable_result(identifier) if reply is _UNCHECKED
+                       else limiter.result_from_reply(reply))  # fmt: skip
+    session: Session | object | None = None
+    if session_call is not None:
+        reply = _next(replies, state.sessions.rr)
+        session = reply if reply is _UNCHECKED else state.sessions.session_from_reply(session_id, reply)
+    prefetched = {}
+    for keys in reads:
+        reply = _next(replies, state.rr)
+        if reply is not _UNCHECKED:
+            prefetched[keys[0]] = reply
+
     response.headers["Cache-Control"] = "private"
     response.headers["Vary"] = "Cookie"
     enforce(results, response)
@@ -126,7 +182,24 @@ async def authenticate(request: Request, response: Response, state: State) -> Ca
         role=str(data["role"]),
         email=str(data.get("email", "")),
         session_id=session_id,
+        prefetched=prefetched,
     )
+
+
+async def _batch(rr: ResilientRedis, calls: list[BatchCall]) -> Iterator[Any]:
+    """The replies of one server's calls, in order; each is ``_UNCHECKED`` if Redis is unavailable."""
+    try:
+        replies = await rr.batch(calls)
+    except RedisUnavailable:
+        replies = [_UNCHECKED] * len(calls)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply  # a script or command the server refused: a bug, not a client error
+    return iter(replies)
+
+
+def _next(replies: dict[ResilientRedis, Iterator[Any]], rr: ResilientRedis) -> Any:
+    return next(replies[rr])
 
 
 CurrentCaller = Annotated[Caller, Depends(authenticate)]

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cachelab import __version__
-from cachelab.app.api import api, public
+from cachelab.app.api import API_ROUTERS
 from cachelab.app.cost_header import CostHeaderMiddleware
 from cachelab.app.db import Database
 from cachelab.app.docs import add_offline_docs
@@ -112,8 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.cost_header:
         app.add_middleware(CostHeaderMiddleware)
-    app.include_router(public)
-    app.include_router(api)
+    for router in API_ROUTERS:
+        app.include_router(router)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus(request: Request) -> Response:

@@ -163,6 +163,19 @@ class _Refreshing:
     keys: set[str] = field(default_factory=set)
 
 
+def prefetched(keys: Sequence[str], reply: list[Any]) -> MultiGet:
+    """A :data:`MultiGet` that answers a read of exactly ``keys`` with ``reply``, fetched earlier
+    in a batch. Asking it for other keys is a bug in the caller (keys not from
+    :meth:`Cache.read_keys`), and raises rather than serve another key's bytes."""
+
+    async def mget(asked: list[str]) -> list[Any]:
+        if list(asked) != list(keys):
+            raise ValueError(f"prefetched reply is for {list(keys)!r}, not {asked!r}")
+        return reply
+
+    return mget
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -233,6 +246,13 @@ class Cache:
         return [self._tag_key(tagged_scope, t) for t in tags]
 
     # -- reads -----------------------------------------------------------
+    def read_keys(self, key: str, tags: Sequence[str] = ()) -> list[str]:
+        """What a read of ``key`` fetches in its one ``MGET``: the value, its generation and its
+        tags' generations. A caller that batches the read with independent calls sends
+        ``("MGET", *read_keys)`` and passes the reply to :meth:`fetch` as
+        ``read_via=prefetched(keys, reply)``."""
+        return [key, self._gen_key(key), *self._tag_keys(key, tags)]
+
     async def _read(self, key: str, tag_keys: Sequence[str], via: MultiGet | None = None) -> _Read:
         mget = via or self.rr.client.mget
         raw, gen, *tag_gens = await self.rr.call(mget, [key, self._gen_key(key), *tag_keys])

@@ -71,7 +71,7 @@ from typing import Any, ClassVar, Literal
 
 import redis.asyncio
 
-from cachelab.client import ResilientRedis
+from cachelab.client import ResilientRedis, ScriptCall
 from cachelab.patterns.keys import DEFAULT_PREFIX, make_key
 from cachelab.patterns.ratelimit_local import LocalGCRA, validate_rate
 from cachelab.resilience import RedisUnavailable
@@ -245,6 +245,34 @@ class RateLimiter:
                 source="redis",
                 server_time_us=int(now_us),
             )
+        self.stats.record(result)
+        return result
+
+    # -- the same check, in parts, for a caller that batches it with other calls --------
+    def check_call(self, identifier: object, cost: int = 1) -> ScriptCall:
+        """The script call :meth:`check` sends, to batch with independent calls
+        (:meth:`ResilientRedis.batch`); read its reply with :meth:`result_from_reply`."""
+        self._validate_cost(cost)
+        return ScriptCall(self.script, [self.key(identifier)], self._args(cost))
+
+    def result_from_reply(self, reply: Any) -> RateLimitResult:
+        """The decision :meth:`check_call`'s reply carries (counted in :attr:`stats`)."""
+        allowed, remaining, reset_us, retry_us, now_us = reply
+        result = RateLimitResult(
+            allowed=bool(allowed),
+            limit=self.limit,
+            remaining=int(remaining),
+            reset_after=reset_us / 1_000_000,
+            retry_after=retry_us / 1_000_000 if not allowed else 0.0,
+            source="redis",
+            server_time_us=int(now_us),
+        )
+        self.stats.record(result)
+        return result
+
+    def unavailable_result(self, identifier: object, cost: int = 1) -> RateLimitResult:
+        """The failure policy's decision, for a batched check that could not reach Redis."""
+        result = self._fallback(self.key(identifier), cost)
         self.stats.record(result)
         return result
 

@@ -81,7 +81,7 @@ from typing import Any
 
 import orjson
 
-from cachelab.client import ResilientRedis
+from cachelab.client import ResilientRedis, ScriptCall
 from cachelab.patterns.keys import DEFAULT_PREFIX, make_key
 
 #: ``secrets.token_urlsafe(32)``: 32 random bytes, 43 base64url characters, no padding.
@@ -217,9 +217,22 @@ class SessionStore:
 
     async def get(self, session_id: str) -> Session | None:
         """The live session, with its idle timeout slid; None if unknown. One round trip."""
+        call = self.get_call(session_id)
+        if call is None:
+            return None
+        reply = await self.rr.run_script(call.script, call.keys, call.args)
+        return self.session_from_reply(session_id, reply)
+
+    def get_call(self, session_id: str) -> ScriptCall | None:
+        """The script call :meth:`get` sends (None for an id that cannot exist), so a caller can
+        batch it with independent calls (:meth:`ResilientRedis.batch`) and read the reply with
+        :meth:`session_from_reply`."""
         if not is_valid_session_id(session_id):
             return None
-        reply = await self.rr.run_script("session_get", [self.session_key(session_id)], [self.idle_ms])
+        return ScriptCall("session_get", [self.session_key(session_id)], [self.idle_ms])
+
+    def session_from_reply(self, session_id: str, reply: Any) -> Session | None:
+        """The session :meth:`get_call`'s reply describes, or None."""
         if not reply:
             return None
         now, ttl, flat = int(reply[0]), int(reply[1]), reply[2]
