@@ -313,3 +313,28 @@ def test_the_client_names_subcommands_as_commandstats_does():
     assert command_name(("CLIENT SETINFO", "LIB-NAME", "x")) == "client|setinfo"
     assert command_name(("CONFIG", "GET", "maxmemory")) == "config|get"
     assert command_name(()) == ""
+    for _ in range(2):  # the second time from the memo of one-word names: same answers
+        assert command_name(("EVALSHA", "abc", 0)) == "evalsha"
+        assert command_name(("CONFIG", "SET", "x", "y")) == "config|set"
+
+
+async def test_a_batch_is_one_round_trip_keeps_each_calls_error_in_place_and_loads_missing_scripts(
+    rredis: ResilientRedis, redis_admin: redis.Redis
+):
+    from cachelab.client import ScriptCall
+
+    await rredis.client.set("batch:s", "text")
+    redis_admin.script_flush()  # a restarted server: every script is unknown again
+    before = rredis.round_trips.value
+    replies = await rredis.batch([
+        ScriptCall("lock_release", ["batch:lock"], ["token"]),
+        ("INCR", "batch:s"),  # refused by the server: not an integer
+        ("GET", "batch:s"),
+    ])  # fmt: skip
+    assert replies[0] == 0 and replies[2] == b"text"
+    assert isinstance(replies[1], redis.ResponseError)
+    # One round trip for the batch, then SCRIPT LOAD and the resent call: once per script and server.
+    assert rredis.round_trips.value - before == 3
+    before = rredis.round_trips.value
+    await rredis.batch([ScriptCall("lock_release", ["batch:lock"], ["token"]), ("GET", "batch:s")])
+    assert rredis.round_trips.value - before == 1
