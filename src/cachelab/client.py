@@ -215,8 +215,8 @@ def _counting_async(base: type[AsyncConnection], counter: RoundTripCounter | Non
             await super().send_command(*args, **kwargs)
 
         async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-            if counter is not None:
-                counter.add()
+            if self._counter is not None:
+                self._counter.add()
             if (scoped := request_cost.current.get()) is not None:
                 scoped.redis_round_trips += 1
             try:

@@ -52,7 +52,7 @@ from cachelab.report.manifest import build_manifest, git_info, redis_info
 from cachelab.report.metrics import Metric, exact, info, load_metrics, step_of, timed, write_metrics
 from cachelab.report.render import write_html
 from cachelab.report.sides import Side, base_checkout, resolve, this_checkout
-from cachelab.report.summary import GUIDE_PAIRS, PEER_PAIRS, PairRow, SummaryInput, build
+from cachelab.report.summary import GUIDE_PAIRS, HOTPATH_PAIRS, PEER_PAIRS, PairRow, SummaryInput, build
 
 
 @dataclass(frozen=True)
@@ -514,6 +514,7 @@ def run_report(
             cache_rows=cache_rows(metrics) if load else [],
             guide_rows=pair_rows(cand_trials, metrics) if cand_trials else [],
             peer_rows=pair_rows(cand_trials, metrics, PEER_PAIRS) if cand_trials else [],
+            hotpath_rows=pair_rows(cand_trials, metrics, HOTPATH_PAIRS) if cand_trials else [],
             capacity=capacity,
             plans=plans,
             against=comparison,

@@ -1,0 +1,72 @@
+"""The sample app's request path, in process: a warm cached read against the app's own floor.
+
+Each row is one whole request through the ASGI app (middleware, routing,
+dependencies, our Redis work, the response) called in this event loop by
+:class:`~cachelab.harness.app_inprocess.InProcessApp`: no socket and no HTTP
+parser, so the figure is the app's own cost per request, and the round trips
+and commands are exact. The floor is ``GET /api/live``, which touches neither
+Redis nor the database; a warm ``GET /api/tenants/{t}/kpis`` pays, on top of
+it, the session check, two rate limits and the cache read (one pipelined
+round trip, four commands) and the response. ``cachelab report`` divides each
+by the PING floor of its trial; the summary's "hot path" row is their ratio.
+Over real HTTP with a load generator, see ``cachelab hotpath``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from cachelab.client import RoundTripCounter
+from cachelab.harness.app_inprocess import InProcessApp
+
+pytest.importorskip("fastapi")
+
+TENANT = "acme-01"
+#: Generous limits: a benchmark's thousands of requests must all be served, not refused.
+SETTINGS = {"rate_limit": "1000000000/60s", "cost_header": False}
+
+
+@pytest.fixture
+def dashboard(
+    redis_url: str, bench_admin: redis.Redis, bench_round_trips: RoundTripCounter, arun: Callable[..., Any]
+) -> Iterator[tuple[InProcessApp, str]]:
+    """The app on the bench's Redis (flushed for this test), logged in as the tenant's admin."""
+    app = arun(InProcessApp.start(redis_url, tenants=1, initiatives_per_tenant=50, **SETTINGS))
+    try:
+        app.count_round_trips_in(bench_round_trips)
+        yield app, arun(app.login(TENANT))
+    finally:
+        arun(app.aclose())
+
+
+@pytest.mark.parametrize("path", ["kpis", "areas"])
+def test_app_cached_read(path: str, dashboard: tuple[InProcessApp, str], bench_async: Any, arun: Any):
+    app, session = dashboard
+    url = f"/api/tenants/{TENANT}/{path}"
+    arun(app.get(url, session))  # the miss that fills it
+    status, headers, _ = arun(app.get(url, session))
+    assert (status, headers["x-cache"]) == (200, "HIT")
+
+    async def request() -> None:
+        status, _, _ = await app.get(url, session)
+        assert status == 200
+
+    bench_async(request, group="app-hotpath", ops=100,
+                extra={"endpoint": f"GET {url}", "fairness": "warm cache hit, session and two rate limits "
+                       "checked; in process: no socket or HTTP parser"})  # fmt: skip
+
+
+def test_app_floor(dashboard: tuple[InProcessApp, str], bench_async: Any):
+    app, _ = dashboard
+
+    async def request() -> None:
+        status, _, _ = await app.get("/api/live")
+        assert status == 200
+
+    bench_async(request, group="app-hotpath", ops=100,
+                extra={"endpoint": "GET /api/live", "fairness": "the app's floor: same middleware and "
+                       "framework, no Redis, no database"})  # fmt: skip
