@@ -7,8 +7,8 @@ the app or the command line. ``tests/test_layers.py`` checks every import in
 strings that are imported by name) against this map, checks that there is no
 import cycle at all, and checks the README's layout table against it.
 
-0. ``client``, ``resilience``, ``request_cost``, ``errors``: the Redis client and
-   its breaker; it takes options, never settings, so everything can use it.
+0. ``client``, ``pool``, ``resilience``, ``request_cost``, ``errors``: the Redis
+   client, its connection pool and its breaker; it takes options, never settings, so everything can use it.
 1. ``patterns/``, ``census``: what runs on a client — the reference patterns,
    ``inspect``'s SCAN census.
 2. ``config``, ``servers/``: settings (validated with the parsers of 0 and 1);
@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "cachelab.request_cost": 0,
     "cachelab.resilience": 0,
     "cachelab.client": 0,
+    "cachelab.pool": 0,
     "cachelab.patterns": 1,
     "cachelab.census": 1,
     "cachelab.config": 2,
