@@ -9,7 +9,7 @@ Redis nor the database; a warm ``GET /api/tenants/{t}/kpis`` pays, on top of
 it, the session check, two rate limits and the cache read (one pipelined
 round trip, four commands) and the response. ``cachelab report`` divides each
 by the PING floor of its trial; the summary's "hot path" row is their ratio.
-Over real HTTP with a load generator, see ``cachelab hotpath``.
+Over real HTTP, one uvicorn worker under wrk: ``cachelab hotpath``.
 """
 
 from __future__ import annotations

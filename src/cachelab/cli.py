@@ -267,6 +267,43 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _add_hotpath(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "hotpath",
+        help="a warm cached endpoint against the app's no-op floor, one uvicorn worker under wrk",
+        description=textwrap.fill(
+            "Launch the sample app (private Redis, SQLite, one uvicorn worker), warm it, and load a warm "
+            "cached endpoint, the no-op /api/live and /openapi.json in interleaved wrk blocks: req/s, "
+            "server CPU per request, and each against the floor. Needs wrk (apt-get install wrk).", 100
+        ),
+    )
+    p.add_argument("--blocks", type=int, default=6, help="interleaved blocks per endpoint (default 6)")
+    p.add_argument("--seconds", type=float, default=3.0, help="seconds per block (default 3)")
+    p.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    p.add_argument("--pythonpath", help="run the app from another checkout's src folder (a 'before')")
+    p.add_argument("--out", type=Path, help="also write hotpath.md and hotpath.json into this folder")
+
+    def run(args: argparse.Namespace) -> int:
+        from cachelab.analysis.hotpath import HotpathPlan, WrkMissing, markdown, write
+        from cachelab.analysis.hotpath import run as run_hotpath
+
+        if args.blocks < 1 or args.seconds <= 0 or args.connections < 1:
+            print("cachelab hotpath: --blocks, --seconds and --connections must be positive", file=sys.stderr)
+            return 2
+        plan = HotpathPlan(blocks=args.blocks, seconds=args.seconds, connections=args.connections)
+        try:
+            result = run_hotpath(plan, pythonpath=args.pythonpath)
+        except WrkMissing as exc:
+            print(f"cachelab hotpath: {exc}", file=sys.stderr)
+            return 2
+        print(markdown(result), end="")
+        if args.out:
+            write(result, args.out)
+        return 0
+
+    p.set_defaults(handler=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cachelab", description="Redis pattern benchmarks, load tests and reports."
@@ -282,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_locust_options(sub)
     _add_report(sub)
     _add_compare(sub)
+    _add_hotpath(sub)
     from cachelab.experiments.chaos_cli import add_parser as add_chaos
 
     add_chaos(sub)

@@ -91,6 +91,13 @@ class AppServer:
     def base_url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        """The uvicorn process (with ``workers > 1``, its workers are its children)."""
+        if not self._procs:
+            raise RuntimeError("the app is not running")
+        return self._procs[0].pid
+
     def accounts(self) -> list[dict[str, str]]:
         """The seeded users (tenant, e-mail, role) of this server's seed sizes; no HTTP needed."""
         from cachelab.app.seed import seed_accounts
