@@ -279,8 +279,8 @@ def _add_peers(sub: argparse._SubParsersAction) -> None:
             "skipped with a line saying so."
         ),
     )
-    p.add_argument("--blocks", type=int, help="interleaved blocks per comparison (default 7; --quick 3)")
-    p.add_argument("--ops", type=int, help="operations (drain: jobs) per contender per block (default 300)")
+    p.add_argument("--blocks", type=int, help="interleaved blocks per comparison (default 15; --quick 3)")
+    p.add_argument("--ops", type=int, help="operations (drain: jobs) per contender per block (default 100)")
     p.add_argument("--keys", type=int, help="keys/identifiers in the spread cases (default 1000)")
     p.add_argument("--only", action="append", choices=["cache", "ratelimit", "drain"],
                    help="run only this section (repeatable)")
