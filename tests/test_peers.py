@@ -30,6 +30,7 @@ from cachelab.analysis.peers import (
     rotated,
     verdict,
 )
+from cachelab.client import RoundTripCounter
 from cachelab.report.stats import compare_paired
 
 
@@ -179,6 +180,26 @@ def test_counting_tallies_every_client_and_restores_redis_py(redis_url: str):
         assert sent.get(name, 0) >= 1, name
     assert sent["get"] >= 3 and queued == {"incrby": 1, "get": 1}
     assert [(c.send_command, c.pack_commands, c.send_packed_command) for c in classes] == before
+
+
+def test_counting_leaves_a_cost_meters_info_reads_out_and_can_count_into_a_given_counter(redis_url: str):
+    counter = RoundTripCounter()
+    sync = redis.Redis.from_url(redis_url)
+    try:
+        sync.ping()  # connect first
+        with counting(into=counter) as tally:
+            assert tally is counter
+            pipe = sync.pipeline(transaction=False)
+            pipe.info("stats")
+            pipe.info("commandstats")
+            pipe.execute()  # what CostMeter.snapshot sends
+            sync.info("memory")
+            assert counter.snapshot()[0] == 0
+            sync.get("peers:none")
+        rt, sent, _ = counter.snapshot()
+    finally:
+        sync.close()
+    assert rt == 1 and sent["get"] == 1
 
 
 # -- end to end ------------------------------------------------------------------------------

@@ -99,69 +99,74 @@ class Settings:
 
 
 # -- the tally: round trips and commands sent, by every redis-py connection ---------------------
-class _Tally(RoundTripCounter):
-    """A :class:`RoundTripCounter` fed by every redis-py connection of the process (see :func:`counting`)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._owner = threading.get_ident()
-
-    def mine(self) -> bool:
-        return threading.get_ident() == self._owner
+_META = frozenset({"info"})  # a cost meter's own reads: neither a command nor a round trip of the work
 
 
 @contextlib.contextmanager
-def counting() -> Iterator[_Tally]:
+def counting(into: RoundTripCounter | None = None) -> Iterator[RoundTripCounter]:
     """Count round trips and commands of every redis-py connection (async and sync) until exit.
 
     Wraps ``send_command`` / ``pack_commands`` / ``send_packed_command`` on
     redis-py's connection base classes, so it sees every client however its
-    pool was built, without changing any pool. Only this thread's traffic is
-    counted (a cost meter's INFO from elsewhere is not).
+    pool was built, without changing any pool. Only the calling thread's
+    traffic is counted, and a send made only of ``INFO`` (a cost meter's
+    snapshot) is not a round trip. Counts go to ``into`` (default: a new
+    counter), which is yielded.
     """
-    tally = _Tally()
+    tally = into if into is not None else RoundTripCounter()
+    owner = threading.get_ident()
+    state = threading.local()  # "the next packed send is the meter's": set by send/pack, read by the send
     patched: list[tuple[type, str, Any]] = []
-    bases = [redis.asyncio.connection.AbstractConnection, redis.connection.AbstractConnection]
 
-    def record_many(commands: Any) -> None:
-        in_multi = False
+    def note(commands: Sequence[tuple[Any, ...]]) -> None:
+        if threading.get_ident() != owner:
+            return
+        in_multi, meta = False, True
         for args in commands:
-            name = command_name(tuple(args))
+            name = command_name(args)
+            meta = meta and name in _META
             if name == "multi":
                 in_multi = True
             elif name in ("exec", "discard"):
                 in_multi = False
             tally.record(name, queued=in_multi and name not in ("multi", "exec", "discard"))
+        state.skip = meta and bool(commands)
 
-    for base in bases:
-        orig_send, orig_pack_many, orig_packed = (
-            base.send_command, base.pack_commands, base.send_packed_command)
+    def sent() -> None:
+        if threading.get_ident() != owner:
+            return
+        if getattr(state, "skip", False):
+            state.skip = False
+        else:
+            tally.add()
+
+    for base in (redis.asyncio.connection.AbstractConnection, redis.connection.AbstractConnection):
+        orig_send, orig_pack_many = base.send_command, base.pack_commands
+        orig_packed = base.send_packed_command
         if asyncio.iscoroutinefunction(orig_send):
             async def send(self: Any, *args: Any, _orig: Any = orig_send, **kwargs: Any) -> None:
-                if args and tally.mine():
-                    tally.record(command_name(args), queued=False)
+                if args:
+                    note([args])
                 await _orig(self, *args, **kwargs)
 
             async def packed(self: Any, command: Any, check_health: bool = True,
                              _orig: Any = orig_packed) -> None:
-                if tally.mine():
-                    tally.add()
+                sent()
                 await _orig(self, command, check_health)
         else:
             def send(self: Any, *args: Any, _orig: Any = orig_send, **kwargs: Any) -> None:  # type: ignore[misc]
-                if args and tally.mine():
-                    tally.record(command_name(args), queued=False)
+                if args:
+                    note([args])
                 _orig(self, *args, **kwargs)
 
-            def packed(self: Any, command: Any, check_health: bool = True, _orig: Any = orig_packed) -> None:  # type: ignore[misc]
-                if tally.mine():
-                    tally.add()
+            def packed(self: Any, command: Any, check_health: bool = True,  # type: ignore[misc]
+                       _orig: Any = orig_packed) -> None:
+                sent()
                 _orig(self, command, check_health)
 
         def pack_many(self: Any, commands: Any, _orig: Any = orig_pack_many) -> Any:
             commands = [tuple(c) for c in commands]
-            if tally.mine():
-                record_many(commands)
+            note(commands)
             return _orig(self, commands)
 
         for name, fn, orig in (("send_command", send, orig_send),
@@ -227,7 +232,8 @@ def rotated(items: Sequence[Any], block: int) -> list[Any]:
     return list(items[k:]) + list(items[:k])
 
 
-def _cycle(keys: Sequence[Any]) -> Callable[[], Any]:
+def cycle_keys(keys: Sequence[Any]) -> Callable[[], Any]:
+    """A function returning the next of ``keys`` at each call, round and round (a spread of keys)."""
     state = {"i": 0}
 
     def nxt() -> Any:
@@ -291,7 +297,7 @@ async def cache_group(peers: Peers, size_name: str, n_keys: int) -> Group:
     assert all(await _each(ours_keys, lambda key: cache.set(key, value)))
     got = await cache.get(ours_keys[0])
     assert got == value, "ours: the value read back differs"
-    get_key, fetch_key = _cycle(ours_keys), _cycle(ours_keys)
+    get_key, fetch_key = cycle_keys(ours_keys), cycle_keys(ours_keys)
 
     async def ours_get(n: int) -> None:
         for _ in range(n):
@@ -311,7 +317,7 @@ async def cache_group(peers: Peers, size_name: str, n_keys: int) -> Group:
     raw = peers.raw()
     raw_keys = [f"raw:{tag}:{i}" for i in range(n_keys)]
     await _each(raw_keys, lambda key: raw.set(key, encoded, ex=3600))
-    raw_key = _cycle(raw_keys)
+    raw_key = cycle_keys(raw_keys)
 
     async def raw_get(n: int) -> None:
         for _ in range(n):
@@ -329,7 +335,7 @@ async def cache_group(peers: Peers, size_name: str, n_keys: int) -> Group:
         c_keys = [f"cashews:{tag}:{i}" for i in range(n_keys)]
         await _each(c_keys, lambda key: ccache.set(key, value, expire=3600))
         assert await ccache.get(c_keys[0]) == value
-        c_key = _cycle(c_keys)
+        c_key = cycle_keys(c_keys)
 
         async def cashews_get(n: int) -> None:
             for _ in range(n):
@@ -353,7 +359,7 @@ async def cache_group(peers: Peers, size_name: str, n_keys: int) -> Group:
         a_keys = [f"aiocache:{tag}:{i}" for i in range(n_keys)]
         await _each(a_keys, lambda key: acache.set(key, value, ttl=3600))
         assert await acache.get(a_keys[0]) == value
-        a_key = _cycle(a_keys)
+        a_key = cycle_keys(a_keys)
 
         async def aiocache_get(n: int) -> None:
             for _ in range(n):
@@ -395,7 +401,7 @@ async def ratelimit_group(peers: Peers, limits_peer: _LimitsPeer | PeerMissing, 
 
         await _each(ids, use_up_ours)
     assert bool((await limiter.check(ids[0])).allowed) is (path == "allowed"), f"ours {algorithm} {path}"
-    ours_id = _cycle(ids)
+    ours_id = cycle_keys(ids)
 
     async def ours(n: int) -> None:
         for _ in range(n):
@@ -416,7 +422,7 @@ async def ratelimit_group(peers: Peers, limits_peer: _LimitsPeer | PeerMissing, 
 
         await _each(ids, use_up_theirs)
     assert bool(await strategy.hit(item, ids[0])) is (path == "allowed"), f"limits {algorithm} {path}"
-    their_id = _cycle(ids)
+    their_id = cycle_keys(ids)
 
     async def theirs(n: int) -> None:
         for _ in range(n):
