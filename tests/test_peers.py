@@ -32,6 +32,7 @@ from cachelab.analysis.peers import (
 )
 from cachelab.client import RoundTripCounter
 from cachelab.report.stats import compare_paired
+from cachelab.worker import Worker
 
 
 # -- interleaving -------------------------------------------------------------------------
@@ -143,7 +144,8 @@ def test_missing_peers_are_skipped_with_a_line_not_an_error(monkeypatch: pytest.
     for module in ("cashews", "rq"):
         monkeypatch.setitem(sys.modules, module, None)
     lines: list[str] = []
-    result = peers.run(Settings(blocks=2, ops=3, keys=3, sections=("cache", "drain")), progress=lines.append)
+    result = peers.run(Settings(blocks=2, ops=3, keys=3, sections=("cache", "drain")), progress=lines.append,
+                       worker=Worker)
     theirs = {r["theirs"] for r in result["pairs"]}
     assert "cashews get" not in theirs and "RQ SimpleWorker" not in theirs
     assert {"raw GET+orjson", "raw BRPOP loop"} <= theirs
@@ -224,7 +226,7 @@ def test_quick_run_end_to_end_produces_every_row_with_sane_fields(tmp_path: Any)
     for module in ("cashews", "aiocache", "limits", "rq"):
         pytest.importorskip(module)
     settings = Settings.quick()
-    result = peers.run(settings)
+    result = peers.run(settings, worker=Worker)
     rows = result["pairs"]
     assert {(r["what"], r["ours"], r["theirs"]) for r in rows} == _expected_rows(settings)
     assert result["skipped"] == []
@@ -264,6 +266,15 @@ def test_cli_peers_quick_prints_the_table_and_writes_files(tmp_path: Any, capsys
     assert "cache hit" not in out
     result = json.loads((tmp_path / "peers.json").read_text())
     assert result["meta"]["settings"] == {"blocks": 2, "ops": 5, "keys": 50, "sections": ["drain"]}
+
+
+def test_without_a_worker_class_the_drain_is_skipped_with_a_line():
+    lines: list[str] = []
+    result = peers.run(Settings(blocks=2, ops=2, keys=2, sections=("drain",)), progress=lines.append)
+    assert result["pairs"] == []
+    assert result["skipped"] == ["queue drain: no Worker class given (cachelab peers passes "
+                                 "cachelab.worker.Worker)"]
+    assert lines == ["skipped: " + result["skipped"][0]]
 
 
 def test_cli_peers_rejects_fewer_than_two_blocks(capsys: pytest.CaptureFixture[str]):

@@ -289,8 +289,9 @@ def _add_peers(sub: argparse._SubParsersAction) -> None:
 
     def run(args: argparse.Namespace) -> int:
         from cachelab.analysis.peers import main as peers_main
+        from cachelab.worker import Worker  # handed in: analysis/ sits below the worker command
 
-        return peers_main(args)
+        return peers_main(args, worker=Worker)
 
     p.set_defaults(handler=run)
 

@@ -36,7 +36,8 @@ the workload is the app's. So:
   falls on every contender alike.
 
 Only public APIs of ours that exist on main (``Cache.get/fetch/set``,
-``create_limiter(...).check``, ``JobQueue.enqueue``, ``Worker``), so the same
+``create_limiter(...).check``, ``JobQueue.enqueue``, ``Worker`` — handed in
+by the CLI, since this layer sits below the worker command), so the same
 tool measures a tree before and after a change (run it with ``PYTHONPATH``
 pointing at that tree). A peer that is not installed is skipped with a line
 saying so. RQ is synchronous and runs on the event loop's thread; its
@@ -445,9 +446,10 @@ async def _noop_handler(payload: dict[str, Any]) -> None:
     return None
 
 
-async def drain_group(peers: Peers) -> Group:
+async def drain_group(peers: Peers, worker_class: type) -> Group:
+    """``worker_class``: :class:`cachelab.worker.Worker`, handed in by the caller (the CLI): this
+    module sits in a layer below the ``worker`` command's module and must not import it."""
     from cachelab.patterns.queue import JobQueue
-    from cachelab.worker import Worker
 
     group = Group("drain", "queue drain, 1 worker, no-op jobs", "jobs/s", [], [])
     queue = JobQueue(peers.ours, "peers-drain")
@@ -466,7 +468,7 @@ async def drain_group(peers: Peers) -> Group:
             if done == n and hasattr(worker, "request_stop"):
                 worker.request_stop()  # stop after the n-th job's ack, not after burst's idle poll
 
-        worker = Worker(queue, {"noop": handler}, concurrency=1, burst=True)
+        worker = worker_class(queue, {"noop": handler}, concurrency=1, burst=True)
         await worker.run()
         assert done == n, f"ours drained {done} of {n}"
 
@@ -653,7 +655,8 @@ def pair_results(group: Group, samples: Sequence[Sample]) -> list[PairResult]:
     return out
 
 
-async def _run(url: str, settings: Settings, progress: Callable[[str], None]) -> dict[str, Any]:
+async def _run(url: str, settings: Settings, progress: Callable[[str], None], worker: type | None
+               ) -> dict[str, Any]:
     peers = Peers(url)
     results: list[PairResult] = []
     samples_out: list[dict[str, Any]] = []
@@ -677,7 +680,12 @@ async def _run(url: str, settings: Settings, progress: Callable[[str], None]) ->
                             builders.append(lambda a=algorithm, p=path, k=n_ids:
                                             ratelimit_group(peers, limits_peer, a, p, k))
             if "drain" in settings.sections:
-                builders.append(lambda: drain_group(peers))
+                if worker is None:
+                    skipped.append("queue drain: no Worker class given (cachelab peers passes "
+                                   "cachelab.worker.Worker)")
+                    progress(f"skipped: {skipped[-1]}")
+                else:
+                    builders.append(lambda: drain_group(peers, worker))
             for build in builders:
                 group = await build()
                 for line in group.skipped:
@@ -697,9 +705,13 @@ async def _run(url: str, settings: Settings, progress: Callable[[str], None]) ->
     return {"pairs": [asdict(r) for r in results], "samples": samples_out, "skipped": skipped}
 
 
-def run(settings: Settings, *, url: str | None = None, progress: Callable[[str], None] = lambda _: None
-        ) -> dict[str, Any]:
-    """The comparison on a fresh private redis-server (or ``url``: a server nothing else uses)."""
+def run(settings: Settings, *, url: str | None = None, progress: Callable[[str], None] = lambda _: None,
+        worker: type | None = None) -> dict[str, Any]:
+    """The comparison on a fresh private redis-server (or ``url``: a server nothing else uses).
+
+    ``worker`` is :class:`cachelab.worker.Worker` for the drain section (without it the section is
+    skipped with a line): the caller hands it in, as this layer may not import the worker command.
+    """
     began = time.perf_counter()
     with contextlib.ExitStack() as stack:
         if url is None:
@@ -710,7 +722,7 @@ def run(settings: Settings, *, url: str | None = None, progress: Callable[[str],
             info = admin.info("server")
         finally:
             admin.close()
-        result = run_async(lambda: _run(url, settings, progress))
+        result = run_async(lambda: _run(url, settings, progress, worker))
     result["meta"] = {
         "settings": asdict(settings),
         "server": f"{'Valkey' if 'valkey_version' in info else 'Redis'} "
@@ -785,7 +797,7 @@ def write(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
     return md, js
 
 
-def main(args: Any) -> int:
+def main(args: Any, *, worker: type | None = None) -> int:
     """``cachelab peers``: run, print the table, write the files if ``--out``."""
     import sys
 
@@ -799,7 +811,7 @@ def main(args: Any) -> int:
     if settings.blocks < 2 or settings.ops < 1 or settings.keys < 1:
         print("cachelab peers: --blocks must be >= 2, --ops and --keys >= 1", file=sys.stderr)
         return 2
-    result = run(settings, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    result = run(settings, progress=lambda line: print(line, file=sys.stderr, flush=True), worker=worker)
     print(table(result))
     if args.out:
         md, js = write(result, args.out)
