@@ -34,6 +34,9 @@ from cachelab.client import RoundTripCounter
 from cachelab.report.stats import compare_paired
 from cachelab.worker import Worker
 
+# cashews and aiocache call redis-py methods it has deprecated (close, setex): their business, not ours.
+pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated:DeprecationWarning")
+
 
 # -- interleaving -------------------------------------------------------------------------
 def test_rotated_order_moves_each_contender_through_every_position():
@@ -236,7 +239,9 @@ def test_quick_run_end_to_end_produces_every_row_with_sane_fields(tmp_path: Any)
         assert r["ratio_min"] <= r["ratio"] <= r["ratio_max"]
         assert r["ci_low"] is not None and 0 < r["ci_low"] <= r["ci_high"]
         assert r["ours_round_trips"] >= 1 and r["theirs_round_trips"] >= 1, r
-        assert r["ours_server_us"] > 0 and r["theirs_server_us"] > 0, r
+        assert r["ours_server_us"] >= 0 and r["theirs_server_us"] >= 0, r  # a GET may book 0 µs
+        if r["section"] != "cache":  # scripts and queues always cost the server something
+            assert r["ours_server_us"] > 0 and r["theirs_server_us"] > 0, r
         assert r["verdict"] in ({"pass", "fail", "unsure"} if r["target"] else {"report"})
     by = {(r["what"], r["ours"], r["theirs"]): r for r in rows}
     hit = by["cache hit 0.7KB, hot key", "ours get", "raw GET+orjson"]

@@ -69,6 +69,7 @@ from cachelab.analysis.loops import run_async
 from cachelab.client import ResilientRedis, RoundTripCounter, command_name
 from cachelab.harness.cost import CostMeter
 from cachelab.harness.payloads import REPORT_JOB, dashboard_of_size
+from cachelab.patterns.health import server_label
 from cachelab.report.stats import compare_paired
 from cachelab.servers.redis_server import RedisServer
 
@@ -376,7 +377,9 @@ async def cache_group(peers: Peers, size_name: str, n_keys: int) -> Group:
 
 # rate limits -----------------------------------------------------------------------------
 class _LimitsPeer:
-    def __init__(self, url: str, closers: list[Any]) -> None:
+    """The ``limits`` modules and one storage (its own default pool) shared by the three strategies."""
+
+    def __init__(self, url: str) -> None:
         self.limits = import_peer("limits")
         storage_mod = import_peer("limits.aio.storage")
         self.strategies = import_peer("limits.aio.strategies")
@@ -671,7 +674,7 @@ async def _run(url: str, settings: Settings, progress: Callable[[str], None], wo
                         builders.append(lambda s=size, k=n_keys: cache_group(peers, s, k))
             if "ratelimit" in settings.sections:
                 try:
-                    limits_peer: _LimitsPeer | PeerMissing = _LimitsPeer(url, peers._closers)
+                    limits_peer: _LimitsPeer | PeerMissing = _LimitsPeer(url)
                 except PeerMissing as exc:
                     limits_peer = exc
                 for algorithm in ALGORITHMS:
@@ -725,8 +728,7 @@ def run(settings: Settings, *, url: str | None = None, progress: Callable[[str],
         result = run_async(lambda: _run(url, settings, progress, worker))
     result["meta"] = {
         "settings": asdict(settings),
-        "server": f"{'Valkey' if 'valkey_version' in info else 'Redis'} "
-                  f"{info.get('valkey_version') or info.get('redis_version')}",
+        "server": server_label(info),
         "python": platform.python_version(),
         "versions": _versions(),
         "seconds": round(time.perf_counter() - began, 1),
