@@ -215,6 +215,7 @@ def _expected_rows(settings: Settings) -> set[tuple[str, str, str]]:
             what = f"cache hit {size}, {keyset}"
             for ours in ("ours get", "ours fetch"):
                 rows |= {(what, ours, t) for t in ("raw GET+orjson", "cashews get", "aiocache get")}
+    rows.add(("cache hit 0.7KB, hot key", peers.AA_CONTROL, "raw GET+orjson"))
     for algorithm, strategy in peers.ALGORITHMS.items():
         for path in peers.RATES:
             for keyset in ("one identifier", f"{settings.keys} identifiers"):

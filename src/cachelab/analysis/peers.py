@@ -26,6 +26,9 @@ the workload is the app's. So:
   0.7 KB and 3.5 KB (:func:`cachelab.harness.payloads.dashboard_of_size`);
   each case runs on one hot key and on a spread of ``keys`` keys (rate
   limits: identifiers) cycled in order.
+* **An A/A control.** The first cache group also runs the floor against
+  itself on a second client: its ratio's interval is the noise of this run,
+  the yardstick for every other row.
 * **Server cost counted once.** Every redis-py connection in the process
   (ours and every peer's alike) is counted by one tally installed on
   redis-py's connection classes for the run (:func:`counting`): round trips
@@ -84,6 +87,7 @@ ALGORITHMS = {  # ours -> the limits strategy with the same semantics
 RATES = {"allowed": (1_000_000, 60, "1000000/minute"), "denied": (2, 3600, "2/hour")}
 INSTALL_HINT = 'pip install -e ".[peers]"'
 NOOP_JOB = {**REPORT_JOB, "type": "noop"}
+AA_CONTROL = "raw GET+orjson, 2nd client (A/A control)"
 
 
 @dataclass(frozen=True)
@@ -328,6 +332,18 @@ async def cache_group(peers: Peers, size_name: str, n_keys: int) -> Group:
     group.contenders.append(Contender("raw GET+orjson", "redis-py", raw_get,
                                       fairness="the floor: one GET and orjson.loads, nothing else"))
     group.pairs += [Pair("ours get", "raw GET+orjson", 1.2), Pair("ours fetch", "raw GET+orjson", 1.2)]
+    if n_keys == 1 and size_name == next(iter(VALUE_SIZES)):
+        # An A/A control: the floor against itself on a second client. Its interval is the noise a
+        # ratio of this run carries; a verdict is worth as much as this row is close to 1.
+        twin, twin_key = peers.raw(), cycle_keys(raw_keys)
+
+        async def twin_get(n: int) -> None:
+            for _ in range(n):
+                orjson.loads(await twin.get(twin_key()))
+
+        group.contenders.append(Contender(AA_CONTROL, "redis-py", twin_get,
+                                          fairness="the same code as the floor, on a second client"))
+        group.pairs.append(Pair(AA_CONTROL, "raw GET+orjson"))
 
     try:
         cashews = import_peer("cashews")
