@@ -304,6 +304,35 @@ def _add_hotpath(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def _add_peers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "peers",
+        help="ours beside cashews, aiocache, limits and RQ: interleaved, each on its own default client",
+        description=(
+            "Launches a private redis-server and compares ours with the floor (raw redis-py) and the peer "
+            "libraries, each on its own default client and pool, in interleaved blocks (order rotated each "
+            "block). Prints a markdown table (per-block ratio ours/theirs: median [min-max], 95%% CI, "
+            "target, pass/fail/unsure) and writes peers.md and peers.json. A peer that is not installed is "
+            "skipped with a line saying so."
+        ),
+    )
+    p.add_argument("--blocks", type=int, help="interleaved blocks per comparison (default 15; --quick 3)")
+    p.add_argument("--ops", type=int, help="operations (drain: jobs) per contender per block (default 100)")
+    p.add_argument("--keys", type=int, help="keys/identifiers in the spread cases (default 1000)")
+    p.add_argument("--only", action="append", choices=["cache", "ratelimit", "drain"],
+                   help="run only this section (repeatable)")
+    p.add_argument("--out", type=Path, help="also write peers.md and peers.json into this folder")
+    p.add_argument("--quick", action="store_true", help="a few seconds: 3 blocks of 20 ops, 50 keys")
+
+    def run(args: argparse.Namespace) -> int:
+        from cachelab.analysis.peers import main as peers_main
+        from cachelab.worker import Worker  # handed in: analysis/ sits below the worker command
+
+        return peers_main(args, worker=Worker)
+
+    p.set_defaults(handler=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cachelab", description="Redis pattern benchmarks, load tests and reports."
@@ -320,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_compare(sub)
     _add_hotpath(sub)
+    _add_peers(sub)
     from cachelab.experiments.chaos_cli import add_parser as add_chaos
 
     add_chaos(sub)
