@@ -91,3 +91,35 @@ def request_key(
     canonical = f"{path}?{canonical_query(params)}"
     digest = hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
     return make_key(prefix, scope, "resp", digest)
+
+
+class KeyBuilder:
+    """``make_key(prefix, scope, *parts)`` for fixed ``prefix`` and ``parts``: the same keys, built faster.
+
+    For a hot path that builds one kind of key per call (a rate-limit check):
+    the parts are made safe once, at construction, and the escaped scope is
+    remembered in a bounded dict (cleared when it reaches ``max_cached``; only
+    scopes up to 256 characters are kept), so an identifier seen before costs
+    one dict lookup instead of three regex substitutions. The escaping is
+    :func:`safe`'s, unchanged: ``KeyBuilder(p, *parts)(s) == make_key(p, s, *parts)``
+    for every ``s``.
+    """
+
+    __slots__ = ("_cache", "_head", "_max", "_tail")
+
+    def __init__(self, prefix: str, *parts: object, max_cached: int = 4096) -> None:
+        self._head = prefix + ":{"
+        self._tail = "}" + "".join(":" + safe(p) for p in parts)
+        self._cache: dict[str, str] = {}
+        self._max = max_cached
+
+    def __call__(self, scope: object) -> str:
+        text = scope if type(scope) is str else str(scope)  # as safe(): compared by str()
+        key = self._cache.get(text)
+        if key is None:
+            key = self._head + safe(text) + self._tail
+            if len(text) <= 256:
+                if len(self._cache) >= self._max:
+                    self._cache.clear()
+                self._cache[text] = key
+        return key
