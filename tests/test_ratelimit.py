@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -22,13 +23,15 @@ import pytest
 import redis
 
 from cachelab.client import ClientOptions, ResilientRedis, read_lua
-from cachelab.patterns.keys import make_key
+from cachelab.patterns.keys import KeyBuilder, make_key
 from cachelab.patterns.ratelimit import (
     ALGORITHMS,
+    FixedWindowLimiter,
     GCRALimiter,
     RateLimiter,
     RateLimitResult,
     SlidingLogLimiter,
+    SlidingWindowCounterLimiter,
     TokenBucketLimiter,
     create_limiter,
     max_in_window,
@@ -75,6 +78,9 @@ async def test_factory_validates_algorithm_policy_and_impossible_costs(rredis):
             await limiter.check("u", cost=11)
         with pytest.raises(ValueError, match="cost"):
             await limiter.check("u", cost=0)
+        for odd in (True, 1.0, "1"):  # only a real int: the fast path for cost=1 lets none through
+            with pytest.raises(ValueError, match="cost"):
+                await limiter.check("u", cost=odd)
     with pytest.raises(ValueError, match="exceeds"):
         await TokenBucketLimiter(rredis, 10, 60, burst=3).check("u", cost=4)
     assert rredis.round_trips.value == 0  # refused before touching Redis
@@ -87,6 +93,18 @@ def test_headers_carry_limit_remaining_reset_and_retry_after_only_when_denied():
     denied = RateLimitResult(False, 100, 0, 30.0, 0.2, "redis")
     assert denied.headers()["Retry-After"] == "1"
     assert denied.headers()["X-RateLimit-Remaining"] == "0"
+
+
+def test_the_result_is_still_a_frozen_dataclass_with_the_same_fields():
+    result = RateLimitResult(True, 100, 42, 12.3, 0.0, "redis", server_time_us=7)
+    assert [f.name for f in dataclasses.fields(result)] == [
+        "allowed", "limit", "remaining", "reset_after", "retry_after", "source", "server_time_us"]
+    assert dataclasses.asdict(result)["server_time_us"] == 7
+    assert RateLimitResult(True, 100, 42, 12.3, 0.0, "redis").server_time_us is None
+    assert result == RateLimitResult(True, 100, 42, 12.3, 0.0, "redis", 7) and hash(result)
+    assert dataclasses.replace(result, allowed=False).allowed is False
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.allowed = False  # type: ignore[misc]
 
 
 # -- atomicity under concurrency ----------------------------------------------------------
@@ -209,6 +227,16 @@ def _all_keys(admin: redis.Redis) -> list[bytes]:
     return list(admin.scan_iter(count=1000))
 
 
+async def _server_time_us(rr: ResilientRedis) -> int:
+    sec, usec = await rr.client.time()
+    return sec * 1_000_000 + usec
+
+
+def _base(key: bytes) -> bytes:
+    """A windowed limiter's counter ``<key>:@<window>`` without its window: the identifier's key."""
+    return key.rsplit(b":@", 1)[0]
+
+
 async def test_every_key_our_limiters_create_has_a_ttl_and_goes_away(rredis, redis_admin):
     def limiters(prefix: str, period: float) -> list[RateLimiter]:
         made = [create_limiter(rredis, a, 3, period, prefix=prefix) for a in ALGOS]
@@ -221,7 +249,11 @@ async def test_every_key_our_limiters_create_has_a_ttl_and_goes_away(rredis, red
             for cost in (1, 2, 1, 3, 1):  # admissions and denials, single and weighted
                 await limiter.check(ident, cost=min(cost, limiter.capacity))
     slow_keys = list(redis_admin.scan_iter(match="slow:*", count=1000))
-    assert len(slow_keys) == len(slow) * 4
+    # One key per limiter and identifier (a windowed limiter's counters for two windows, if the
+    # loop crossed a minute's edge, are one identifier's).
+    assert len({_base(k) for k in slow_keys}) == len(slow) * 4
+    assert {_base(k) for k in slow_keys} == {limiter.key(i).encode() for limiter in slow
+                                             for i in ("alice", "bob", "*", "{x}")}
     pttls = {key: redis_admin.pttl(key) for key in _all_keys(redis_admin)}
     # -1 would be a key without expiry; -2 a fast key that expired between SCAN and PTTL.
     assert all(ttl > 0 or ttl == -2 for ttl in pttls.values()), pttls
@@ -413,9 +445,96 @@ async def test_hostile_identifiers_get_separate_counters_and_one_hash_tag(rredis
             outcomes[ident].append((await limiter.check(ident)).allowed)
     assert all(v == [True, True, False] for v in outcomes.values()), outcomes
     keys = {k.decode() for k in _all_keys(redis_admin)}
-    assert keys == {limiter.key(ident) for ident in HOSTILE}
+    now_us = await _server_time_us(rredis)
+    assert keys == {limiter.counter_key(ident, now_us) for ident in HOSTILE}
     assert all(k.count("{") == 1 and k.count("}") == 1 for k in keys)
     assert all(not set("*?[]: ") & set(k.split("{", 1)[1].split("}", 1)[0]) for k in keys)
+
+
+def test_the_key_builder_escapes_exactly_as_make_key_and_stays_bounded():
+    idents = [*HOSTILE, 7, "7", 3.5, None, "x" * 300, "\ud800", "203.0.113.7"]
+    for parts in [("rl", "fixed_window"), ("rl", "gcra", "a:b*"), ()]:
+        build = KeyBuilder("cl", *parts, max_cached=4)
+        for _ in range(2):  # from the regex, then from the cache
+            assert [build(i) for i in idents] == [make_key("cl", i, *parts) for i in idents]
+        assert len(build._cache) <= 4
+
+
+async def test_limiter_keys_are_make_keys(rredis):
+    for algorithm in ALGOS:
+        plain = create_limiter(rredis, algorithm, 2, 60)
+        named = create_limiter(rredis, algorithm, 2, 60, prefix="p:x", name="login*")
+        for ident in HOSTILE:
+            assert plain.key(ident) == make_key("cl", ident, "rl", algorithm)
+            assert named.key(ident) == make_key("p:x", ident, "rl", algorithm, "login*")
+
+
+# -- windowed counters, old keys, read-only denials, script reloads -------------------------
+@pytest.mark.parametrize(("cls", "lifetime_periods"),
+                         [(FixedWindowLimiter, 1), (SlidingWindowCounterLimiter, 2)])
+async def test_windowed_counters_are_one_string_per_window_born_with_their_ttl(
+    rredis, redis_admin, cls, lifetime_periods
+):
+    limiter = cls(rredis, 5, 86_400)
+    results = [await limiter.check("u", cost=2) for _ in range(3)]
+    assert [r.allowed for r in results] == [True, True, False]
+    assert [r.remaining for r in results] == [3, 1, 1]
+    keys = _all_keys(redis_admin)
+    assert keys == [limiter.counter_key("u", results[-1].server_time_us).encode()]
+    assert redis_admin.type(keys[0]) == b"string" and redis_admin.get(keys[0]) == b"4"
+    assert 0 < redis_admin.pttl(keys[0]) <= lifetime_periods * 86_400_000
+    # The reply no longer carries reset_after for an admission: the client's figure is the script's.
+    edge_us = (results[0].server_time_us // 86_400_000_000 + lifetime_periods) * 86_400_000_000
+    assert results[0].reset_after == (edge_us - results[0].server_time_us) / 1_000_000
+    if cls is FixedWindowLimiter:  # denied: the quota comes back, whole, at the window's end
+        assert results[-1].retry_after == results[-1].reset_after > 0
+
+
+@pytest.mark.parametrize("cls", [FixedWindowLimiter, SlidingWindowCounterLimiter])
+async def test_a_hash_left_by_the_previous_version_does_no_harm_and_expires_on_its_own(
+    rredis, redis_admin, cls
+):
+    limiter = cls(rredis, 2, 3600)
+    old = limiter.key("u")  # the old scripts kept {w, c[, p]} in the identifier's key itself
+    redis_admin.hset(old, mapping={"w": 1, "c": 2, "p": 2})
+    redis_admin.pexpire(old, 60_000)
+    assert [(await limiter.check("u")).allowed for _ in range(3)] == [True, True, False]
+    assert redis_admin.hgetall(old) == {b"w": b"1", b"c": b"2", b"p": b"2"}  # never read nor written
+    assert 0 < redis_admin.pttl(old) <= 60_000
+
+
+async def test_the_sliding_log_keeps_its_format_and_counts_entries_left_by_the_previous_version(
+    rredis, redis_admin
+):
+    limiter = SlidingLogLimiter(rredis, 3, 3600)
+    now_us = await _server_time_us(rredis)
+    redis_admin.zadd(limiter.key("u"), {f"{now_us - 5}-1-0": now_us - 5, f"{now_us - 4}-1-0": now_us - 4})
+    redis_admin.pexpire(limiter.key("u"), 3_600_000)
+    first, second = await limiter.check("u"), await limiter.check("u")
+    assert (first.allowed, first.remaining, second.allowed) == (True, 0, False)
+    assert second.retry_after == pytest.approx(3600 - (second.server_time_us - now_us + 5) / 1e6, abs=1e-6)
+
+
+@pytest.mark.parametrize("algorithm", ["fixed_window", "sliding_log", "sliding_window"])
+async def test_a_denial_writes_nothing(rredis, redis_admin, algorithm):
+    limiter = create_limiter(rredis, algorithm, 3, 3600)
+    for _ in range(3):
+        assert (await limiter.check("u")).allowed
+    before = redis_admin.info("persistence")["rdb_changes_since_last_save"]
+    denied = [await limiter.check("u", cost=c) for c in (1, 2, 3, 1)]
+    assert not any(r.allowed for r in denied)
+    assert all(r.remaining == 0 and r.retry_after > 0 and r.reset_after > 0 for r in denied)
+    assert redis_admin.info("persistence")["rdb_changes_since_last_save"] == before
+
+
+@pytest.mark.parametrize("algorithm", ALGOS)
+async def test_a_flushed_script_cache_is_reloaded_not_a_failure(rredis, redis_admin, algorithm):
+    limiter = create_limiter(rredis, algorithm, 3, 3600, failure_policy="closed")
+    assert (await limiter.check("u")).source == "redis"
+    redis_admin.script_flush()
+    again = await limiter.check("u")
+    assert (again.allowed, again.remaining, again.source) == (True, 1, "redis")
+    assert rredis.breaker.state is BreakerState.CLOSED
 
 
 # -- argument validation --------------------------------------------------------------------

@@ -66,13 +66,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
 import redis.asyncio
+from redis.exceptions import NoScriptError
 
 from cachelab.client import ResilientRedis, ScriptCall
-from cachelab.patterns.keys import DEFAULT_PREFIX, make_key
+from cachelab.patterns.keys import DEFAULT_PREFIX, KeyBuilder, make_key
 from cachelab.patterns.ratelimit_local import LocalGCRA, validate_rate
 from cachelab.resilience import RedisUnavailable
 
@@ -84,7 +85,7 @@ SOURCES: tuple[str, ...] = ("redis", "fallback-open", "fallback-closed", "local"
 # -- result and headers -------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class RateLimitResult:
     """One decision. Times are in seconds; ``retry_after`` is 0 when allowed.
 
@@ -101,8 +102,35 @@ class RateLimitResult:
     source: str
     server_time_us: int | None = None
 
+    def __init__(
+        self,
+        allowed: bool,
+        limit: int,
+        remaining: int,
+        reset_after: float,
+        retry_after: float,
+        source: str,
+        server_time_us: int | None = None,
+    ) -> None:
+        # Frozen as before (assignment raises FrozenInstanceError), but filled through the
+        # slots' own setters: the generated frozen __init__ calls object.__setattr__ per
+        # field, which cost more than half the Python work of a check.
+        _set_allowed(self, allowed)
+        _set_limit(self, limit)
+        _set_remaining(self, remaining)
+        _set_reset_after(self, reset_after)
+        _set_retry_after(self, retry_after)
+        _set_source(self, source)
+        _set_server_time_us(self, server_time_us)
+
     def headers(self) -> dict[str, str]:
         return rate_limit_headers(self)
+
+
+(
+    _set_allowed, _set_limit, _set_remaining, _set_reset_after, _set_retry_after, _set_source,
+    _set_server_time_us,
+) = (getattr(RateLimitResult, f.name).__set__ for f in fields(RateLimitResult))
 
 
 def rate_limit_headers(result: RateLimitResult) -> dict[str, str]:
@@ -170,8 +198,12 @@ class RateLimiter:
     """A limit of ``limit`` units per ``period`` seconds per identifier, enforced in Redis.
 
     Subclasses name the algorithm and its Lua script; :meth:`check` is the
-    whole API. The per-check Python work is a key build, an argument list and
-    one awaited EVALSHA (the script object is cached by ``ResilientRedis``).
+    whole API. Everything a check does not need to redo is done once, here:
+    the key's prefix and parts are escaped once (:class:`~cachelab.patterns.keys.KeyBuilder`,
+    which also remembers recent identifiers' escaped form), the script is
+    registered once and its argument list for the default ``cost=1`` is
+    built once. A check then builds one key, sends one EVALSHA through the
+    breaker and turns the short reply into a :class:`RateLimitResult`.
     """
 
     algorithm: ClassVar[str] = ""
@@ -202,6 +234,12 @@ class RateLimiter:
         self.local: LocalGCRA | None = None
         if failure_policy == "local":
             self.local = LocalGCRA(limit, self.period, burst=self.capacity, max_keys=local_max_keys)
+        parts: tuple[object, ...] = ("rl", self.algorithm)
+        if name is not None:
+            parts = (*parts, name)
+        self._key = KeyBuilder(prefix, *parts)
+        self._script = rr.script(self.script)  # registered, not loaded: no round trip
+        self._args1 = self._args(1)
 
     @property
     def capacity(self) -> int:
@@ -209,10 +247,16 @@ class RateLimiter:
         return self.limit
 
     def key(self, identifier: object) -> str:
-        parts: tuple[object, ...] = ("rl", self.algorithm)
-        if self.name is not None:
-            parts = (*parts, self.name)
-        return make_key(self.prefix, identifier, *parts)
+        """The identifier's key, ``make_key(prefix, identifier, "rl", algorithm[, name])``."""
+        return self._key(identifier)
+
+    def counter_key(self, identifier: object, server_time_us: int) -> str:
+        """The key that holds ``identifier``'s state at server time ``server_time_us``.
+
+        The identifier's :meth:`key`, except for the windowed algorithms, which
+        keep one counter per window (see :class:`FixedWindowLimiter`).
+        """
+        return self.key(identifier)
 
     def _args(self, cost: int) -> list[int]:
         return [self.limit, self.period_us, cost]
@@ -228,23 +272,22 @@ class RateLimiter:
 
     async def check(self, identifier: object, cost: int = 1) -> RateLimitResult:
         """Spend ``cost`` units of ``identifier``'s quota if they are all available."""
-        self._validate_cost(cost)
-        key = self.key(identifier)
+        if cost == 1 and type(cost) is int:  # the default needs no validation (capacity >= 1)
+            args = self._args1
+        else:
+            self._validate_cost(cost)
+            args = self._args(cost)
+        key = self._key(identifier)
+        rr = self.rr
         try:
-            reply = await self.rr.run_script(self.script, [key], self._args(cost))
+            try:
+                reply = await rr.call(rr.client.evalsha, self._script.sha, 1, key, *args)
+            except NoScriptError:  # a restarted or flushed server: the script object loads it
+                reply = await rr.call(self._script, keys=[key], args=args)
         except RedisUnavailable:
             result = self._fallback(key, cost)
         else:
-            allowed, remaining, reset_us, retry_us, now_us = reply
-            result = RateLimitResult(
-                allowed=bool(allowed),
-                limit=self.limit,
-                remaining=int(remaining),
-                reset_after=reset_us / 1_000_000,
-                retry_after=retry_us / 1_000_000 if not allowed else 0.0,
-                source="redis",
-                server_time_us=int(now_us),
-            )
+            result = self._result(reply)
         self.stats.record(result)
         return result
 
@@ -252,21 +295,16 @@ class RateLimiter:
     def check_call(self, identifier: object, cost: int = 1) -> ScriptCall:
         """The script call :meth:`check` sends, to batch with independent calls
         (:meth:`ResilientRedis.batch`); read its reply with :meth:`result_from_reply`."""
-        self._validate_cost(cost)
-        return ScriptCall(self.script, [self.key(identifier)], self._args(cost))
+        if cost == 1 and type(cost) is int:
+            args = list(self._args1)  # a copy: the caller owns the call it is handed
+        else:
+            self._validate_cost(cost)
+            args = self._args(cost)
+        return ScriptCall(self.script, [self._key(identifier)], args)
 
     def result_from_reply(self, reply: Any) -> RateLimitResult:
         """The decision :meth:`check_call`'s reply carries (counted in :attr:`stats`)."""
-        allowed, remaining, reset_us, retry_us, now_us = reply
-        result = RateLimitResult(
-            allowed=bool(allowed),
-            limit=self.limit,
-            remaining=int(remaining),
-            reset_after=reset_us / 1_000_000,
-            retry_after=retry_us / 1_000_000 if not allowed else 0.0,
-            source="redis",
-            server_time_us=int(now_us),
-        )
+        result = self._result(reply)
         self.stats.record(result)
         return result
 
@@ -275,6 +313,22 @@ class RateLimiter:
         result = self._fallback(self.key(identifier), cost)
         self.stats.record(result)
         return result
+
+    def _result(self, reply: list[int]) -> RateLimitResult:
+        """``{now, remaining}`` when allowed, ``{now, remaining, reset_us, retry_us}`` when denied."""
+        if len(reply) == 2:
+            now, remaining = reply
+            return RateLimitResult(
+                True, self.limit, remaining, self._reset_when_allowed(now) / 1_000_000, 0.0, "redis", now
+            )
+        now, remaining, reset_us, retry_us = reply
+        return RateLimitResult(
+            False, self.limit, remaining, reset_us / 1_000_000, retry_us / 1_000_000, "redis", now
+        )
+
+    def _reset_when_allowed(self, now_us: int) -> int:
+        """µs until the quota is whole again after an admission at ``now_us`` (not sent by the script)."""
+        return self.period_us
 
     def _fallback(self, key: str, cost: int) -> RateLimitResult:
         if self.local is not None:
@@ -287,10 +341,20 @@ class RateLimiter:
         return RateLimitResult(False, self.limit, 0, wait, wait, "fallback-closed")
 
 
-class FixedWindowLimiter(RateLimiter):
+class _WindowedLimiter(RateLimiter):
+    """Counts per epoch-aligned window, each in its own string key ``<key>:@<window index>``."""
+
+    def counter_key(self, identifier: object, server_time_us: int) -> str:
+        return f"{self.key(identifier)}:@{server_time_us // self.period_us}"
+
+
+class FixedWindowLimiter(_WindowedLimiter):
     """Epoch-aligned windows of one period; cheapest, but 2× limit across an edge."""
 
     algorithm = "fixed_window"
+
+    def _reset_when_allowed(self, now_us: int) -> int:
+        return self.period_us - now_us % self.period_us  # the window's end
 
 
 class SlidingLogLimiter(RateLimiter):
@@ -299,10 +363,13 @@ class SlidingLogLimiter(RateLimiter):
     algorithm = "sliding_log"
 
 
-class SlidingWindowCounterLimiter(RateLimiter):
+class SlidingWindowCounterLimiter(_WindowedLimiter):
     """Weighted current + previous window counts; O(1) memory, approximate."""
 
     algorithm = "sliding_window"
+
+    def _reset_when_allowed(self, now_us: int) -> int:
+        return 2 * self.period_us - now_us % self.period_us  # the next window's end
 
 
 class _BurstLimiter(RateLimiter):
@@ -319,6 +386,19 @@ class _BurstLimiter(RateLimiter):
 
     def _args(self, cost: int) -> list[int]:
         return [self.limit, self.period_us, cost, self.burst]
+
+    def _result(self, reply: list[int]) -> RateLimitResult:
+        """``{allowed, remaining, reset_us, retry_us, now}``."""
+        allowed, remaining, reset_us, retry_us, now_us = reply
+        return RateLimitResult(
+            bool(allowed),
+            self.limit,
+            int(remaining),
+            reset_us / 1_000_000,
+            retry_us / 1_000_000 if not allowed else 0.0,
+            "redis",
+            int(now_us),
+        )
 
 
 class TokenBucketLimiter(_BurstLimiter):

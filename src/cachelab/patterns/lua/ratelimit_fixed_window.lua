@@ -1,34 +1,34 @@
--- Fixed window, epoch-aligned: one counter per (identifier, window).
--- KEYS[1] hash {w = window index, c = count}
+-- Fixed window, epoch-aligned on the server's clock: one string counter per
+-- (identifier, window), named KEYS[1] .. ':@' .. <window index>.
+-- KEYS[1] the identifier's base key (hash tag {identifier}); the counter shares its slot
 -- ARGV: limit, period_us, cost
--- Returns {allowed, remaining, reset_after_us, retry_after_us, now_us}.
--- The window index is stored beside the count, so a key whose expiry lags a
--- little never leaks the previous window's count into the next one.
-if redis.replicate_commands then redis.replicate_commands() end
-local key = KEYS[1]
+-- Returns {now_us, remaining} when allowed (reset_after = the window's end - now,
+-- computed by the caller), {now_us, remaining, reset_after_us, retry_after_us}
+-- when denied.
+-- The window is in the key's name, so a counter whose expiry lags (PX is whole
+-- ms, the window µs) can never leak into the next window; the counter is
+-- created with its expiry (SET .. PX) in the same call, so it never lacks a TTL.
+-- A denial only reads. '@' is never produced by keys.safe(), so no other key
+-- (e.g. a limiter named after a number) can be a window counter.
+-- Redis >= 5 replicates scripts by effects, so TIME before a write is allowed.
+local t = redis.call('TIME')
+local now = t[1] * 1000000 + t[2]
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
 local window = math.floor(now / period)
-local window_end = (window + 1) * period
-local reset_after = window_end - now
-
-local stored = redis.call('HMGET', key, 'w', 'c')
-local count = 0
-local same_window = tonumber(stored[1]) == window
-if same_window then
-  count = tonumber(stored[2]) or 0
-end
+local key = KEYS[1] .. ':@' .. string.format('%d', window)
+local count = tonumber(redis.call('GET', key)) or 0
 
 if count + cost > limit then
-  return {0, limit - count, reset_after, reset_after, now}
+  local reset_after = (window + 1) * period - now
+  return {now, limit - count, reset_after, reset_after}
 end
-count = count + cost
-redis.call('HSET', key, 'w', window, 'c', count)
-if not same_window then  -- the window's first admit sets its end; later ones keep it
-  redis.call('PEXPIRE', key, math.max(1, math.ceil(reset_after / 1000)))
+if count == 0 then
+  local reset_after = (window + 1) * period - now
+  redis.call('SET', key, cost, 'PX', math.max(1, math.ceil(reset_after / 1000)))
+else
+  redis.call('INCRBY', key, cost)
 end
-return {1, limit - count, reset_after, 0, now}
+return {now, limit - count - cost}

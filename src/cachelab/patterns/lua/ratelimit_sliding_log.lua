@@ -1,22 +1,25 @@
 -- Sliding log: one sorted-set member per admitted unit, scored by server time.
 -- KEYS[1] zset of admitted units (score = admission time in us)
 -- ARGV: limit, period_us, cost
--- Returns {allowed, remaining, reset_after_us, retry_after_us, now_us}.
+-- Returns {now_us, remaining} when allowed (reset_after = one period), or
+-- {now_us, remaining, reset_after_us, retry_after_us} when denied.
 -- Exact: at most `limit` units in any half-open interval of one period.
--- Memory is O(limit) per identifier.
-if redis.replicate_commands then redis.replicate_commands() end
+-- Memory is O(limit) per identifier. A denial only reads: the key's expiry,
+-- set at the newest admission, already covers every member.
+-- Redis >= 5 replicates scripts by effects, so TIME before a write is allowed.
+local t = redis.call('TIME')
+local now = t[1] * 1000000 + t[2]
 local key = KEYS[1]
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
--- An entry admitted at s counts while now < s + period.
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - period)
-local count = redis.call('ZCARD', key)
+-- An entry admitted at s counts while now < s + period: scores are whole µs,
+-- so the live ones are those >= now - period + 1.
+local count = redis.call('ZCOUNT', key, now - period + 1, '+inf')
 
 if count + cost <= limit then
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - period)
   local stamp = string.format('%.0f', now)
   for i = 1, cost do
     -- Members must be unique; two checks in the same microsecond (or a clock
@@ -27,14 +30,17 @@ if count + cost <= limit then
     end
   end
   redis.call('PEXPIRE', key, math.max(1, math.ceil(period / 1000)))
-  return {1, limit - count - cost, period, 0, now}
+  return {now, limit - count - cost}
 end
 
--- Denied: wait until enough of the oldest units have left the window.
-local need = count + cost - limit
-local oldest = redis.call('ZRANGE', key, need - 1, need - 1, 'WITHSCORES')
-local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+-- Denied: wait until the (limit - cost + 1)-th newest unit has left the window
+-- (then `cost` units fit); the quota is whole once the newest one has.
+local rank = cost - limit - 1
+local oldest = redis.call('ZRANGE', key, rank, rank, 'WITHSCORES')
+local newest = oldest
+if rank ~= -1 then
+  newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+end
 local retry_after = math.max(1, tonumber(oldest[2]) + period - now)
 local reset_after = math.max(0, tonumber(newest[2]) + period - now)
-redis.call('PEXPIRE', key, math.max(1, math.ceil(reset_after / 1000)))
-return {0, math.max(0, limit - count), reset_after, retry_after, now}
+return {now, math.max(0, limit - count), reset_after, retry_after}

@@ -1,43 +1,37 @@
 -- Sliding-window counter: the current and previous epoch-aligned windows'
 -- counts, the previous one weighted by how much of it still overlaps the
 -- sliding window (assumes it was spread evenly: an approximation).
--- KEYS[1] hash {w = current window index, c = its count, p = previous count}
+-- KEYS[1] the identifier's base key (hash tag {identifier}); window w's count is
+--         the string KEYS[1] .. ':@' .. w, in the same slot
 -- ARGV: limit, period_us, cost
--- Returns {allowed, remaining, reset_after_us, retry_after_us, now_us}.
-if redis.replicate_commands then redis.replicate_commands() end
-local key = KEYS[1]
+-- Returns {now_us, remaining} when allowed (reset_after = the end of the next
+-- window - now, computed by the caller), {now_us, remaining, reset_after_us,
+-- retry_after_us} when denied.
+-- A count is created with its expiry (SET .. PX: the end of the next window,
+-- while it is still needed as the previous one) in the same call; a denial
+-- only reads. Redis >= 5 replicates scripts by effects (TIME before a write).
+local t = redis.call('TIME')
+local now = t[1] * 1000000 + t[2]
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
 local window = math.floor(now / period)
 local elapsed = now - window * period
-
-local stored = redis.call('HMGET', key, 'w', 'c', 'p')
-local w = tonumber(stored[1])
-local cur, prev = 0, 0
-if w == window then
-  cur = tonumber(stored[2]) or 0
-  prev = tonumber(stored[3]) or 0
-elseif w == window - 1 then
-  prev = tonumber(stored[2]) or 0
-end
+local key = KEYS[1] .. ':@' .. string.format('%d', window)
+local stored = redis.call('MGET', key, KEYS[1] .. ':@' .. string.format('%d', window - 1))
+local cur = tonumber(stored[1]) or 0
+local prev = tonumber(stored[2]) or 0
 
 local estimate = prev * (period - elapsed) / period + cur
 
 if estimate + cost <= limit then
-  cur = cur + cost
-  redis.call('HSET', key, 'w', window, 'c', cur, 'p', prev)
-  -- The count is needed until the end of the next window: set once, by the
-  -- window's first admit (later ones would set the same instant again).
-  local ttl = 2 * period - elapsed
-  if w ~= window then
-    redis.call('PEXPIRE', key, math.max(1, math.ceil(ttl / 1000)))
+  if cur == 0 then
+    redis.call('SET', key, cost, 'PX', math.max(1, math.ceil((2 * period - elapsed) / 1000)))
+  else
+    redis.call('INCRBY', key, cost)
   end
-  local remaining = math.max(0, math.floor(limit - estimate - cost))
-  return {1, remaining, math.ceil(ttl), 0, now}
+  return {now, math.max(0, math.floor(limit - estimate - cost))}
 end
 
 local retry_after
@@ -56,5 +50,4 @@ if cur > 0 then
 elseif prev > 0 then
   reset_after = period - elapsed
 end
-local remaining = math.max(0, math.floor(limit - estimate))
-return {0, remaining, math.ceil(reset_after), math.max(1, math.ceil(retry_after)), now}
+return {now, math.max(0, math.floor(limit - estimate)), math.ceil(reset_after), math.max(1, math.ceil(retry_after))}
