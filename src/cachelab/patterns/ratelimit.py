@@ -25,11 +25,13 @@ The fix
   ========================  ======================  ==============================================
   algorithm                 state per identifier    worst case
   ========================  ======================  ==============================================
-  ``fixed_window``          hash (window, count)    2 × limit within moments across a window edge
+  ``fixed_window``          a string per window     2 × limit within moments across a window edge
+                            (its count)
   ``sliding_log``           zset, one member/unit   exact: ≤ limit in any interval of one period
-  ``sliding_window``        hash (two counts)       ≤ limit + limit·d/period in any interval d;
-                                                    approximates the log, may admit up to ~2×
-                                                    limit over a full period if the previous
+  ``sliding_window``        a string per window     ≤ limit + limit·d/period in any interval d;
+                            (its count; the current
+                            and the previous one    approximates the log, may admit up to ~2×
+                            are read)               limit over a full period if the previous
                                                     window's traffic was all at its end
   ``token_bucket``          hash (tokens, time)     ≤ burst + limit·d/period in any interval d
   ``gcra``                  one integer (TAT, µs)   as token bucket, in one string key
@@ -52,13 +54,45 @@ The fix
   :class:`ValueError`, not a silent eternal 429.
 * Keys are ``make_key(prefix, identifier, "rl", algorithm[, name])``: the
   identifier is escaped (``*``, ``:``, ``{`` cannot collide or glob) and is the
-  hash tag, so a Redis Cluster routes each check to one slot.
+  hash tag, so a Redis Cluster routes each check to one slot. The windowed
+  algorithms keep each window's count in ``<key>:@<window index>`` (same hash
+  tag, same slot; ``@`` is escaped in every component, so no other key can
+  have that name): a new window is a new key, created with its expiry
+  (``SET .. PX``) by its first admission, so a counter never lacks a TTL and
+  an expiry that lags (PX is whole ms) cannot leak a count into the next
+  window. (Until 2026-12 they kept ``{w, c[, p]}`` in a hash at ``<key>``; the
+  scripts no longer touch such a hash, which expires on its own within a
+  period or two: an identifier's in-flight window restarts once on upgrade.)
 * The failure policy is explicit: ``"open"`` (admit), ``"closed"`` (deny) or
   ``"local"`` (an in-process GCRA with the same limit: N processes give up to
   N × limit; see :mod:`cachelab.patterns.ratelimit_local`). Checks go through
   the breaker, so during an outage the policy answers at once.
 
-Cost: one round trip, one EVALSHA, per check (0 when the policy answers).
+Cost per check
+--------------
+One round trip, one EVALSHA (0 when the policy answers). On the server:
+
+========================  ====================================  ==========================
+script                    admitted                              denied (reads only)
+========================  ====================================  ==========================
+``fixed_window``          TIME, GET, INCRBY (SET PX if new)     TIME, GET
+``sliding_log``           TIME, ZCOUNT, ZREMRANGEBYSCORE,       TIME, ZCOUNT, ZRANGE ×1–2
+                          ZADD per unit, PEXPIRE
+``sliding_window``        TIME, MGET, INCRBY (SET PX if new)    TIME, MGET
+========================  ====================================  ==========================
+
+An admission replies ``{now_us, remaining}`` and the client works out
+``reset_after`` from ``now_us`` (the window's end; one period for the log);
+a denial replies ``{now_us, remaining, reset_after_us, retry_after_us}``. (The
+token bucket and GCRA still reply ``{allowed, remaining, reset, retry, now}``.)
+In process, a check is one :class:`~cachelab.patterns.keys.KeyBuilder` call
+(a dict hit for an identifier seen recently, no regex), the cost=1 argument
+list built at construction, the EVALSHA sent through the breaker without
+redis-py's script wrapper, and a :class:`RateLimitResult` filled through its
+slot setters. Until 2026-12 every script also kept a hash (HMGET/HSET),
+denials wrote (PEXPIRE, HSET), every reply had five values, and each check
+ran three regex substitutions and a frozen dataclass's ``object.__setattr__``
+per field: {FIGURES}
 """
 
 from __future__ import annotations
@@ -240,6 +274,9 @@ class RateLimiter:
         self._key = KeyBuilder(prefix, *parts)
         self._script = rr.script(self.script)  # registered, not loaded: no round trip
         self._args1 = self._args(1)
+        # rr.call is the breaker plus a cluster client's one-time initialisation: a single
+        # server's client needs only the breaker (one coroutine frame less per check).
+        self._call = rr.call if rr.is_cluster else rr.breaker.call
 
     @property
     def capacity(self) -> int:
@@ -278,12 +315,12 @@ class RateLimiter:
             self._validate_cost(cost)
             args = self._args(cost)
         key = self._key(identifier)
-        rr = self.rr
         try:
             try:
-                reply = await rr.call(rr.client.evalsha, self._script.sha, 1, key, *args)
+                reply = await self._call(self.rr.client.execute_command, "EVALSHA", self._script.sha, 1,
+                                         key, *args)  # fmt: skip
             except NoScriptError:  # a restarted or flushed server: the script object loads it
-                reply = await rr.call(self._script, keys=[key], args=args)
+                reply = await self.rr.call(self._script, keys=[key], args=args)
         except RedisUnavailable:
             result = self._fallback(key, cost)
         else:
