@@ -7,14 +7,18 @@
   falls back to (no Redis: zero round trips, CPU only).
 
 Every limiter is one ``EVALSHA`` (its Lua reads ``TIME``; ``commands`` shows
-what it runs). ``naive_fixed_window`` is the seed: in steady state one ``INCR``
+what it runs). A denial by the fixed window, the sliding log or the
+sliding-window counter only reads. ``naive_fixed_window`` is the seed: in steady state one ``INCR``
 (its ``EXPIRE`` only follows a count of 1), so it is cheaper per check; what it
 gets wrong is atomicity (a crash between the two calls leaves a counter that
 never expires) and the 2× burst at window edges, not speed.
 
 ``memory_per_key`` is the identifier's key after the cost pass: in the allowed
 rows that is ~200 admissions (a sliding log keeps one member per admission),
-in the denied rows a full quota of 10.
+in the denied rows a full quota of 10. For the fixed window and the
+sliding-window counter it is the current window's counter (``<key>:@<window>``,
+named at the row's start on the server's clock; a row that crosses a window
+edge meanwhile reports none).
 """
 
 from __future__ import annotations
@@ -33,21 +37,22 @@ CASES = ["naive_fixed_window", *ALGORITHMS]
 IDENTIFIER = "203.0.113.7"
 ALLOW = (1_000_000, 60)
 DENY = (10, 3600)
-# These two reply with the milliseconds left in the current clock-aligned window, a number that
-# gains or loses a digit with the wall clock: their bytes out are measured, not exact.
-CLOCK_SIZED_REPLY = {"fixed_window", "sliding_window"}
+# A denial by these two replies with the µs left in the current clock-aligned window, a number
+# that gains or loses a digit with the wall clock: their bytes out are measured, not exact. (An
+# admission's reply is {now, remaining}: the client works the reset out from now.)
+CLOCK_SIZED_DENIAL = {"fixed_window", "sliding_window"}
 
 
 def _extra(case: str, limit: tuple[int, int]) -> dict[str, Any]:
     extra = {"algorithm": case, "variant": "naive" if case.startswith("naive") else "ours",
              "limit": f"{limit[0]}/{limit[1]}s"}  # fmt: skip
-    if case in CLOCK_SIZED_REPLY:
-        extra["bytes_vary"] = "the reply carries the ms left in a clock-aligned window"
+    if case in CLOCK_SIZED_DENIAL and limit == DENY:
+        extra["bytes_vary"] = "the reply carries the µs left in a clock-aligned window"
     return extra
 
 
-def _check(rr: ResilientRedis, case: str, limit: int, period: int) -> tuple[Any, str]:
-    """An operation returning a truthy 'allowed', and the identifier's key."""
+def _check(rr: ResilientRedis, case: str, limit: int, period: int, arun: Any) -> tuple[Any, str]:
+    """An operation returning a truthy 'allowed', and the key holding the identifier's state."""
     if case == "naive_fixed_window":
 
         async def naive() -> bool:
@@ -59,12 +64,13 @@ def _check(rr: ResilientRedis, case: str, limit: int, period: int) -> tuple[Any,
     async def ours() -> bool:
         return (await limiter.check(IDENTIFIER)).allowed
 
-    return ours, limiter.key(IDENTIFIER)
+    sec, usec = arun(rr.client.time())
+    return ours, limiter.counter_key(IDENTIFIER, sec * 1_000_000 + usec)
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_check_allowed(case: str, bench_async: Any, bench_rredis: ResilientRedis, arun: Any):
-    op, key = _check(bench_rredis, case, *ALLOW)
+    op, key = _check(bench_rredis, case, *ALLOW, arun)
     assert arun(op())
     bench_async(
         op,
@@ -76,7 +82,7 @@ def test_check_allowed(case: str, bench_async: Any, bench_rredis: ResilientRedis
 
 @pytest.mark.parametrize("case", CASES)
 def test_check_denied(case: str, bench_async: Any, bench_rredis: ResilientRedis, arun: Any):
-    op, key = _check(bench_rredis, case, *DENY)
+    op, key = _check(bench_rredis, case, *DENY, arun)
     for _ in range(DENY[0]):
         assert arun(op())
     assert not arun(op())
