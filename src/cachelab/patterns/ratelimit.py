@@ -89,10 +89,21 @@ In process, a check is one :class:`~cachelab.patterns.keys.KeyBuilder` call
 (a dict hit for an identifier seen recently, no regex), the cost=1 argument
 list built at construction, the EVALSHA sent through the breaker without
 redis-py's script wrapper, and a :class:`RateLimitResult` filled through its
-slot setters. Until 2026-12 every script also kept a hash (HMGET/HSET),
-denials wrote (PEXPIRE, HSET), every reply had five values, and each check
-ran three regex substitutions and a frozen dataclass's ``object.__setattr__``
-per field: {FIGURES}
+slot setters.
+
+Until 2026-12 every script also kept a hash (HMGET/HSET), denials wrote
+(PEXPIRE, HSET), every reply had five values, and each check ran three regex
+substitutions and a frozen dataclass's ``object.__setattr__`` per field. Beside
+the ``limits`` package (async ``RedisStorage``, redis-py, each library on its
+own default client; the pairs fixed window, sliding log ↔ moving window and
+sliding-window counter; blocks of 250 checks interleaved on one server, one
+hot identifier or 1 000, allowed and denied; median of the per-block ratios),
+a check cost 1.03–1.18 × ``limits``' before and 0.91–0.98 × after (0.82–0.92 ×
+the old version). The server runs more per check than ``limits``' scripts do
+(TIME, a reply of 2–4 values; ~5–7 µs of Lua for a fixed-window admission,
+pipelined, against ~2.5 µs for ``limits``' INCRBY/EXPIRE) and less in
+process. (``limits`` reads the client's clock for its moving window, returns
+only a bool, and counts denied hits of a fixed window into its counter.)
 """
 
 from __future__ import annotations
