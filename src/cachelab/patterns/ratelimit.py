@@ -159,7 +159,7 @@ class RateLimitResult:
     ) -> None:
         # Frozen as before (assignment raises FrozenInstanceError), but filled through the
         # slots' own setters: the generated frozen __init__ calls object.__setattr__ per
-        # field, which cost more than half the Python work of a check.
+        # field, ~2.5× as dear, and was the largest piece of a check's own Python work.
         _set_allowed(self, allowed)
         _set_limit(self, limit)
         _set_remaining(self, remaining)
