@@ -490,6 +490,21 @@ async def test_windowed_counters_are_one_string_per_window_born_with_their_ttl(
         assert results[-1].retry_after == results[-1].reset_after > 0
 
 
+async def test_state_keys_name_every_key_that_holds_an_identifiers_state(rredis, redis_admin):
+    limiters = [create_limiter(rredis, algorithm, 5, 1.0, prefix=algorithm) for algorithm in ALGOS]
+    into_second = await _server_time_us(rredis) % 1_000_000
+    if into_second > 600_000:  # all the first checks in one second (window), whatever the timing
+        await asyncio.sleep((1_010_000 - into_second) / 1e6)
+    firsts = [await limiter.check("u") for limiter in limiters]
+    assert len({r.server_time_us // 1_000_000 for r in firsts}) == 1
+    await asyncio.sleep(max(0.0, 1.05 - firsts[-1].server_time_us % 1_000_000 / 1e6))  # the next second
+    for algorithm, limiter in zip(ALGOS, limiters, strict=True):
+        second = await limiter.check("u")
+        held = {k.decode() for k in redis_admin.scan_iter(match=f"{algorithm}:*")}
+        assert held <= set(limiter.state_keys("u", second.server_time_us)), (algorithm, held)
+        assert held  # a fixed window's first counter may have expired; the current one is there
+
+
 @pytest.mark.parametrize("cls", [FixedWindowLimiter, SlidingWindowCounterLimiter])
 async def test_a_hash_left_by_the_previous_version_does_no_harm_and_expires_on_its_own(
     rredis, redis_admin, cls

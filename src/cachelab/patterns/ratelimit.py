@@ -306,6 +306,10 @@ class RateLimiter:
         """
         return self.key(identifier)
 
+    def state_keys(self, identifier: object, server_time_us: int) -> tuple[str, ...]:
+        """Every key a check of ``identifier`` at ``server_time_us`` reads (to measure its memory)."""
+        return (self.counter_key(identifier, server_time_us),)
+
     def _args(self, cost: int) -> list[int]:
         return [self.limit, self.period_us, cost]
 
@@ -418,6 +422,11 @@ class SlidingWindowCounterLimiter(_WindowedLimiter):
 
     def _reset_when_allowed(self, now_us: int) -> int:
         return 2 * self.period_us - now_us % self.period_us  # the next window's end
+
+    def state_keys(self, identifier: object, server_time_us: int) -> tuple[str, ...]:
+        """The current window's counter and the previous one's."""
+        return (self.counter_key(identifier, server_time_us),
+                self.counter_key(identifier, server_time_us - self.period_us))  # fmt: skip
 
 
 class _BurstLimiter(RateLimiter):
