@@ -757,3 +757,13 @@ async def test_redis_gcra_refills_one_unit_per_interval_after_sleeping(rredis):
     await asyncio.sleep(2.5 * 0.4)
     after = [await limiter.check("u") for _ in range(4)]
     assert [r.allowed for r in after] == [True, True, False, False]
+
+
+async def test_the_notebooks_memory_per_identifier_counts_every_key_a_limiter_keeps(redis_url: str):
+    """The windowed limiters keep their counts in per-window keys, not under ``limiter.key(id)``:
+    notebook 06's cost table must still see their memory."""
+    from cachelab.analysis.ratelimits import _cost_rows, sizes
+
+    rows = await _cost_rows(redis_url, dataclasses.replace(sizes("quick"), checks=200, identifiers=20))
+    assert {r["algorithm"] for r in rows} == set(ALGORITHMS)
+    assert all(r["bytes_per_identifier"] > 0 for r in rows), rows

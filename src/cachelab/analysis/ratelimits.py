@@ -154,9 +154,12 @@ async def _cost_rows(url: str, sz: RateLimitSizes) -> list[dict[str, Any]]:
                 began = time.perf_counter()
                 allowed = 0
                 for n in range(sz.checks):
-                    allowed += (await limiter.check(idents[n % len(idents)])).allowed
+                    result = await limiter.check(idents[n % len(idents)])
+                    allowed += result.allowed
                 client_us = (time.perf_counter() - began) / sz.checks * 1e6
-            memory = [meter.memory_usage(limiter.key(i)) or 0 for i in idents]
+            # Every key an identifier's checks keep (the windowed limiters' per-window counters).
+            now_us = result.server_time_us or 0
+            memory = [sum(meter.memory_usage(k) or 0 for k in limiter.state_keys(i, now_us)) for i in idents]
             rows.append(
                 {
                     "algorithm": name,
