@@ -394,6 +394,63 @@ async def test_enqueue_reserve_ack_and_stats_are_one_round_trip_each(rredis, cos
         assert cost.round_trips == 1
 
 
+async def test_ack_and_reserve_acks_one_job_and_leases_the_next_in_one_round_trip(rredis, cost_meter):
+    queue = JobQueue(rredis, "pair")
+    ids = [await queue.enqueue({"type": "echo", "n": n}) for n in range(3)]
+    first = await queue.reserve("w")
+    with cost_meter.measure() as cost:
+        acked, second = await queue.ack_and_reserve(first, {"n": first.payload["n"]})
+    assert cost.round_trips == 1 and cost.commands["evalsha"] == 1
+    # 12 commands in all: EVALSHA; TIME; ack: HGET, ZREM, HSET, PEXPIRE, HINCRBY; reap: ZRANGEBYSCORE;
+    # lease: ZPOPMIN, HMGET, HSET, ZADD (reserve + ack used to be 2 round trips and 18 commands).
+    assert sum(cost.commands.values()) == 12, cost.commands
+    assert acked and (second.consumer, second.deliveries) == ("w", 1)
+    assert second.id in ids and second.id != first.id  # (jobs enqueued in one ms: any order)
+    done = await queue.status(first.id)
+    assert (done.status, done.result, done.deliveries) == ("completed", {"n": first.payload["n"]}, 1)
+    assert (await queue.status(second.id)).status == "running"
+    stats = await queue.stats()
+    assert (stats.ready, stats.in_flight, stats.completed) == (1, 1, 1)
+    # Another consumer may be named; nothing due leaves the ack done and no job.
+    acked, third = await queue.ack_and_reserve(second, None, "w2")
+    assert acked and third.id == (set(ids) - {first.id, second.id}).pop() and third.consumer == "w2"
+    assert await queue.ack_and_reserve(third) == (True, None)
+    assert (await queue.stats()).completed == 3
+
+
+async def test_ack_and_reserve_refuses_a_stale_ack_and_still_leases_the_next_job(rredis):
+    queue = JobQueue(rredis, "pair-stale", lease_seconds=0.1)
+    await queue.enqueue({"type": "echo", "n": 1})
+    stale = await queue.reserve("slow")
+    await asyncio.sleep(0.15)
+    fresh = await queue.reserve("other")  # reaps the expired lease, re-delivers the job
+    assert fresh.id == stale.id and fresh.deliveries == 2
+    await queue.enqueue({"type": "echo", "n": 2})
+    acked, nxt = await queue.ack_and_reserve(stale, "stale")
+    assert not acked and nxt.payload["n"] == 2 and nxt.consumer == "slow"
+    assert await queue.ack(fresh, "fresh") and await queue.ack(nxt, "two")
+    status = await queue.status(stale.id)
+    assert (status.result, status.deliveries) == ("fresh", 2)
+    stats = await queue.stats()
+    assert stats.completed == 2 and stats.counters["reaped"] == 1
+
+
+async def test_extend_leases_extends_every_job_in_hand_in_one_round_trip(rredis, cost_meter):
+    queue = JobQueue(rredis, "many", lease_seconds=0.3)
+    for n in range(3):
+        await queue.enqueue({"type": "sleep", "n": n})
+    jobs = [await queue.reserve(f"w{n}") for n in range(3)]
+    assert await queue.ack(jobs[1])  # settled: its lease is gone, so it is not extended
+    assert await queue.extend_leases([]) == []
+    for _ in range(4):
+        await asyncio.sleep(0.15)
+        with cost_meter.measure() as cost:
+            assert await queue.extend_leases(jobs) == [True, False, True]
+        assert cost.round_trips == 1
+    assert await queue.reap() == (0, 0)  # 0.6 s after reserve, the 0.3 s leases still hold
+    assert all([await queue.ack(jobs[0]), await queue.ack(jobs[2])])
+
+
 async def test_stats_report_depth_delay_in_flight_and_oldest_age(rredis):
     queue = JobQueue(rredis, "metrics")
     await queue.enqueue({"type": "a"})

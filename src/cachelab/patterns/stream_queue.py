@@ -62,9 +62,11 @@ until deleted (``XGROUP DELCONSUMER``), harmless but listed by ``XINFO``.
 
 **Round trips per call:** ``enqueue`` 1; ``reserve`` 1 when a job is there
 (while waiting, a ``BLPOP`` on a notify list between attempts, as ``JobQueue``);
-``ack`` 1 (plus one ``trim`` every ``trim_every`` acks); ``fail`` /
-``extend_lease`` / ``release`` / ``status`` / ``stats`` / ``trim`` 1 each;
-``reap`` 2 (dead-letter pass, trim); ``dead_letters`` 2.
+``ack`` 1 (plus one ``trim`` every ``trim_every`` acks); ``ack_and_reserve`` 2
+(``ack`` then ``reserve`` without waiting: the Streams scripts are not merged,
+unlike ``JobQueue``'s one round trip); ``fail`` / ``extend_lease`` /
+``extend_leases`` (any number of jobs) / ``release`` / ``status`` / ``stats`` /
+``trim`` 1 each; ``reap`` 2 (dead-letter pass, trim); ``dead_letters`` 2.
 """
 
 from __future__ import annotations
@@ -224,6 +226,16 @@ class StreamQueue(QueueBase):
             await self.trim()
         return True
 
+    async def ack_and_reserve(
+        self, job: Job, result: Any = None, consumer_id: str | None = None
+    ) -> tuple[bool, Job | None]:
+        """:meth:`ack` ``job``, then ``reserve(consumer_id, timeout=0)`` (default: the job's
+        consumer): (acked, next job or None). The same call as
+        :meth:`JobQueue.ack_and_reserve <cachelab.patterns.queue.JobQueue.ack_and_reserve>`, but
+        two round trips here (``squeue_ack``, ``squeue_reserve``)."""
+        acked = await self.ack(job, result)
+        return acked, await self.reserve(consumer_id or job.consumer, timeout=0)
+
     async def fail(self, job: Job, error: str, *, retry: bool = True) -> str:
         """Record a failed attempt: ``"retry"`` (after backoff), ``"dead"``, or ``"lost"``."""
         entry, count = _split_token(job)
@@ -238,9 +250,17 @@ class StreamQueue(QueueBase):
 
     async def extend_lease(self, job: Job) -> bool:
         """Reset the message's idle time so no one claims it for another lease. False if lost."""
-        entry, count = _split_token(job)
-        return bool(await self._run("squeue_extend", [self.stream_key],
-                                    [self.group, entry, job.consumer, count]))
+        return (await self.extend_leases([job]))[0]
+
+    async def extend_leases(self, jobs: list[Job]) -> list[bool]:
+        """:meth:`extend_lease` for every job in ``jobs``, in one round trip (none if empty)."""
+        if not jobs:
+            return []
+        args: list[Any] = [self.group]
+        for job in jobs:
+            entry, count = _split_token(job)
+            args += [entry, job.consumer, count]
+        return [bool(int(ok)) for ok in await self._run("squeue_extend", [self.stream_key], args)]
 
     async def release(self, job: Job, delay: float = 0.0) -> bool:
         """Hand ``job`` back without counting this delivery (due at once, or after ``delay``)."""
