@@ -451,6 +451,38 @@ async def test_extend_leases_extends_every_job_in_hand_in_one_round_trip(rredis,
     assert all([await queue.ack(jobs[0]), await queue.ack(jobs[2])])
 
 
+async def test_one_lease_extender_keeps_all_of_a_workers_long_jobs(rredis, cost_meter):
+    queue = JobQueue(rredis, "extender", lease_seconds=0.3)
+    for n in range(3):
+        await queue.enqueue({"type": "sleep", "seconds": 1.0, "n": n})
+    worker = Worker(queue, {"sleep": lambda p: asyncio.sleep(p["seconds"], p["n"])}, concurrency=3,
+                    burst=True, reaper_interval=60)
+    with cost_meter.measure() as cost:
+        assert await asyncio.wait_for(worker.run(), 10) == 0
+    stats = await queue.stats()
+    assert (stats.completed, stats.counters.get("reaped", 0), worker.processed) == (3, 0, 3)
+    # ~1 s of jobs under a 0.3 s lease: one extend call per 0.1 s tick for all three jobs, where
+    # one extender per job sent three.
+    extends = cost.commands["evalsha"] - 3 - 3  # minus 3 reserves and 3 ack(+reserve) calls
+    assert 5 <= extends <= 14, cost.commands
+
+
+async def test_burst_worker_exits_once_nothing_is_due_without_waiting_out_its_poll_timeout(rredis,
+                                                                                             cost_meter):
+    queue = JobQueue(rredis, "burst")
+    for n in range(20):
+        await queue.enqueue({"type": "echo", "data": n})
+    later = await queue.enqueue({"type": "echo", "data": "later"}, delay=60)
+    worker = Worker(queue, {"echo": lambda p: asyncio.sleep(0, p["data"])}, burst=True, poll_timeout=30)
+    with cost_meter.measure() as cost:
+        assert await asyncio.wait_for(worker.run(), 10) == 0  # a 30 s wait would time out here
+    assert worker.processed == 20
+    # One reserve, then one ack-and-reserve per job; the last finds nothing due and the worker
+    # stops there: no blocking wait on the notify list.
+    assert cost.round_trips == 21 and cost.commands.get("blpop", 0) == 0, cost.commands
+    assert (await queue.stats()).completed == 20 and (await queue.status(later)).status == "queued"
+
+
 async def test_stats_report_depth_delay_in_flight_and_oldest_age(rredis):
     queue = JobQueue(rredis, "metrics")
     await queue.enqueue({"type": "a"})
