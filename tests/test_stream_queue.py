@@ -202,9 +202,16 @@ async def test_extend_leases_and_ack_and_reserve_as_the_worker_calls_them(rredis
         assert cost.round_trips == 1
     assert await queue.reserve("thief", timeout=0) is not None  # only the third job: none claimed
     acked, nxt = await queue.ack_and_reserve(jobs[0], {"n": 0})
-    assert acked and nxt is None  # the stream's version: ack, then reserve without waiting
+    assert acked and nxt is None  # nothing due: no wait, no job
     assert await queue.extend_leases(jobs) == [False, True]  # an acked job's lease is gone
     assert (await queue.status(jobs[0].id)).result == {"n": 0}
+    await queue.enqueue({"type": "echo", "n": 3})
+    with cost_meter.measure() as cost:
+        acked, nxt = await queue.ack_and_reserve(jobs[1], {"n": 1}, "w9")
+    assert cost.round_trips == 1 and acked and (nxt.payload["n"], nxt.consumer) == (3, "w9")
+    assert not (await queue.ack_and_reserve(jobs[1], "again"))[0]  # acked already: refused
+    stats = await queue.stats()
+    assert (stats.completed, stats.in_flight) == (2, 2)  # the thief's job and nxt are in hand
 
 
 async def test_failed_job_is_retried_after_backoff_and_status_says_so(rredis):
