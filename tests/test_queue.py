@@ -27,6 +27,7 @@ from cachelab.app.state import REPORT_QUEUE
 from cachelab.client import ClientOptions, ResilientRedis
 from cachelab.patterns.naive_queue import NaiveQueue
 from cachelab.patterns.queue import EvictingRedisError, JobQueue, backoff_delay
+from cachelab.patterns.stream_queue import create_queue
 from cachelab.servers import RedisServer, RedisServerConfig
 from cachelab.worker import Worker
 
@@ -356,6 +357,30 @@ async def test_sigterm_mid_job_loses_nothing(redis_url, rredis, tmp_path, grace,
     assert await asyncio.wait_for(worker.run(), 10) == 0
     final = await queue.status(job_id)
     assert final.status == "completed" and final.deliveries == 1 and final.result == "again"
+
+
+@pytest.mark.parametrize("backend", ["list", "streams"])
+async def test_stop_returns_even_when_a_cancel_is_lost_inside_a_reaper_call(redis_url, backend):
+    """A cancel that lands inside a Redis call can be lost (the call returns normally); the
+    worker's reaper then used to loop on and ``run()`` never returned: a worker that did not exit
+    on SIGTERM (the kill storm's exit codes ``[0, 0, None, 0]``). A reaper tick every 2 ms keeps
+    a call in flight at nearly every stop. (Before the fix: the Streams case hung within a few
+    stops; the list case did not here, but did beside a Streams run on other client versions.)"""
+    rr = ResilientRedis.from_url(redis_url, options=ClientOptions(command_timeout=2.0))  # as the CLI's
+    queue = create_queue(backend, rr, "stop", lease_seconds=1.0)
+    try:
+        for i in range(30 if backend == "streams" else 10):
+            worker = Worker(queue, {}, reaper_interval=0.002, poll_timeout=0.3)
+            run = asyncio.create_task(worker.run())
+            await asyncio.sleep(0.05 + (i % 7) * 0.013)
+            worker.request_stop()
+            done, _ = await asyncio.wait({run}, timeout=5)
+            if not done:
+                run.cancel()
+            assert done, f"stop {i}: run() did not return"
+            assert run.result() == 0
+    finally:
+        await rr.aclose()
 
 
 # -- enqueue contract -------------------------------------------------------------------

@@ -12,8 +12,8 @@ without losing the job in hand. A :class:`Worker` here:
   the leases of all jobs in hand, one ``extend_leases`` call every
   ``lease_seconds / 3`` (so a slow job is not reaped while alive);
 * acks a finished job with the call that also takes the slot's next job
-  (``ack_and_reserve``: one round trip per job on the list queue while there
-  is a backlog); it waits for work (``reserve`` with ``poll_timeout``) only
+  (``ack_and_reserve``: one round trip per job, on either backend, while
+  there is a backlog); it waits for work (``reserve`` with ``poll_timeout``) only
   when that call found nothing due;
 * in burst mode (``--burst``) exits as soon as no job it can do is due,
   without waiting out a poll timeout;
@@ -166,6 +166,7 @@ class Worker:
         # Jobs whose handler is running, by (id, token): what the one lease extender extends.
         self._in_hand: dict[tuple[str, str], Job] = {}
         self._handler_tasks: set[asyncio.Task[Any]] = set()  # cancelled when the grace period ends
+        self._closing = False  # run() is over: the reaper and the lease extender return
 
     # -- shutdown ----------------------------------------------------------
     def request_stop(self) -> None:
@@ -198,6 +199,11 @@ class Worker:
         try:
             await asyncio.gather(*slots)
         finally:
+            # The flag, not only cancel(): a cancel that lands inside a Redis call can be lost
+            # (the call then returns normally; seen with redis-py 8 on Python 3.11), and a
+            # helper that loops on would keep run() from returning: a worker that never exits
+            # on SIGTERM. Each helper checks the flag after every call.
+            self._closing = True
             for task in helpers:
                 task.cancel()
             for task in helpers:
@@ -266,7 +272,7 @@ class Worker:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _reaper(self) -> None:
-        while True:
+        while not self._closing:  # checked after every call: see run()
             await asyncio.sleep(self.reaper_interval)
             try:
                 requeued, dead = await self.queue.reap()
@@ -290,7 +296,7 @@ class Worker:
         """The worker's one lease extender: every ``lease_seconds / 3``, one ``extend_leases``
         call for all jobs whose handler is running (none when no job is in hand)."""
         interval = max(0.02, self.queue.lease_seconds / 3)
-        while True:
+        while not self._closing:  # checked after every call: see run()
             await asyncio.sleep(interval)
             held = list(self._in_hand.items())
             if not held:
