@@ -11,7 +11,9 @@ queue and RQ.
   + ``BRPOP``, two round trips, and the job has left Redis before it is
   processed (a crash loses it).
 * ``queue-drain`` — one job taken off a backlog and finished, one op: list
-  and Streams queues (reserve + ack, two ``EVALSHA``) beside RQ's worker loop
+  and Streams queues (reserve + ack, two ``EVALSHA``), the list queue as the
+  worker drains it (``list-ack-and-reserve``: the job in hand acked by the
+  call that leases the next, one ``EVALSHA``) beside RQ's worker loop
   body (dequeue, execute in-process with ``SimpleWorker``, heartbeat; RQ rows
   skip without the ``peers`` extra). The backlog is enqueued before timing;
   when a long run uses it up, 500 more are enqueued inside the op that found
@@ -150,6 +152,36 @@ def test_drain(backend: str, bench_async: Any, bench_rredis: ResilientRedis, ben
         assert job is not None and await queue.ack(job, RESULT)
 
     bench_async(drain_one, group="queue-drain", extra={"variant": backend, "bytes_per_queued_job": per_job})
+
+
+def test_drain_ack_and_reserve(bench_async: Any, bench_rredis: ResilientRedis, bench_admin: redis.Redis,
+                               arun: Any):
+    """The list queue's drain as :class:`~cachelab.worker.Worker` runs it: the job in hand is acked
+    by the call that leases the next one (``ack_and_reserve``), one ``EVALSHA`` per job."""
+    queue = _queue(bench_rredis)
+
+    async def fill(n: int, at_once: int = 1) -> None:
+        for start in range(0, n, at_once):
+            await asyncio.gather(*(queue.enqueue(REPORT_JOB) for _ in range(min(at_once, n - start))))
+
+    arun(queue.enqueue(REPORT_JOB))  # eviction check, scripts
+    arun(queue.ack(arun(queue.reserve("worker-1")), RESULT))
+    before = _used_memory(bench_admin)
+    arun(fill(BACKLOG))  # one at a time: new pool connections' buffers would count as job memory
+    per_job = (_used_memory(bench_admin) - before) / BACKLOG
+    held = [arun(queue.reserve("worker-1"))]
+
+    async def drain_one() -> None:
+        acked, job = await queue.ack_and_reserve(held[0], RESULT)
+        if job is None:
+            await fill(REFILL, at_once=20)
+            job = await queue.reserve("worker-1")
+        assert acked and job is not None
+        held[0] = job
+
+    bench_async(drain_one, group="queue-drain",
+                extra={"variant": "list-ack-and-reserve", "bytes_per_queued_job": per_job})
+    arun(queue.ack(held[0], RESULT))
 
 
 def test_rq_drain(bench_sync: Any, bench_sync_redis: redis.Redis, bench_admin: redis.Redis):

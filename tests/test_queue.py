@@ -27,6 +27,7 @@ from cachelab.app.state import REPORT_QUEUE
 from cachelab.client import ClientOptions, ResilientRedis
 from cachelab.patterns.naive_queue import NaiveQueue
 from cachelab.patterns.queue import EvictingRedisError, JobQueue, backoff_delay
+from cachelab.patterns.stream_queue import create_queue
 from cachelab.servers import RedisServer, RedisServerConfig
 from cachelab.worker import Worker
 
@@ -358,6 +359,30 @@ async def test_sigterm_mid_job_loses_nothing(redis_url, rredis, tmp_path, grace,
     assert final.status == "completed" and final.deliveries == 1 and final.result == "again"
 
 
+@pytest.mark.parametrize("backend", ["list", "streams"])
+async def test_stop_returns_even_when_a_cancel_is_lost_inside_a_reaper_call(redis_url, backend):
+    """A cancel that lands inside a Redis call can be lost (the call returns normally); the
+    worker's reaper then used to loop on and ``run()`` never returned: a worker that did not exit
+    on SIGTERM (the kill storm's exit codes ``[0, 0, None, 0]``). A reaper tick every 2 ms keeps
+    a call in flight at nearly every stop. (Before the fix: the Streams case hung within a few
+    stops; the list case did not here, but did beside a Streams run on other client versions.)"""
+    rr = ResilientRedis.from_url(redis_url, options=ClientOptions(command_timeout=2.0))  # as the CLI's
+    queue = create_queue(backend, rr, "stop", lease_seconds=1.0)
+    try:
+        for i in range(30 if backend == "streams" else 10):
+            worker = Worker(queue, {}, reaper_interval=0.002, poll_timeout=0.3)
+            run = asyncio.create_task(worker.run())
+            await asyncio.sleep(0.05 + (i % 7) * 0.013)
+            worker.request_stop()
+            done, _ = await asyncio.wait({run}, timeout=5)
+            if not done:
+                run.cancel()
+            assert done, f"stop {i}: run() did not return"
+            assert run.result() == 0
+    finally:
+        await rr.aclose()
+
+
 # -- enqueue contract -------------------------------------------------------------------
 async def test_idempotency_key_enqueued_twice_gives_one_job(rredis):
     queue = JobQueue(rredis, "idem")
@@ -392,6 +417,95 @@ async def test_enqueue_reserve_ack_and_stats_are_one_round_trip_each(rredis, cos
         with cost_meter.measure() as cost:
             await call()
         assert cost.round_trips == 1
+
+
+async def test_ack_and_reserve_acks_one_job_and_leases_the_next_in_one_round_trip(rredis, cost_meter):
+    queue = JobQueue(rredis, "pair")
+    ids = [await queue.enqueue({"type": "echo", "n": n}) for n in range(3)]
+    first = await queue.reserve("w")
+    with cost_meter.measure() as cost:
+        acked, second = await queue.ack_and_reserve(first, {"n": first.payload["n"]})
+    assert cost.round_trips == 1 and cost.commands["evalsha"] == 1
+    # 12 commands in all: EVALSHA; TIME; ack: HGET, ZREM, HSET, PEXPIRE, HINCRBY; reap: ZRANGEBYSCORE;
+    # lease: ZPOPMIN, HMGET, HSET, ZADD (reserve + ack used to be 2 round trips and 18 commands).
+    assert sum(cost.commands.values()) == 12, cost.commands
+    assert acked and (second.consumer, second.deliveries) == ("w", 1)
+    assert second.id in ids and second.id != first.id  # (jobs enqueued in one ms: any order)
+    done = await queue.status(first.id)
+    assert (done.status, done.result, done.deliveries) == ("completed", {"n": first.payload["n"]}, 1)
+    assert (await queue.status(second.id)).status == "running"
+    stats = await queue.stats()
+    assert (stats.ready, stats.in_flight, stats.completed) == (1, 1, 1)
+    # Another consumer may be named; nothing due leaves the ack done and no job.
+    acked, third = await queue.ack_and_reserve(second, None, "w2")
+    assert acked and third.id == (set(ids) - {first.id, second.id}).pop() and third.consumer == "w2"
+    assert await queue.ack_and_reserve(third) == (True, None)
+    assert (await queue.stats()).completed == 3
+
+
+async def test_ack_and_reserve_refuses_a_stale_ack_and_still_leases_the_next_job(rredis):
+    queue = JobQueue(rredis, "pair-stale", lease_seconds=0.1)
+    await queue.enqueue({"type": "echo", "n": 1})
+    stale = await queue.reserve("slow")
+    await asyncio.sleep(0.15)
+    fresh = await queue.reserve("other")  # reaps the expired lease, re-delivers the job
+    assert fresh.id == stale.id and fresh.deliveries == 2
+    await queue.enqueue({"type": "echo", "n": 2})
+    acked, nxt = await queue.ack_and_reserve(stale, "stale")
+    assert not acked and nxt.payload["n"] == 2 and nxt.consumer == "slow"
+    assert await queue.ack(fresh, "fresh") and await queue.ack(nxt, "two")
+    status = await queue.status(stale.id)
+    assert (status.result, status.deliveries) == ("fresh", 2)
+    stats = await queue.stats()
+    assert stats.completed == 2 and stats.counters["reaped"] == 1
+
+
+async def test_extend_leases_extends_every_job_in_hand_in_one_round_trip(rredis, cost_meter):
+    queue = JobQueue(rredis, "many", lease_seconds=0.3)
+    for n in range(3):
+        await queue.enqueue({"type": "sleep", "n": n})
+    jobs = [await queue.reserve(f"w{n}") for n in range(3)]
+    assert await queue.ack(jobs[1])  # settled: its lease is gone, so it is not extended
+    assert await queue.extend_leases([]) == []
+    for _ in range(4):
+        await asyncio.sleep(0.15)
+        with cost_meter.measure() as cost:
+            assert await queue.extend_leases(jobs) == [True, False, True]
+        assert cost.round_trips == 1
+    assert await queue.reap() == (0, 0)  # 0.6 s after reserve, the 0.3 s leases still hold
+    assert all([await queue.ack(jobs[0]), await queue.ack(jobs[2])])
+
+
+async def test_one_lease_extender_keeps_all_of_a_workers_long_jobs(rredis, cost_meter):
+    queue = JobQueue(rredis, "extender", lease_seconds=0.3)
+    for n in range(3):
+        await queue.enqueue({"type": "sleep", "seconds": 1.0, "n": n})
+    worker = Worker(queue, {"sleep": lambda p: asyncio.sleep(p["seconds"], p["n"])}, concurrency=3,
+                    burst=True, reaper_interval=60)
+    with cost_meter.measure() as cost:
+        assert await asyncio.wait_for(worker.run(), 10) == 0
+    stats = await queue.stats()
+    assert (stats.completed, stats.counters.get("reaped", 0), worker.processed) == (3, 0, 3)
+    # ~1 s of jobs under a 0.3 s lease: one extend call per 0.1 s tick for all three jobs, where
+    # one extender per job sent three.
+    extends = cost.commands["evalsha"] - 3 - 3  # minus 3 reserves and 3 ack(+reserve) calls
+    assert 5 <= extends <= 14, cost.commands
+
+
+async def test_burst_worker_exits_once_nothing_is_due_without_waiting_out_its_poll_timeout(rredis,
+                                                                                             cost_meter):
+    queue = JobQueue(rredis, "burst")
+    for n in range(20):
+        await queue.enqueue({"type": "echo", "data": n})
+    later = await queue.enqueue({"type": "echo", "data": "later"}, delay=60)
+    worker = Worker(queue, {"echo": lambda p: asyncio.sleep(0, p["data"])}, burst=True, poll_timeout=30)
+    with cost_meter.measure() as cost:
+        assert await asyncio.wait_for(worker.run(), 10) == 0  # a 30 s wait would time out here
+    assert worker.processed == 20
+    # One reserve, then one ack-and-reserve per job; the last finds nothing due and the worker
+    # stops there: no blocking wait on the notify list.
+    assert cost.round_trips == 21 and cost.commands.get("blpop", 0) == 0, cost.commands
+    assert (await queue.stats()).completed == 20 and (await queue.status(later)).status == "queued"
 
 
 async def test_stats_report_depth_delay_in_flight_and_oldest_age(rredis):

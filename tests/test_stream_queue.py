@@ -190,6 +190,30 @@ async def test_extend_lease_keeps_a_long_job_from_being_claimed(rredis):
     assert await queue.ack(job)
 
 
+async def test_extend_leases_and_ack_and_reserve_as_the_worker_calls_them(rredis, cost_meter):
+    queue = StreamQueue(rredis, "many", lease_seconds=0.3)
+    for n in range(3):
+        await queue.enqueue({"type": "sleep", "n": n})
+    jobs = [await queue.reserve(f"w{n}") for n in range(2)]
+    for _ in range(4):
+        await asyncio.sleep(0.15)
+        with cost_meter.measure() as cost:
+            assert await queue.extend_leases(jobs) == [True, True]
+        assert cost.round_trips == 1
+    assert await queue.reserve("thief", timeout=0) is not None  # only the third job: none claimed
+    acked, nxt = await queue.ack_and_reserve(jobs[0], {"n": 0})
+    assert acked and nxt is None  # nothing due: no wait, no job
+    assert await queue.extend_leases(jobs) == [False, True]  # an acked job's lease is gone
+    assert (await queue.status(jobs[0].id)).result == {"n": 0}
+    await queue.enqueue({"type": "echo", "n": 3})
+    with cost_meter.measure() as cost:
+        acked, nxt = await queue.ack_and_reserve(jobs[1], {"n": 1}, "w9")
+    assert cost.round_trips == 1 and acked and (nxt.payload["n"], nxt.consumer) == (3, "w9")
+    assert not (await queue.ack_and_reserve(jobs[1], "again"))[0]  # acked already: refused
+    stats = await queue.stats()
+    assert (stats.completed, stats.in_flight) == (2, 2)  # the thief's job and nxt are in hand
+
+
 async def test_failed_job_is_retried_after_backoff_and_status_says_so(rredis):
     queue = StreamQueue(rredis, "retry", backoff_base=0.3, backoff_cap=0.3)
     job_id = await queue.enqueue({"type": "flaky"})

@@ -8,8 +8,15 @@ have the same calls, and this worker runs either.
 The seed's worker is ``while (true) { BRPOP; process }``: no way to stop it
 without losing the job in hand. A :class:`Worker` here:
 
-* runs ``concurrency`` jobs at once, each with its lease extended in the
-  background (so a slow job is not reaped while alive);
+* runs ``concurrency`` jobs at once; one background task per worker extends
+  the leases of all jobs in hand, one ``extend_leases`` call every
+  ``lease_seconds / 3`` (so a slow job is not reaped while alive);
+* acks a finished job with the call that also takes the slot's next job
+  (``ack_and_reserve``: one round trip per job, on either backend, while
+  there is a backlog); it waits for work (``reserve`` with ``poll_timeout``) only
+  when that call found nothing due;
+* in burst mode (``--burst``) exits as soon as no job it can do is due,
+  without waiting out a poll timeout;
 * calls the handler registered for ``payload["type"]``; success acks with the
   handler's result (which must be JSON), an exception fails the job (retry
   with backoff, dead-letter after ``max_deliveries``);
@@ -156,18 +163,28 @@ class Worker:
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
         self._grace_timer: asyncio.TimerHandle | None = None
+        # Jobs whose handler is running, by (id, token): what the one lease extender extends.
+        self._in_hand: dict[tuple[str, str], Job] = {}
+        self._handler_tasks: set[asyncio.Task[Any]] = set()  # cancelled when the grace period ends
+        self._closing = False  # run() is over: the reaper and the lease extender return
 
     # -- shutdown ----------------------------------------------------------
     def request_stop(self) -> None:
         """First call: stop reserving and start the grace period. Second call: end it now."""
         if self._stopping.is_set():
             log.warning("second stop request: handing back jobs in progress now")
-            self._force.set()
+            self._end_grace()
             return
         log.info("stopping: finishing jobs in hand (grace period %.1fs)", self.grace_period)
         self._stopping.set()
         loop = asyncio.get_running_loop()
-        self._grace_timer = loop.call_later(self.grace_period, self._force.set)
+        self._grace_timer = loop.call_later(self.grace_period, self._end_grace)
+
+    def _end_grace(self) -> None:
+        """Interrupt every running handler: their jobs are handed back (see :meth:`_process`)."""
+        self._force.set()
+        for task in self._handler_tasks:
+            task.cancel()
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -178,40 +195,58 @@ class Worker:
     async def run(self) -> int:
         """Run until stopped; returns the process exit code (0 after a graceful stop)."""
         slots = [asyncio.create_task(self._slot(i)) for i in range(self.concurrency)]
-        reaper = asyncio.create_task(self._reaper())
+        helpers = [asyncio.create_task(self._reaper()), asyncio.create_task(self._lease_extender())]
         try:
             await asyncio.gather(*slots)
         finally:
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+            # The flag, not only cancel(): a cancel that lands inside a Redis call can be lost
+            # (the call then returns normally; seen with redis-py 8 on Python 3.11), and a
+            # helper that loops on would keep run() from returning: a worker that never exits
+            # on SIGTERM. Each helper checks the flag after every call.
+            self._closing = True
+            for task in helpers:
+                task.cancel()
+            for task in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if self._grace_timer is not None:
                 self._grace_timer.cancel()
         return 0
 
     async def _slot(self, index: int) -> None:
+        """One slot's loop. A finished job is acked by the call that also takes the next one
+        (``ack_and_reserve``), so a busy slot pays one round trip per job; ``reserve`` (which
+        waits up to ``poll_timeout`` for work) is called only when that found nothing due.
+        In burst mode nothing waits: the slot returns as soon as no job is due."""
         consumer = f"{self.consumer_prefix}:{index}"
         backoff = 0.05
-        while not self._stopping.is_set():
-            try:
-                job = await self.queue.reserve(consumer, timeout=self.poll_timeout)
-            except RedisUnavailable as exc:
-                log.warning("reserve failed (%s); retrying in %.2fs", exc, backoff)
-                await self._sleep_unless_stopping(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.05
+        job: Job | None = None
+        while True:
             if job is None:
-                if self.burst:
+                if self._stopping.is_set():
                     return
-                continue
+                try:
+                    job = await self.queue.reserve(consumer, timeout=0 if self.burst else self.poll_timeout)
+                except RedisUnavailable as exc:
+                    log.warning("reserve failed (%s); retrying in %.2fs", exc, backoff)
+                    await self._sleep_unless_stopping(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                backoff = 0.05
+                if job is None:
+                    if self.burst:
+                        return
+                    continue
             if job.type not in self.handlers:
                 seen_before = job.id in self._deferrals
                 await self._defer(job)
+                job = None
                 if self.burst and seen_before:
                     return  # what is left due is work this worker cannot do
                 continue
-            await self._process(job)
+            job, asked = await self._process(job, consumer)
+            if job is None and asked and self.burst:
+                return  # the ack found nothing due: done, without asking again
 
     async def _defer(self, job: Job) -> None:
         """Hand back a job this worker has no handler for: delivery not counted, due again later.
@@ -237,7 +272,7 @@ class Worker:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _reaper(self) -> None:
-        while True:
+        while not self._closing:  # checked after every call: see run()
             await asyncio.sleep(self.reaper_interval)
             try:
                 requeued, dead = await self.queue.reap()
@@ -257,54 +292,85 @@ class Worker:
         async with asyncio.timeout(self.job_timeout):
             return await handler(job.payload)
 
-    async def _extend_lease(self, job: Job) -> None:
+    async def _lease_extender(self) -> None:
+        """The worker's one lease extender: every ``lease_seconds / 3``, one ``extend_leases``
+        call for all jobs whose handler is running (none when no job is in hand)."""
         interval = max(0.02, self.queue.lease_seconds / 3)
-        while True:
+        while not self._closing:  # checked after every call: see run()
             await asyncio.sleep(interval)
+            held = list(self._in_hand.items())
+            if not held:
+                continue
             try:
-                if not await self.queue.extend_lease(job):
-                    log.warning("job %s: lease lost while running; it may run twice", job.id)
-                    return
+                extended = await self.queue.extend_leases([job for _, job in held])
             except RedisUnavailable as exc:
-                log.warning("job %s: could not extend lease: %s", job.id, exc)
+                log.warning("could not extend the lease of %d job(s) in hand: %s", len(held), exc)
+                continue
+            for (key, job), ok in zip(held, extended, strict=True):
+                # A job whose handler finished meanwhile left _in_hand before its ack: no warning.
+                if not ok and self._in_hand.pop(key, None) is not None:
+                    log.warning("job %s: lease lost while running; it may run twice", job.id)
 
-    async def _process(self, job: Job) -> None:
+    async def _process(self, job: Job, consumer: str) -> tuple[Job | None, bool]:
+        """Run ``job``'s handler and settle it; return (the next job, whether one was asked for).
+
+        Success acks and, unless the worker is stopping, leases the next due job in the same
+        round trip (``ack_and_reserve``). A failure fails the job; a handler still running when
+        the grace period ends is cancelled and its job handed back; neither asks for a next job.
+        """
+        key = (job.id, job.token)
+        if self._force.is_set():
+            await self._hand_back(job)
+            return None, False
+        self._in_hand[key] = job
         task = asyncio.create_task(self._run_handler(job))
-        extender = asyncio.create_task(self._extend_lease(job))
-        force = asyncio.create_task(self._force.wait())
+        self._handler_tasks.add(task)
+        exc: BaseException | None = None
         try:
-            await asyncio.wait({task, force}, return_when=asyncio.FIRST_COMPLETED)
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
-                await self._settle(self.queue.release, job)
-                self.handed_back += 1
-                log.info("job %s handed back at shutdown", job.id)
-                return
-            exc = task.exception()
-            if exc is None:
-                try:
-                    result = orjson.loads(orjson.dumps(task.result(), option=orjson.OPT_NON_STR_KEYS))
-                except TypeError as err:
-                    exc = err
-            if exc is None:
-                await self._settle(self.queue.ack, job, result)
-                self.processed += 1
-            else:
-                self.failed += 1
-                error = f"{type(exc).__name__}: {exc}"
-                outcome = await self._settle(self.queue.fail, job, error)
-                log.info("job %s failed on delivery %d (%s): %s", job.id, job.deliveries, outcome, error)
+            result = await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not (task.cancelled() and self._force.is_set()) or (current and current.cancelling()):
+                raise
+            await self._hand_back(job)
+            return None, False
+        except Exception as err:
+            exc = err
         finally:
-            force.cancel()
-            extender.cancel()
-            for t in (force, extender):
-                with contextlib.suppress(BaseException):
-                    await t
+            self._handler_tasks.discard(task)
+            self._in_hand.pop(key, None)  # before the ack: the extender must not see it settle
+        if exc is None:
+            try:
+                result = orjson.loads(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS))
+            except TypeError as err:
+                exc = err
+        if exc is not None:
+            self.failed += 1
+            error = f"{type(exc).__name__}: {exc}"
+            outcome = await self._settle(self.queue.fail, job, error)
+            log.info("job %s failed on delivery %d (%s): %s", job.id, job.deliveries, outcome, error)
+            return None, False
+        self.processed += 1
+        if self._stopping.is_set():
+            await self._settle(self.queue.ack, job, result)
+            return None, False
+        settled = await self._settle(self.queue.ack_and_reserve, job, result, consumer)
+        if settled is None:  # Redis stayed away: the slot's reserve loop backs off
+            return None, False
+        return settled[1], True
+
+    async def _hand_back(self, job: Job) -> None:
+        await self._settle(self.queue.release, job)
+        self.handed_back += 1
+        log.info("job %s handed back at shutdown", job.id)
 
     async def _settle(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        """ack/fail/release with a few retries; if Redis stays away the lease expiry recovers the job."""
+        """ack/fail/release with a few retries; if Redis stays away the lease expiry recovers the job.
+
+        A retried ``ack_and_reserve`` whose first attempt did reach Redis finds its ack refused
+        (lease already gone, logged) and leases another job; the job the lost reply held is
+        re-delivered when its lease expires, as for a lost ``reserve`` reply.
+        """
         delay = 0.05
         for attempt in range(5):
             try:

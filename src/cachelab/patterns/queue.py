@@ -55,10 +55,28 @@ pending / leases / dead, never in none (no window for loss) and never in two.
 its id and a prefix passed in ARGV; that key has the same hash tag, so it lives
 in the same slot as the declared keys.
 
+**Draining a backlog.** A worker that finishes a job and takes the next
+one calls ``ack_and_reserve``: one script (``queue_reserve.lua``, which also
+serves ``reserve``, ``ack`` and ``reap``) acks job N exactly as ``ack`` does,
+runs the reaper and leases job N+1 exactly as ``reserve`` does, so a busy
+worker pays **one round trip and 12 Redis commands per job** (EVALSHA, TIME;
+ack: HGET token, ZREM lease, HSET, PEXPIRE, HINCRBY; reap: ZRANGEBYSCORE;
+lease: ZPOPMIN, HMGET, HSET, ZADD). It used to be two (``reserve`` then
+``ack``) and 18 commands: two scripts each paid EVALSHA and TIME, the lease
+took the head with ZRANGEBYSCORE + ZREM where ZPOPMIN does (a head not yet
+due goes back with its own score), and checked EXISTS, bumped deliveries and
+token with two HINCRBYs, set status with HSET and read the payload with
+HMGET, where one HMGET and one HSET do the same. No guarantee changed: the
+token check, the lease set, the status record and its TTL, the counters and
+the reaper's dead-lettering are the same commands on the same keys. A
+worker's jobs in hand share one lease extender: ``extend_leases`` pushes all
+their leases in one round trip.
+
 **Round trips per call:** ``enqueue`` 1; ``reserve`` 1 when a job is due
 (more only while waiting: the worker blocks on a small notify list between
-attempts); ``ack`` / ``fail`` / ``extend_lease`` / ``release`` / ``reap`` /
-``stats`` / ``status`` 1 each; ``dead_letters`` 2.
+attempts); ``ack_and_reserve`` 1 (it never waits); ``ack`` / ``fail`` /
+``extend_lease`` / ``extend_leases`` (any number of jobs) / ``release`` /
+``reap`` / ``stats`` / ``status`` 1 each; ``dead_letters`` 2.
 
 Eviction: queue keys carry no TTL, so ``noeviction`` and ``volatile-*`` never
 evict them (under ``volatile-*`` the TTL'd idempotency records and completed
@@ -411,6 +429,37 @@ class JobQueue(QueueBase):
         return _text(result[0]) or job_id
 
     # -- consumer ----------------------------------------------------------
+    async def _consume(self, mode: int, consumer_id: str = "", done: Job | None = None,
+                       result: Any = None) -> tuple[Job | None, int, list[Any]]:
+        """One ``queue_reserve`` call: ack ``done`` (if given), reap, lease (mode 1), as asked.
+
+        Returns (the leased job or None, 1 if ``done`` was acked else 0, the rest of the reply).
+        """
+        ack = ["", "", "", 0]
+        if done is not None:
+            ack = [done.id, done.token, orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS),
+                   _ms(self.status_ttl)]
+        reply = await self.rr.run_script(
+            "queue_reserve",
+            [self.pending_key, self.leases_key, self.dead_key, self.stats_key],
+            [self.job_prefix, _ms(self.lease_seconds), consumer_id, self.max_deliveries, _REAP_BATCH,
+             mode, *ack],
+        )
+        if done is not None and not int(reply[-1]):
+            log.warning("queue %s: ack of job %s refused: its lease was lost", self.name, done.id)
+        if int(reply[0]) != 1:
+            return None, int(reply[-1]), reply
+        _, job_id, payload, deliveries, enqueued_at, token, acked = reply
+        job = Job(
+            id=_text(job_id) or "",
+            payload=orjson.loads(payload) if payload else {},
+            deliveries=int(deliveries),
+            enqueued_at=_s(enqueued_at) or 0.0,
+            token=_text(token) or "",
+            consumer=consumer_id,
+        )
+        return job, int(acked), reply
+
     async def reserve(self, consumer_id: str, timeout: float = 0) -> Job | None:
         """Lease the longest-due job to ``consumer_id``, waiting up to ``timeout`` seconds.
 
@@ -421,22 +470,9 @@ class JobQueue(QueueBase):
         await self._ensure_safe()
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
-            reply = await self.rr.run_script(
-                "queue_reserve",
-                [self.pending_key, self.leases_key, self.dead_key, self.stats_key],
-                [self.job_prefix, _ms(self.lease_seconds), consumer_id, self.max_deliveries,
-                 _REAP_BATCH, 1],
-            )
-            if int(reply[0]) == 1:
-                _, job_id, payload, deliveries, enqueued_at, token = reply
-                return Job(
-                    id=_text(job_id) or "",
-                    payload=orjson.loads(payload) if payload else {},
-                    deliveries=int(deliveries),
-                    enqueued_at=_s(enqueued_at) or 0.0,
-                    token=_text(token) or "",
-                    consumer=consumer_id,
-                )
+            job, _, reply = await self._consume(1, consumer_id)
+            if job is not None:
+                return job
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
@@ -448,14 +484,22 @@ class JobQueue(QueueBase):
 
     async def ack(self, job: Job, result: Any = None) -> bool:
         """Mark ``job`` completed (keeping ``result`` in its status record). False if the lease was lost."""
-        done = await self.rr.run_script(
-            "queue_ack",
-            [self.leases_key, self.job_key(job.id), self.stats_key],
-            [job.id, job.token, orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS), _ms(self.status_ttl)],
-        )
-        if not done:
-            log.warning("queue %s: ack of job %s refused: its lease was lost", self.name, job.id)
-        return bool(done)
+        _, acked, _ = await self._consume(2, done=job, result=result)
+        return bool(acked)
+
+    async def ack_and_reserve(
+        self, job: Job, result: Any = None, consumer_id: str | None = None
+    ) -> tuple[bool, Job | None]:
+        """:meth:`ack` ``job``, then lease the next due job to ``consumer_id`` (default: the
+        job's consumer) without waiting: (acked, next job or None). One round trip.
+
+        Exactly :meth:`ack` followed by ``reserve(consumer_id, timeout=0)``, in one script: the
+        ack is refused the same way when the lease was lost (the next job is leased anyway),
+        and the reaper runs as in every reserve.
+        """
+        await self._ensure_safe()
+        nxt, acked, _ = await self._consume(1, consumer_id or job.consumer, job, result)
+        return bool(acked), nxt
 
     async def fail(self, job: Job, error: str, *, retry: bool = True) -> str:
         """Record a failed attempt: ``"retry"`` (after backoff), ``"dead"``, or ``"lost"`` (lease lost)."""
@@ -470,12 +514,17 @@ class JobQueue(QueueBase):
 
     async def extend_lease(self, job: Job) -> bool:
         """Push the lease ``lease_seconds`` into the future. False if it was already lost."""
-        ok = await self.rr.run_script(
-            "queue_extend",
-            [self.leases_key, self.job_key(job.id)],
-            [job.id, job.token, _ms(self.lease_seconds)],
+        return (await self.extend_leases([job]))[0]
+
+    async def extend_leases(self, jobs: list[Job]) -> list[bool]:
+        """:meth:`extend_lease` for every job in ``jobs``, in one round trip (none if empty)."""
+        if not jobs:
+            return []
+        pairs = [part for job in jobs for part in (job.id, job.token)]
+        reply = await self.rr.run_script(
+            "queue_extend", [self.leases_key], [_ms(self.lease_seconds), self.job_prefix, *pairs]
         )
-        return bool(ok)
+        return [bool(int(ok)) for ok in reply]
 
     async def release(self, job: Job, delay: float = 0.0) -> bool:
         """Hand ``job`` back without counting this delivery.
@@ -496,7 +545,8 @@ class JobQueue(QueueBase):
         reply = await self.rr.run_script(
             "queue_reserve",
             [self.pending_key, self.leases_key, self.dead_key, self.stats_key],
-            [self.job_prefix, _ms(self.lease_seconds), "", self.max_deliveries, _REAP_BATCH, 0],
+            [self.job_prefix, _ms(self.lease_seconds), "", self.max_deliveries, _REAP_BATCH, 0,
+             "", "", "", 0],
         )
         return int(reply[2]), int(reply[3])
 

@@ -62,9 +62,11 @@ until deleted (``XGROUP DELCONSUMER``), harmless but listed by ``XINFO``.
 
 **Round trips per call:** ``enqueue`` 1; ``reserve`` 1 when a job is there
 (while waiting, a ``BLPOP`` on a notify list between attempts, as ``JobQueue``);
-``ack`` 1 (plus one ``trim`` every ``trim_every`` acks); ``fail`` /
-``extend_lease`` / ``release`` / ``status`` / ``stats`` / ``trim`` 1 each;
-``reap`` 2 (dead-letter pass, trim); ``dead_letters`` 2.
+``ack`` 1 (plus one ``trim`` every ``trim_every`` acks); ``ack_and_reserve`` 1
+(the ack and the next delivery in one script, ``squeue_reserve.lua``, as in
+``JobQueue``; plus the same periodic ``trim``); ``fail`` / ``extend_lease`` /
+``extend_leases`` (any number of jobs) / ``release`` / ``status`` / ``stats`` /
+``trim`` 1 each; ``reap`` 2 (dead-letter pass, trim); ``dead_letters`` 2.
 """
 
 from __future__ import annotations
@@ -173,6 +175,39 @@ class StreamQueue(QueueBase):
         return _text(result[0]) or ""
 
     # -- consumer ----------------------------------------------------------
+    async def _consume(self, mode: int, consumer_id: str = "", done: Job | None = None,
+                       result: Any = None) -> tuple[Job | None, int, list[Any]]:
+        """One ``squeue_reserve`` call: ack ``done`` (if given), then reap (mode 0) or deliver
+        (mode 1) as asked; mode 2 only acks. Returns (the delivered job or None, the completed
+        count after ``done``'s ack or 0 when its delivery was lost, the reply)."""
+        ack: list[Any] = ["", "", "", "", 0]
+        if done is not None:
+            entry, count = _split_token(done)
+            ack = [entry, done.consumer, count, orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS),
+                   _ms(self.status_ttl)]
+        reply = await self._run(
+            "squeue_reserve",
+            [self.stream_key, self.delayed_key, self.dead_key, self.stats_key, self.cursor_key,
+             self.notify_key],
+            [self.job_prefix, self.group, consumer_id, _ms(self.lease_seconds), self.max_deliveries,
+             _REAP_BATCH, mode, _NOTIFY_CAP, *ack],
+        )
+        completed = int(reply[-1])
+        if done is not None and completed and completed % self.trim_every == 0:
+            await self.trim()
+        if int(reply[0]) != 1:
+            return None, completed, reply
+        _, entry, payload, deliveries, enqueued_at, count, job_id, _ = reply
+        job = Job(
+            id=_text(job_id) or "",
+            payload=orjson.loads(payload) if payload else {},
+            deliveries=int(deliveries),
+            enqueued_at=_s(enqueued_at) or 0.0,
+            token=f"{_text(entry)}/{int(count)}",
+            consumer=consumer_id,
+        )
+        return job, completed, reply
+
     async def reserve(self, consumer_id: str, timeout: float = 0) -> Job | None:
         """Deliver a job to ``consumer_id``: an abandoned one first (XAUTOCLAIM), else a new one.
 
@@ -183,23 +218,9 @@ class StreamQueue(QueueBase):
         await self._ensure_safe()
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
-            reply = await self._run(
-                "squeue_reserve",
-                [self.stream_key, self.delayed_key, self.dead_key, self.stats_key, self.cursor_key,
-                 self.notify_key],
-                [self.job_prefix, self.group, consumer_id, _ms(self.lease_seconds), self.max_deliveries,
-                 _REAP_BATCH, 1, _NOTIFY_CAP],
-            )
-            if int(reply[0]) == 1:
-                _, entry, payload, deliveries, enqueued_at, count, job_id = reply
-                return Job(
-                    id=_text(job_id) or "",
-                    payload=orjson.loads(payload) if payload else {},
-                    deliveries=int(deliveries),
-                    enqueued_at=_s(enqueued_at) or 0.0,
-                    token=f"{_text(entry)}/{int(count)}",
-                    consumer=consumer_id,
-                )
+            job, _, reply = await self._consume(1, consumer_id)
+            if job is not None:
+                return job
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
@@ -211,18 +232,19 @@ class StreamQueue(QueueBase):
 
     async def ack(self, job: Job, result: Any = None) -> bool:
         """Mark ``job`` completed (keeping ``result``). False if the delivery was lost to a claim."""
-        entry, count = _split_token(job)
-        completed = int(await self._run(
-            "squeue_ack",
-            [self.stream_key, self.stats_key],
-            [self.group, entry, job.consumer, count,
-             orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS), _ms(self.status_ttl), self.job_prefix],
-        ))
-        if completed == 0:
-            return False
-        if completed % self.trim_every == 0:
-            await self.trim()
-        return True
+        _, completed, _ = await self._consume(2, done=job, result=result)
+        return completed > 0
+
+    async def ack_and_reserve(
+        self, job: Job, result: Any = None, consumer_id: str | None = None
+    ) -> tuple[bool, Job | None]:
+        """:meth:`ack` ``job``, then deliver the next job to ``consumer_id`` (default: the job's
+        consumer) without waiting: (acked, next job or None). One round trip (plus the ``trim``
+        every ``trim_every`` acks), as :meth:`JobQueue.ack_and_reserve
+        <cachelab.patterns.queue.JobQueue.ack_and_reserve>`."""
+        await self._ensure_safe()
+        nxt, completed, _ = await self._consume(1, consumer_id or job.consumer, job, result)
+        return completed > 0, nxt
 
     async def fail(self, job: Job, error: str, *, retry: bool = True) -> str:
         """Record a failed attempt: ``"retry"`` (after backoff), ``"dead"``, or ``"lost"``."""
@@ -238,9 +260,17 @@ class StreamQueue(QueueBase):
 
     async def extend_lease(self, job: Job) -> bool:
         """Reset the message's idle time so no one claims it for another lease. False if lost."""
-        entry, count = _split_token(job)
-        return bool(await self._run("squeue_extend", [self.stream_key],
-                                    [self.group, entry, job.consumer, count]))
+        return (await self.extend_leases([job]))[0]
+
+    async def extend_leases(self, jobs: list[Job]) -> list[bool]:
+        """:meth:`extend_lease` for every job in ``jobs``, in one round trip (none if empty)."""
+        if not jobs:
+            return []
+        args: list[Any] = [self.group]
+        for job in jobs:
+            entry, count = _split_token(job)
+            args += [entry, job.consumer, count]
+        return [bool(int(ok)) for ok in await self._run("squeue_extend", [self.stream_key], args)]
 
     async def release(self, job: Job, delay: float = 0.0) -> bool:
         """Hand ``job`` back without counting this delivery (due at once, or after ``delay``)."""
@@ -262,7 +292,7 @@ class StreamQueue(QueueBase):
             [self.stream_key, self.delayed_key, self.dead_key, self.stats_key, self.cursor_key,
              self.notify_key],
             [self.job_prefix, self.group, "", _ms(self.lease_seconds), self.max_deliveries, _REAP_BATCH, 0,
-             _NOTIFY_CAP],
+             _NOTIFY_CAP, "", "", "", "", 0],
         )
         await self.trim()
         return 0, int(reply[3])

@@ -1,14 +1,19 @@
--- Extend the lease of a job still held by this holder (long-running jobs).
--- KEYS[1] leases zset   KEYS[2] job hash
--- ARGV[1] id   ARGV[2] lease token   ARGV[3] lease ms
--- Returns 1, or 0 when the lease was lost.
-if redis.call('HGET', KEYS[2], 'token') ~= ARGV[2] then
-  return 0
-end
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  return 0
-end
+-- Extend the leases of jobs still held by their holders: all of a worker's jobs in hand in one
+-- call (its one lease extender), or one job (JobQueue.extend_lease).
+-- KEYS[1] leases zset
+-- ARGV[1] lease ms   ARGV[2] job key prefix (job hash = prefix .. id; same hash tag, one slot)
+-- ARGV[3], ARGV[4]: id and lease token of the first job; ARGV[5], ARGV[6]: the second's; ...
+-- Returns one entry per job: 1 extended, 0 when its lease was lost.
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[3]), ARGV[1])
-return 1
+local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+local out = {}
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  local ok = 0
+  if redis.call('HGET', ARGV[2] .. id, 'token') == ARGV[i + 1] and redis.call('ZSCORE', KEYS[1], id) then
+    redis.call('ZADD', KEYS[1], 'XX', expiry, id)
+    ok = 1
+  end
+  out[#out + 1] = ok
+end
+return out

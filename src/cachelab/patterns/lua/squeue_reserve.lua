@@ -1,18 +1,27 @@
--- Promote due retries into the stream, then deliver one job to a consumer of the group: first a
--- message abandoned by its consumer (idle past the lease: XAUTOCLAIM), else a new one (XREADGROUP).
--- A message whose deliveries are used up is dead-lettered instead of delivered.
+-- The consumer's script: complete the job in hand (optional), promote due retries into the
+-- stream, then deliver one job to a consumer of the group: first a message abandoned by its
+-- consumer (idle past the lease: XAUTOCLAIM), else a new one (XREADGROUP). A message whose
+-- deliveries are used up is dead-lettered instead of delivered. One script, so a worker that
+-- finishes a job and takes the next one pays one round trip for both
+-- (StreamQueue.ack_and_reserve).
 -- KEYS[1] stream   KEYS[2] delayed zset   KEYS[3] dead zset   KEYS[4] stats hash
 -- KEYS[5] XAUTOCLAIM cursor string   KEYS[6] notify list
 -- ARGV[1] job key prefix   ARGV[2] group   ARGV[3] consumer   ARGV[4] lease ms (min idle time)
--- ARGV[5] max deliveries   ARGV[6] batch (bounded work)   ARGV[7] 1 = deliver a job, 0 = only reap
+-- ARGV[5] max deliveries   ARGV[6] batch (bounded work)
+-- ARGV[7] 1 = ack (if ARGV[9] is set), then deliver a job; 0 = only reap; 2 = only ack
 -- ARGV[8] notify cap
--- Returns {1, entry id, payload, deliveries, enqueued_at ms, entry delivery count, job id} when a job
--- was delivered, else {0, ms until the next delayed job is due (-1: none), promoted, dead-lettered}.
+-- ARGV[9] entry id to ack ('' = none)   ARGV[10] its consumer   ARGV[11] its entry delivery count
+-- ARGV[12] result JSON   ARGV[13] status TTL ms
+-- Returns {1, entry id, payload, deliveries, enqueued_at ms, entry delivery count, job id, completed}
+-- when a job was delivered, else {0, ms until the next delayed job is due (-1: none), promoted,
+-- dead-lettered, completed}; completed is the queue's completed count after ARGV[9]'s ack, 0 when
+-- that delivery was lost (or nothing to ack).
 local stream, delayed, dead, stats, cursor_key, notify = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local prefix, group, consumer = ARGV[1], ARGV[2], ARGV[3]
 local lease_ms = tonumber(ARGV[4])
 local max_deliveries = tonumber(ARGV[5])
 local batch = tonumber(ARGV[6])
+local mode = ARGV[7]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -41,6 +50,31 @@ local function bury(eid, f, deliveries, err)
   redis.call('HINCRBY', stats, 'dead', 1)
 end
 
+-- 0. Ack: only the consumer the message is pending on, in the delivery it got (the pending
+--    entry's delivery count), may ack it; a reclaimed message refuses the old holder.
+local completed = 0
+local ack_eid = ARGV[9] or ''
+if ack_eid ~= '' then
+  local p = redis.call('XPENDING', stream, group, ack_eid, ack_eid, 1)[1]
+  if p and p[2] == ARGV[10] and tostring(p[4]) == ARGV[11] then
+    redis.call('XACK', stream, group, ack_eid)
+    local entry = redis.call('XRANGE', stream, ack_eid, ack_eid)[1]
+    local f = entry and fields(entry) or {}
+    local job = prefix .. (f.j or ack_eid)
+    -- The status record keeps the payload (the entry will be trimmed) so the job's owner can be
+    -- checked.
+    redis.call('HSET', job, 'status', 'completed', 'result', ARGV[12], 'completed_at', now,
+      'payload', f.p or '', 'deliveries', tonumber(f.d or '0') + tonumber(p[4]),
+      'enqueued_at', enqueued_at(ack_eid, f))
+    redis.call('HDEL', job, 'entry')
+    redis.call('PEXPIRE', job, ARGV[13])
+    completed = redis.call('HINCRBY', stats, 'completed', 1)
+  end
+end
+if mode == '2' then
+  return {0, -1, 0, 0, completed}
+end
+
 -- 1. Due retries (and delayed jobs) enter the stream as new messages, carrying their job id.
 local promoted = 0
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, batch)
@@ -64,7 +98,7 @@ if promoted > 0 then
 end
 
 local buried = 0
-if ARGV[7] ~= '1' then
+if mode ~= '1' then
   -- Reaper tick: dead-letter idle messages whose deliveries are used up, without claiming the
   -- rest (a claim is a delivery; the next reserve makes it). XPENDING IDLE needs Redis >= 6.2.
   local idle = redis.call('XPENDING', stream, group, 'IDLE', lease_ms, '-', '+', batch)
@@ -84,7 +118,7 @@ if ARGV[7] ~= '1' then
       end
     end
   end
-  return {0, -1, promoted, buried}
+  return {0, -1, promoted, buried, completed}
 end
 
 -- 2. A message whose consumer went silent for a whole lease: claim it (XAUTOCLAIM counts the
@@ -118,7 +152,7 @@ for _ = 1, batch do
       local jid = f.j or eid
       redis.call('HSET', prefix .. jid, 'status', 'queued', 'entry', eid, 'last_error',
         'lease expired on delivery ' .. (deliveries - 1) .. ' (its worker was lost or hung)')
-      return {1, eid, f.p, deliveries, enqueued_at(eid, f), count, jid}
+      return {1, eid, f.p, deliveries, enqueued_at(eid, f), count, jid, completed}
     end
   end
 end
@@ -133,7 +167,7 @@ if read and read[1] and read[1][2][1] then
   local eid = entry[1]
   local f = fields(entry)
   redis.call('HINCRBY', stats, 'read', 1)
-  return {1, eid, f.p, tonumber(f.d or '0') + 1, enqueued_at(eid, f), 1, f.j or eid}
+  return {1, eid, f.p, tonumber(f.d or '0') + 1, enqueued_at(eid, f), 1, f.j or eid, completed}
 end
 
 local nxt = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
@@ -141,4 +175,4 @@ local wait = -1
 if nxt[2] then
   wait = math.max(0, tonumber(nxt[2]) - now)
 end
-return {0, wait, promoted, buried}
+return {0, wait, promoted, buried, completed}
