@@ -87,6 +87,7 @@ def test_round_trips_match_each_modules_documented_cost(pattern_results: dict[st
         "bench_stampede.py::test_token_lock_acquire_release": 2,
         "bench_queue.py::test_stream_enqueue": 1,
         "bench_queue.py::test_drain[list]": 2,
+        "bench_queue.py::test_drain_ack_and_reserve": 1,
         "bench_concurrency.py::test_acquire_release": 2,
         "bench_concurrency.py::test_acquire_refused": 1,
     }

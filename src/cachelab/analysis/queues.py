@@ -9,7 +9,8 @@ redis-server:
   server cost per job from :class:`~cachelab.harness.cost.CostMeter` (round
   trips, commands sent, server µs counted once);
 * **drain** them with one worker loop, the way each one's worker does it —
-  ours: ``reserve`` + a no-op handler + ``ack``; RQ: its ``SimpleWorker`` loop
+  ours: ``ack_and_reserve`` (the job in hand acked and the next leased, one
+  round trip) around a no-op handler; RQ: its ``SimpleWorker`` loop
   body (dequeue, execute in-process, heartbeat): jobs/s for one worker and the
   server cost per job;
 * **memory per queued job**: ``used_memory`` grown by the queued jobs over their
@@ -128,10 +129,16 @@ class _Ours(_Backend):
             await asyncio.gather(*(self.queue.enqueue(REPORT_JOB) for _ in range(min(50, n - start))))
 
     async def drain(self, n: int) -> None:
-        for _ in range(n):  # what Worker does per job, with a handler that does nothing
-            job = await self.queue.reserve("worker-1")
+        # What Worker does, with a handler that does nothing: ack the job in hand and lease the next
+        # in one round trip (ack_and_reserve), a plain ack for the last one.
+        job = await self.queue.reserve("worker-1")
+        for i in range(n):
             assert job is not None, "the backlog ran out"
-            assert await self.queue.ack(job, RESULT)
+            if i == n - 1:
+                assert await self.queue.ack(job, RESULT)
+            else:
+                acked, job = await self.queue.ack_and_reserve(job, RESULT)
+                assert acked
 
     async def close(self) -> None:
         await super().close()
