@@ -45,7 +45,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cachelab.report import bench_trials, load_trials, servers, stats
+from cachelab.report import bench_trials, load_trials, servers, side_runs, stats
 from cachelab.report.capacity import EXAMPLE_PLANS, Plan
 from cachelab.report.compare import Row, compare_metrics, failures, not_measured_by, verdict_markdown
 from cachelab.report.manifest import build_manifest, git_info, redis_info
@@ -451,6 +451,11 @@ def run_report(
             step("load", lambda: load_trials.run_trials(folder, arms, profile.load, progress=_progress)) or {}
         )
     notebooks = step("notebooks", lambda: run_notebooks(folder, profile, root)) or []
+    side_lines: list[str] = []
+    if profile.name == "full":  # their own interleaved verdicts; about two minutes together
+        step("peers", lambda: side_runs.run_peers(folder))
+        step("hotpath", lambda: side_runs.run_hotpath(folder))
+        side_lines = side_runs.summary_lines(folder)
 
     # -- assemble -------------------------------------------------------------------
     metrics, capacity = _side_metrics(candidate.label, bench, load, prefix="", other=base_prefix)
@@ -515,6 +520,7 @@ def run_report(
             guide_rows=pair_rows(cand_trials, metrics) if cand_trials else [],
             peer_rows=pair_rows(cand_trials, metrics, PEER_PAIRS) if cand_trials else [],
             hotpath_rows=pair_rows(cand_trials, metrics, HOTPATH_PAIRS) if cand_trials else [],
+            side_lines=side_lines,
             capacity=capacity,
             plans=plans,
             against=comparison,

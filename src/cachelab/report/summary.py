@@ -68,6 +68,7 @@ class SummaryInput:
     guide_rows: list[PairRow] = field(default_factory=list)  # ours against the guide's version
     peer_rows: list[PairRow] = field(default_factory=list)  # ours against other libraries
     hotpath_rows: list[PairRow] = field(default_factory=list)  # a cached request against the app's floor
+    side_lines: list[str] = field(default_factory=list)  # --full: cachelab peers' and hotpath's verdicts
     capacity: dict[str, Any] | None = None
     plans: Sequence[Plan] = ()
     against: tuple[str, list[Row]] | None = None  # (title, rows) base vs candidate, or baseline folder
@@ -183,6 +184,8 @@ def build(s: SummaryInput) -> str:
     if s.peer_rows:
         lines += _pair_table("Ours against other libraries (benchmarks, same server, same trials)",
                              "theirs", s.peer_rows)
+    if s.side_lines:
+        lines += ["### Interleaved side runs", "", *s.side_lines, ""]
     lines += [
         "### SLOs",
         "",
