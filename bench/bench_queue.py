@@ -30,6 +30,7 @@ stream entry, RQ's job hash and list element).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -129,20 +130,28 @@ def _used_memory(admin: redis.Redis) -> int:
     return int(admin.info("memory")["used_memory"])
 
 
-@pytest.mark.parametrize("backend", ["list", "streams"])
-def test_drain(backend: str, bench_async: Any, bench_rredis: ResilientRedis, bench_admin: redis.Redis,
-               arun: Any):
-    queue: JobQueue | StreamQueue = _queue(bench_rredis) if backend == "list" else _stream_queue(bench_rredis)
+def _backlog(
+    queue: JobQueue | StreamQueue, admin: redis.Redis, arun: Any
+) -> tuple[Callable[..., Awaitable[None]], float]:
+    """Queue ``BACKLOG`` jobs (after one through, for the eviction check and the scripts):
+    ``fill(n, at_once=1)`` to top it up, and the memory per queued job."""
 
     async def fill(n: int, at_once: int = 1) -> None:
         for start in range(0, n, at_once):
             await asyncio.gather(*(queue.enqueue(REPORT_JOB) for _ in range(min(at_once, n - start))))
 
-    arun(queue.enqueue(REPORT_JOB))  # eviction check, scripts
+    arun(queue.enqueue(REPORT_JOB))
     arun(queue.ack(arun(queue.reserve("worker-1")), RESULT))
-    before = _used_memory(bench_admin)
+    before = _used_memory(admin)
     arun(fill(BACKLOG))  # one at a time: new pool connections' buffers would count as job memory
-    per_job = (_used_memory(bench_admin) - before) / BACKLOG
+    return fill, (_used_memory(admin) - before) / BACKLOG
+
+
+@pytest.mark.parametrize("backend", ["list", "streams"])
+def test_drain(backend: str, bench_async: Any, bench_rredis: ResilientRedis, bench_admin: redis.Redis,
+               arun: Any):
+    queue: JobQueue | StreamQueue = _queue(bench_rredis) if backend == "list" else _stream_queue(bench_rredis)
+    fill, per_job = _backlog(queue, bench_admin, arun)
 
     async def drain_one() -> None:
         job = await queue.reserve("worker-1")
@@ -159,16 +168,7 @@ def test_drain_ack_and_reserve(bench_async: Any, bench_rredis: ResilientRedis, b
     """The list queue's drain as :class:`~cachelab.worker.Worker` runs it: the job in hand is acked
     by the call that leases the next one (``ack_and_reserve``), one ``EVALSHA`` per job."""
     queue = _queue(bench_rredis)
-
-    async def fill(n: int, at_once: int = 1) -> None:
-        for start in range(0, n, at_once):
-            await asyncio.gather(*(queue.enqueue(REPORT_JOB) for _ in range(min(at_once, n - start))))
-
-    arun(queue.enqueue(REPORT_JOB))  # eviction check, scripts
-    arun(queue.ack(arun(queue.reserve("worker-1")), RESULT))
-    before = _used_memory(bench_admin)
-    arun(fill(BACKLOG))  # one at a time: new pool connections' buffers would count as job memory
-    per_job = (_used_memory(bench_admin) - before) / BACKLOG
+    fill, per_job = _backlog(queue, bench_admin, arun)
     held = [arun(queue.reserve("worker-1"))]
 
     async def drain_one() -> None:
