@@ -311,9 +311,9 @@ def _add_peers(sub: argparse._SubParsersAction) -> None:
         description=(
             "Launches a private redis-server and compares ours with the floor (raw redis-py) and the peer "
             "libraries, each on its own default client and pool, in interleaved blocks (order rotated each "
-            "block). Prints a markdown table (per-block ratio ours/theirs: median [min-max], 95%% CI, "
-            "target, pass/fail/unsure) and writes peers.md and peers.json. A peer that is not installed is "
-            "skipped with a line saying so."
+            "block). Prints a markdown table (per-block ratio ours/theirs: median [min-max], 95 percent "
+            "CI, target, pass/fail/unsure) and, with --out, writes peers.md and peers.json there. A peer "
+            "that is not installed is skipped with a line saying so."
         ),
     )
     p.add_argument("--blocks", type=int, help="interleaved blocks per comparison (default 15; --quick 3)")

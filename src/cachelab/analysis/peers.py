@@ -804,6 +804,10 @@ def table(result: dict[str, Any]) -> str:
             f"contender, spread = {s['keys']} keys; {meta['seconds']} s. {meta['method']}. RT = round trips "
             "per op; srv µs = server µs per op, counted once."
         )
+    lines.append(
+        "\nresult: **pass** / **fail** when the whole 95 % CI is on one side of the target, **unsure** when "
+        "it straddles it (more blocks narrow it), **report** for a pair with no target (shown for context)."
+    )
     return "\n".join(lines)
 
 
