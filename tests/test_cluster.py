@@ -286,6 +286,27 @@ async def test_queue_enqueue_reserve_ack_fail_and_dead_letters_on_a_cluster(clus
         assert (stats.completed, stats.dead, stats.ready) == (1, 1, 0)
 
 
+async def test_a_batch_of_scripts_and_reads_spans_every_primary_and_reloads_flushed_scripts(cluster, crr):
+    """The app's auth round on a cluster: rate checks, the session read and a cache read of keys on
+    different primaries, in one batch; after SCRIPT FLUSH on every node it loads them and resends."""
+    sessions = SessionStore(crr, idle_timeout=60, absolute_lifetime=600)
+    session = await sessions.create("u1", {"tenant_id": "t"})
+    limiter = create_limiter(crr, "sliding_window", 100, 60)
+    cache = Cache(crr, "kpi")
+    scopes = spread_scopes(cluster, lambda s: limiter.key(s))
+    for flush in (False, True):
+        if flush:
+            for node in cluster.nodes:
+                node.client().script_flush()
+        calls = [limiter.check_call(s) for s in scopes]
+        calls += [sessions.get_call(session.id), ("MGET", *cache.read_keys(cache.key(scopes[0], "kpis")))]
+        replies = await crr.batch(calls)
+        results = [limiter.result_from_reply(r) for r in replies[: len(scopes)]]
+        assert all(r.allowed and r.remaining == 99 - flush for r in results), results
+        assert sessions.session_from_reply(session.id, replies[-2]).data == {"tenant_id": "t"}
+        assert replies[-1] == [None, None]
+
+
 async def test_queue_refuses_a_cluster_where_any_primary_may_evict(cluster, crr):
     # Any primary may own the queue's slot (now or after a reshard): one allkeys-* node is enough.
     for node in cluster.nodes:

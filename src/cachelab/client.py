@@ -476,7 +476,10 @@ class ResilientRedis:
         pipe = self.client.pipeline(transaction=False)
         for call in calls:
             if isinstance(call, ScriptCall):
-                pipe.evalsha(self.script(call.script).sha, len(call.keys), *call.keys, *call.args)
+                # execute_command, not pipe.evalsha: a cluster pipeline refuses the latter by name but
+                # routes an EVALSHA by its keys' slot.
+                sha = self.script(call.script).sha
+                pipe.execute_command("EVALSHA", sha, len(call.keys), *call.keys, *call.args)
             else:
                 pipe.execute_command(*call)
         return await pipe.execute(raise_on_error=False)
