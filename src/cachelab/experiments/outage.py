@@ -279,6 +279,9 @@ def build_timeline(
             "p99_ms": _percentile(latencies, 0.99),
             "hit_ratio": hits / len(cached) if cached else math.nan,
             "bypass": sum(1 for r in cached if r.x_cache == "BYPASS"),
+            "statuses": dict(statuses),
+            "errors": sorted({f"{r.status} {r.kind}: {(r.detail or '')[:80]}" for r in rows if r.status >= 300
+                              or r.status == 0})[:5],
         }
         if sample is not None:
             row["breaker"] = _breaker_state(sample)
