@@ -357,6 +357,24 @@ class QueueBase:
             return 1.0
         return max(0.01, min(1.0, float(socket_timeout) / 2))
 
+    async def _reserve_until(self, consumer_id: str, timeout: float) -> Job | None:
+        """Both backends' reserve: take a due job now (``_consume``), else wait on the notify list
+        (at most until the next job is due) and try again, until ``timeout`` seconds have passed."""
+        await self._ensure_safe()
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            job, _, reply = await self._consume(1, consumer_id)  # type: ignore[attr-defined]
+            if job is not None:
+                return job
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            next_due = int(reply[1])
+            wait = min(remaining, self._max_block())
+            if next_due >= 0:
+                wait = min(wait, max(next_due / 1000.0, 0.001))
+            await self._wait_for_work(wait)
+
     async def _wait_for_work(self, seconds: float) -> None:
         """Block on the notify list (a hint that a job became due), at most ``seconds``."""
         if seconds < 0.01:
@@ -467,20 +485,7 @@ class JobQueue(QueueBase):
         :meth:`fail` or :meth:`release`; if none comes before the lease
         expires, the reaper makes it due again.
         """
-        await self._ensure_safe()
-        deadline = time.monotonic() + max(0.0, timeout)
-        while True:
-            job, _, reply = await self._consume(1, consumer_id)
-            if job is not None:
-                return job
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            next_due = int(reply[1])
-            wait = min(remaining, self._max_block())
-            if next_due >= 0:
-                wait = min(wait, max(next_due / 1000.0, 0.001))
-            await self._wait_for_work(wait)
+        return await self._reserve_until(consumer_id, timeout)
 
     async def ack(self, job: Job, result: Any = None) -> bool:
         """Mark ``job`` completed (keeping ``result`` in its status record). False if the lease was lost."""

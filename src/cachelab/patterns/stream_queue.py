@@ -72,7 +72,6 @@ until deleted (``XGROUP DELCONSUMER``), harmless but listed by ``XINFO``.
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -215,20 +214,7 @@ class StreamQueue(QueueBase):
         :meth:`release`; if none comes within ``lease_seconds`` of its last delivery (or
         :meth:`extend_lease`), another consumer's ``reserve`` claims it.
         """
-        await self._ensure_safe()
-        deadline = time.monotonic() + max(0.0, timeout)
-        while True:
-            job, _, reply = await self._consume(1, consumer_id)
-            if job is not None:
-                return job
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            next_due = int(reply[1])
-            wait = min(remaining, self._max_block())
-            if next_due >= 0:
-                wait = min(wait, max(next_due / 1000.0, 0.001))
-            await self._wait_for_work(wait)
+        return await self._reserve_until(consumer_id, timeout)
 
     async def ack(self, job: Job, result: Any = None) -> bool:
         """Mark ``job`` completed (keeping ``result``). False if the delivery was lost to a claim."""
