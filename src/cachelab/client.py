@@ -5,8 +5,9 @@ timeout, and makes every request wait the 2 s connect timeout while Redis is
 down. Here a :class:`ResilientRedis` bundles:
 
 * a ``redis.asyncio.Redis`` on one connection pool, with a connect timeout, a
-  command (socket) timeout and redis-py's own :class:`~redis.retry.Retry` with
-  exponential backoff and jitter for transient errors;
+  command (socket) timeout and redis-py's own asyncio ``Retry`` with
+  exponential backoff and jitter for a lost or refused connection (not for a
+  timeout: see :func:`create_async_client`);
 * a :class:`~cachelab.resilience.CircuitBreaker` every pattern calls through;
 * a bounded :class:`~cachelab.resilience.BackgroundTasks` for refreshes and
   fire-and-forget writes;
@@ -47,6 +48,7 @@ from redis.asyncio.connection import Connection as AsyncConnection
 from redis.asyncio.connection import SSLConnection as AsyncSSLConnection
 from redis.asyncio.connection import UnixDomainSocketConnection as AsyncUnixConnection
 from redis.asyncio.connection import parse_url as async_parse_url
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -259,16 +261,26 @@ class ClientOptions:
     max_connections: int = 100
     pool_timeout: float = 2.0
 
-    def retry(self) -> Retry:
-        return Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), self.retries)
+    def retry(self, *, for_asyncio: bool = False) -> Retry | AsyncRetry:
+        """redis-py's retry with backoff; an asyncio client needs redis-py's asyncio ``Retry``.
 
-    def connection_kwargs(self) -> dict[str, Any]:
+        The class matters: given the synchronous one, an asyncio connection calls
+        ``call_with_retry`` without awaiting inside it, so no error is ever retried (until
+        2026-12 the app's client ran that way: a pooled connection from before a Redis
+        restart failed its one try, and that request answered 503 seconds after recovery).
+        """
+        backoff = ExponentialWithJitterBackoff(base=0.01, cap=0.2)
+        if for_asyncio:  # the errors it retries are the client's ``retry_on_error``
+            return AsyncRetry(backoff, self.retries, supported_errors=())
+        return Retry(backoff, self.retries)
+
+    def connection_kwargs(self, *, for_asyncio: bool = False) -> dict[str, Any]:
         """What every client built here passes redis-py: pool size, timeouts, retry."""
         return {
             "max_connections": self.max_connections,
             "socket_connect_timeout": self.connect_timeout,
             "socket_timeout": self.command_timeout,
-            "retry": self.retry(),
+            "retry": self.retry(for_asyncio=for_asyncio),
         }
 
 
@@ -291,7 +303,7 @@ def create_async_cluster_client(
         host=url_options.pop("host"),
         port=url_options.pop("port", 6379),
         ssl=ssl,
-        **options.connection_kwargs(),
+        **options.connection_kwargs(for_asyncio=True),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         health_check_interval=0,
         **url_options,
@@ -326,11 +338,15 @@ def create_async_client(
     # Bounded pool: past max_connections a caller waits (bounded) for a free
     # connection instead of failing at once and tripping the breaker; below it,
     # a checkout costs no lock or timer (cachelab.pool).
+    # Retried: a lost or refused connection (a pooled connection from before a restart, a
+    # failover), after a jittered backoff. Not retried: a timeout. The command may have run (a
+    # rate-limit count, an enqueue would then happen twice) and a server too slow to answer is
+    # not helped by twice the load; the breaker and the caller's failure policy handle it.
     pool = BoundedConnectionPool(
         connection_class=conn_cls,
         timeout=options.pool_timeout,
-        **options.connection_kwargs(),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        **options.connection_kwargs(for_asyncio=True),
+        retry_on_error=[RedisConnectionError],
         health_check_interval=0,
         **url_options,
     )
