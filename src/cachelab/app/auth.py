@@ -87,9 +87,10 @@ def enforce(results: list[RateLimitResult], response: Response) -> None:
     headers = tightest.headers()
     if not tightest.allowed:
         raise HTTPException(status_code=429, detail="rate limit exceeded", headers=headers)
+    out = response.headers
     for name, value in headers.items():
         if name != "Retry-After":
-            response.headers[name] = value
+            out.append(name, value)  # new names: no scan for an old value to replace
 
 
 async def rate_limit(request: Request, response: Response, state: State) -> None:
@@ -153,8 +154,12 @@ async def authenticate(request: Request, response: Response) -> Caller:
         rounds.setdefault(state.sessions.rr, []).append(session_call)
     for keys in reads:
         rounds.setdefault(state.rr, []).append(("MGET", *keys))
-    replies = dict(zip(rounds, await asyncio.gather(*(_batch(rr, calls) for rr, calls in rounds.items())),
-                       strict=True))  # fmt: skip
+    if len(rounds) == 1:  # the usual case, one server: no task for asyncio.gather to make
+        [(rr, calls)] = rounds.items()
+        replies = {rr: await _batch(rr, calls)}
+    else:
+        replies = dict(zip(rounds, await asyncio.gather(*(_batch(rr, calls) for rr, calls in rounds.items())),
+                           strict=True))  # fmt: skip
 
     results = []
     for limiter, identifier in checks:
@@ -171,8 +176,8 @@ async def authenticate(request: Request, response: Response) -> Caller:
         if reply is not _UNCHECKED:
             prefetched[keys[0]] = reply
 
-    response.headers["Cache-Control"] = "private"
-    response.headers["Vary"] = "Cookie"
+    response.headers.append("Cache-Control", "private")
+    response.headers.append("Vary", "Cookie")
     enforce(results, response)
     if session is _UNCHECKED:
         raise unavailable()

@@ -42,12 +42,23 @@ def safe(component: object) -> str:
     encoding is injective. (An earlier version wrote "" as ``%00``, which is
     also the encoding of ``"\\x00"``: two identifiers shared one rate-limit
     quota.) Lone surrogates are encoded with ``surrogatepass`` rather than
-    raising. No Redis round trips: keys are built in process.
+    raising. No Redis round trips: keys are built in process, and a short
+    component seen recently is answered from a bounded memo.
     """
-    text = str(component)
-    if not text:
-        return "%"  # an empty id must not collapse two separators into one
-    return _UNSAFE.sub(_escape, text)
+    text = component if type(component) is str else str(component)
+    done = _SAFE_MEMO.get(text)
+    if done is None:
+        # an empty id must not collapse two separators into one
+        done = _UNSAFE.sub(_escape, text) if text else "%"
+        if len(text) <= 64:  # ids and key parts seen again and again; one lookup from then on
+            if len(_SAFE_MEMO) >= 8192:
+                _SAFE_MEMO.clear()
+            _SAFE_MEMO[text] = done
+    return done
+
+
+#: :func:`safe`'s recent answers for short components (bounded: cleared when full).
+_SAFE_MEMO: dict[str, str] = {}
 
 
 def _escape(match: re.Match[str]) -> str:
