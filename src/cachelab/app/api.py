@@ -51,6 +51,7 @@ from cachelab.app.auth import (
     unavailable,
 )
 from cachelab.app.caching import AppCaches
+from cachelab.app.conditional import json_response
 from cachelab.app.db import STATUSES
 from cachelab.app.state import AppState
 from cachelab.patterns.cache import Cache, prefetched
@@ -226,52 +227,59 @@ async def health(state: State) -> dict[str, Any]:
 # -- tenants, users, areas ----------------------------------------------------
 @authenticated.get("/tenants")
 @cache_read(lambda c: c.tenants, lambda cache, _params: tenants_key(cache))
-async def list_tenants(caller: CurrentCaller, state: State, response: Response) -> list[dict[str, Any]]:
+async def list_tenants(
+    caller: CurrentCaller, state: State, request: Request, response: Response
+) -> list[dict[str, Any]]:
     """The caller's own tenant (the cached list holds every tenant; only theirs leaves)."""
     tenants = await cached(response, state.caches.tenants, tenants_key, state.db.list_tenants, caller=caller)
-    return [t for t in tenants if t["id"] == caller.tenant_id]
+    return json_response(request, response, [t for t in tenants if t["id"] == caller.tenant_id])
 
 
 @tenant.get("/users")
 @cache_read(lambda c: c.users, lambda cache, params: cache.key(params["tenant_id"], "users"))
 async def list_users(
-    tenant_id: str, caller: TenantCaller, state: State, response: Response
+    tenant_id: str, caller: TenantCaller, state: State, request: Request, response: Response
 ) -> list[dict[str, Any]]:
-    return await cached(
+    value = await cached(
         response,
         state.caches.users,
         lambda c: c.key(tenant_id, "users"),
         lambda: state.db.list_users(tenant_id),
         caller=caller,
     )
+    return json_response(request, response, value)
 
 
 @tenant.get("/kpis")
 @cache_read(lambda c: c.kpis, lambda cache, params: cache.key(params["tenant_id"], "kpis"))
-async def kpis(tenant_id: str, caller: TenantCaller, state: State, response: Response) -> dict[str, Any]:
+async def kpis(
+    tenant_id: str, caller: TenantCaller, state: State, request: Request, response: Response
+) -> dict[str, Any]:
     """The KPI cache: a GROUP BY over the tenant's initiatives, cached (300 s by default)."""
-    return await cached(
+    value = await cached(
         response,
         state.caches.kpis,
         lambda c: c.key(tenant_id, "kpis"),
         lambda: state.db.kpis(tenant_id),
         caller=caller,
     )
+    return json_response(request, response, value)
 
 
 @tenant.get("/areas")
 @cache_read(lambda c: c.areas, lambda cache, params: cache.key(params["tenant_id"], "areas"))
 async def areas(
-    tenant_id: str, caller: TenantCaller, state: State, response: Response
+    tenant_id: str, caller: TenantCaller, state: State, request: Request, response: Response
 ) -> list[dict[str, Any]]:
     """The guide's ``cachedQuery`` (600 s)."""
-    return await cached(
+    value = await cached(
         response,
         state.caches.areas,
         lambda c: c.key(tenant_id, "areas"),
         lambda: state.db.list_areas(tenant_id),
         caller=caller,
     )
+    return json_response(request, response, value)
 
 
 @tenant.get("/stats")
@@ -298,6 +306,7 @@ async def list_initiatives(
     tenant_id: str,
     caller: TenantCaller,
     state: State,
+    request: Request,
     response: Response,
     status: Status | None = None,
     area_id: Annotated[int | None, Query(ge=1)] = None,
@@ -306,13 +315,14 @@ async def list_initiatives(
     """Response cache: the key is the tenant, the path and the canonical (sorted) query; tagged by
     its filters."""
     params = {"status": status, "area_id": area_id, "page": page}
-    return await cached(
+    value = await cached(
         response,
         state.caches.initiatives,
         lambda c: request_key(c.prefix, tenant_id, "initiatives", params),
         lambda: state.db.list_initiatives(tenant_id, status=status, area_id=area_id, page=page),
         tags=list_tags(status, area_id),
     )
+    return json_response(request, response, value)
 
 
 @tenant.get("/initiatives/export")
@@ -355,15 +365,21 @@ def list_tags_touched_by(row: Mapping[str, Any], changes: Mapping[str, Any]) -> 
 
 @tenant.get("/initiatives/{initiative_id}")
 async def get_initiative(
-    tenant_id: str, initiative_id: int, caller: TenantCaller, state: State, response: Response
+    tenant_id: str,
+    initiative_id: int,
+    caller: TenantCaller,
+    state: State,
+    request: Request,
+    response: Response,
 ) -> dict[str, Any]:
     """One row, kept current by write-through with a version guard; another tenant's id is a 404."""
-    return await cached(
+    value = await cached(
         response,
         state.caches.initiative,
         lambda c: c.key(tenant_id, "row", initiative_id),
         lambda: state.db.get_initiative(tenant_id, initiative_id),
     )
+    return json_response(request, response, value)
 
 
 class InitiativePatch(BaseModel):
@@ -495,16 +511,19 @@ async def me(caller: CurrentCaller) -> dict[str, Any]:
 
 
 @authenticated.get("/dashboard")
-async def dashboard(caller: CurrentCaller, state: State, response: Response) -> dict[str, Any]:
+async def dashboard(
+    caller: CurrentCaller, state: State, request: Request, response: Response
+) -> dict[str, Any]:
     """Per-user, per-role dashboard (keyed by tenant, role and user): soft TTL (served stale and
     refreshed) under a hard TTL."""
-    return await cached(
+    value = await cached(
         response,
         state.caches.dashboard,
         lambda c: c.key(caller.tenant_id, "dashboard", caller.role, caller.user_id),
         lambda: state.db.dashboard(caller.user_id, caller.role),
         tags=["dashboards"],
     )
+    return json_response(request, response, value)
 
 
 # -- jobs --------------------------------------------------------------------
