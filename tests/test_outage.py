@@ -78,15 +78,15 @@ def test_with_one_shared_redis_killed_authenticated_reads_answer_503_and_never_a
     assert s["reads_5xx_during_fault"] > 0 and s["transport_errors_during_fault"] == 0, s
     inside = [row for row in result.timeline if 3 <= row["t"] < 5]  # seconds wholly inside 2.5..5.5
     assert inside and all(row["ok"] == 0 and row["errors_5xx"] == row["requests"] > 0 for row in inside)
-    # Restarted from its AOF, Redis still holds the sessions: the same users are served again, from
-    # t = 8 (a breaker probe that meets the restart's LOADING reply waits out one more reset timeout).
-    # Known and left as an issue: about one run in six, one request well after the restart still gets
-    # a 503 (a pooled connection from before the kill failing its call and its retry); never a 401
-    # (sessions survived) and never an unchecked 200.
+    # Restarted from its AOF, Redis still holds the sessions: every request is served again (never a
+    # 401: the sessions survived), from t = 8 at the latest (a breaker probe that meets the restart's
+    # LOADING reply waits out one more reset timeout). A pooled connection from before the kill is
+    # retried on a new one: until the asyncio client had a retry that works, about one run in six
+    # had one 503 here, seconds after recovery.
     after = [row for row in result.timeline if row["t"] >= 8]
     unserved = Counter(code for row in after for code, n in row["statuses"].items()
                        if code not in ("200", "202") for _ in range(n))
-    assert after and sum(unserved.values()) <= 2 and set(unserved) <= {"503"}, [
+    assert after and not unserved, [
         (row["t"], row["statuses"], row["errors"]) for row in after]
     assert s["jobs_lost"] == 0, s
 

@@ -120,7 +120,7 @@ def _lease_holder_pids(admin: redis.Redis, queue: JobQueue) -> set[int]:
 
 
 # -- the kill storm -----------------------------------------------------------------
-@pytest.mark.slow  # ~30 s: 300 jobs under 60 SIGKILLs; the SIGTERM and lease-expiry tests stay fast
+@pytest.mark.slow  # ~30 s: 300 jobs under up to 60 SIGKILLs; the SIGTERM and lease-expiry tests stay fast
 async def test_sigkilled_workers_lose_no_job_and_duplicates_are_counted(redis_url, redis_admin, tmp_path):
     jobs, workers, kills_wanted = 300, 4, 60
     rr = ResilientRedis.from_url(redis_url, options=ClientOptions(command_timeout=2.0))
@@ -168,7 +168,9 @@ async def test_sigkilled_workers_lose_no_job_and_duplicates_are_counted(redis_ur
         f"duplicates {duplicates}, re-deliveries after lost leases {stats.counters.get('reaped', 0)}, "
         f"wall {time.monotonic() - started:.1f}s"
     )
-    assert kills >= 50
+    # Enough kills for the storm to mean something. How many land before the jobs run out depends on
+    # the machine (a loaded 2-core one respawns workers slowly: 36 to 44 of the 60 seen there).
+    assert kills >= 30
     assert lost == []
     assert stats.ready == stats.delayed == stats.in_flight == stats.dead == 0
     assert all(s is not None and s.status == "completed" for s in statuses)

