@@ -7,8 +7,10 @@ import os
 import stat
 
 import pytest
+from fastapi import APIRouter
 
 from cachelab.app import passwords
+from cachelab.app.auth import TenantCaller, Writer, authenticate, require_on_every_route, same_tenant
 from cachelab.app.client_address import client_address
 from cachelab.app.seed_password import resolve_seed_password, seed_password_for_client
 from cachelab.config import ConfigError, load_settings, parse_networks
@@ -141,3 +143,25 @@ async def test_seed_accounts_are_exactly_the_seeded_users_with_every_role():
     accounts = seed_accounts(2, users_per_tenant=10, areas_per_tenant=3)
     assert accounts == seeded
     assert {a["role"] for a in accounts} == set(ROLES)
+
+
+def test_a_tenant_route_that_does_not_name_its_caller_is_refused_when_the_app_is_built():
+    # The routers carry no router-level dependency (FastAPI resolved it twice per request), so a
+    # route that forgot `caller: TenantCaller` would be open to every session: refused up front.
+    router = APIRouter(prefix="/api/tenants/{tenant_id}")
+
+    @router.get("/guarded")
+    async def guarded(caller: TenantCaller) -> None: ...
+
+    @router.post("/written")
+    async def written(caller: Writer) -> None: ...  # same_tenant one level down
+
+    assert require_on_every_route(router, same_tenant) is router
+
+    @router.get("/forgotten")
+    async def forgotten(tenant_id: str) -> None: ...
+
+    with pytest.raises(RuntimeError, match=r"\['GET'\] /api/tenants/\{tenant_id\}/forgotten .* same_tenant"):
+        require_on_every_route(router, same_tenant)
+    with pytest.raises(RuntimeError, match="authenticate or same_tenant"):
+        require_on_every_route(router, authenticate, same_tenant)

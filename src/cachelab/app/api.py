@@ -41,11 +41,13 @@ from cachelab.app.auth import (
     State,
     TenantCaller,
     Writer,
+    app_state,
     authenticate,
     client_ip,
     enforce,
     rate_limit,
     reads_cache,
+    require_on_every_route,
     same_tenant,
     state_of,
     unavailable,
@@ -89,8 +91,9 @@ Title = Annotated[str, AfterValidator(_title)]
 
 public = APIRouter()
 anonymous = APIRouter(prefix="/api", dependencies=[Depends(rate_limit)])
-authenticated = APIRouter(prefix="/api", dependencies=[Depends(authenticate)])
-tenant = APIRouter(prefix="/api/tenants/{tenant_id}", dependencies=[Depends(same_tenant)])
+# Each of their routes names its caller (checked at the bottom of this module).
+authenticated = APIRouter(prefix="/api")
+tenant = APIRouter(prefix="/api/tenants/{tenant_id}")
 
 
 # -- helpers ------------------------------------------------------------------
@@ -228,9 +231,10 @@ async def health(state: State) -> dict[str, Any]:
 @authenticated.get("/tenants")
 @cache_read(lambda c: c.tenants, lambda cache, _params: tenants_key(cache))
 async def list_tenants(
-    caller: CurrentCaller, state: State, request: Request, response: Response
+    caller: CurrentCaller, request: Request, response: Response
 ) -> list[dict[str, Any]]:
     """The caller's own tenant (the cached list holds every tenant; only theirs leaves)."""
+    state = app_state(request)
     tenants = await cached(response, state.caches.tenants, tenants_key, state.db.list_tenants, caller=caller)
     return json_response(request, response, [t for t in tenants if t["id"] == caller.tenant_id])
 
@@ -238,8 +242,9 @@ async def list_tenants(
 @tenant.get("/users")
 @cache_read(lambda c: c.users, lambda cache, params: cache.key(params["tenant_id"], "users"))
 async def list_users(
-    tenant_id: str, caller: TenantCaller, state: State, request: Request, response: Response
+    tenant_id: str, caller: TenantCaller, request: Request, response: Response
 ) -> list[dict[str, Any]]:
+    state = app_state(request)
     value = await cached(
         response,
         state.caches.users,
@@ -253,9 +258,10 @@ async def list_users(
 @tenant.get("/kpis")
 @cache_read(lambda c: c.kpis, lambda cache, params: cache.key(params["tenant_id"], "kpis"))
 async def kpis(
-    tenant_id: str, caller: TenantCaller, state: State, request: Request, response: Response
+    tenant_id: str, caller: TenantCaller, request: Request, response: Response
 ) -> dict[str, Any]:
     """The KPI cache: a GROUP BY over the tenant's initiatives, cached (300 s by default)."""
+    state = app_state(request)
     value = await cached(
         response,
         state.caches.kpis,
@@ -269,9 +275,10 @@ async def kpis(
 @tenant.get("/areas")
 @cache_read(lambda c: c.areas, lambda cache, params: cache.key(params["tenant_id"], "areas"))
 async def areas(
-    tenant_id: str, caller: TenantCaller, state: State, request: Request, response: Response
+    tenant_id: str, caller: TenantCaller, request: Request, response: Response
 ) -> list[dict[str, Any]]:
     """The guide's ``cachedQuery`` (600 s)."""
+    state = app_state(request)
     value = await cached(
         response,
         state.caches.areas,
@@ -305,7 +312,6 @@ async def stats(tenant_id: str, caller: TenantCaller, state: State, response: Re
 async def list_initiatives(
     tenant_id: str,
     caller: TenantCaller,
-    state: State,
     request: Request,
     response: Response,
     status: Status | None = None,
@@ -314,6 +320,7 @@ async def list_initiatives(
 ) -> dict[str, Any]:
     """Response cache: the key is the tenant, the path and the canonical (sorted) query; tagged by
     its filters."""
+    state = app_state(request)
     params = {"status": status, "area_id": area_id, "page": page}
     value = await cached(
         response,
@@ -368,11 +375,11 @@ async def get_initiative(
     tenant_id: str,
     initiative_id: int,
     caller: TenantCaller,
-    state: State,
     request: Request,
     response: Response,
 ) -> dict[str, Any]:
     """One row, kept current by write-through with a version guard; another tenant's id is a 404."""
+    state = app_state(request)
     value = await cached(
         response,
         state.caches.initiative,
@@ -512,10 +519,11 @@ async def me(caller: CurrentCaller) -> dict[str, Any]:
 
 @authenticated.get("/dashboard")
 async def dashboard(
-    caller: CurrentCaller, state: State, request: Request, response: Response
+    caller: CurrentCaller, request: Request, response: Response
 ) -> dict[str, Any]:
     """Per-user, per-role dashboard (keyed by tenant, role and user): soft TTL (served stale and
     refreshed) under a hard TTL."""
+    state = app_state(request)
     value = await cached(
         response,
         state.caches.dashboard,
@@ -601,4 +609,9 @@ async def update_leaderboard(
 
 #: Every router above, in the order the app includes them: each straight into the app (a router
 #: nested in another is matched level by level on every request), the hot tenant reads first.
-API_ROUTERS = (public, tenant, authenticated, anonymous)
+API_ROUTERS = (
+    public,
+    require_on_every_route(tenant, same_tenant),
+    require_on_every_route(authenticated, authenticate, same_tenant),
+    anonymous,
+)
