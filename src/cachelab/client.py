@@ -539,12 +539,13 @@ class ResilientRedis:
         """One server's batch on one pooled connection: write every command, read every reply.
 
         What redis-py's ``Pipeline.execute`` does for a batch without MULTI or WATCH, minus
-        what we do not use (a pipeline object per call, its command stack and reset, the
-        per-call telemetry hooks): on the app's hot path that was half the client's time per
-        request. Kept from it: the connection's retry (reconnect and resend on a lost
-        connection or a timeout, like any command of this client), the per-command socket
-        timeout, redis-py's reply callbacks, and a reply the server refused is an exception in
-        its place. A connection left mid-reply (cancelled, timed out) is closed, never reused.
+        what the app's every request paid for and did not use: a pipeline object and its
+        command stack per call, redis-py 8's per-pipeline hooks (HIMPORT preparation,
+        telemetry), and a timer per reply. Kept from it: the connection's retry (reconnect and
+        resend after a lost connection, like any command of this client; never after a
+        timeout), the socket timeout (here for the whole batch), redis-py's reply callbacks,
+        and a reply the server refused is an exception in its place. A connection left
+        mid-reply (cancelled, timed out) is closed, never reused.
         """
         pool = self.client.connection_pool
         callbacks = self.client.response_callbacks
