@@ -10,7 +10,14 @@ import pytest
 from fastapi import APIRouter
 
 from cachelab.app import passwords
-from cachelab.app.auth import TenantCaller, Writer, authenticate, require_on_every_route, same_tenant
+from cachelab.app.auth import (
+    CurrentCaller,
+    TenantCaller,
+    Writer,
+    authenticate,
+    require_on_every_route,
+    same_tenant,
+)
 from cachelab.app.client_address import client_address
 from cachelab.app.seed_password import resolve_seed_password, seed_password_for_client
 from cachelab.config import ConfigError, load_settings, parse_networks
@@ -165,3 +172,11 @@ def test_a_tenant_route_that_does_not_name_its_caller_is_refused_when_the_app_is
         require_on_every_route(router, same_tenant)
     with pytest.raises(RuntimeError, match="authenticate or same_tenant"):
         require_on_every_route(router, authenticate, same_tenant)
+
+    twice = APIRouter(prefix="/api/tenants/{tenant_id}")
+
+    @twice.get("/both")
+    async def both(caller: TenantCaller, me: CurrentCaller) -> None: ...  # two auth rounds, two counts
+
+    with pytest.raises(RuntimeError, match="authenticate twice"):
+        require_on_every_route(twice, same_tenant)

@@ -250,17 +250,31 @@ def require_on_every_route(router: APIRouter, *checks: Callable[..., Any]) -> AP
     """``router``, after making sure each of its routes resolves one of ``checks`` (raises if not).
 
     The routers carry no router-level dependency: every endpoint names its caller
-    (``caller: TenantCaller``, ``Writer``, ``CurrentCaller``) anyway, and FastAPI would resolve
-    a router-level copy of it again on every request (measured: a third of what FastAPI spends
-    on a tenant route). What the router-level dependency guaranteed, that no route of the
-    router can forget the check, this guarantees when the app is built.
+    (``caller: TenantCaller``, ``Writer``, ``CurrentCaller``) anyway, and FastAPI resolved a
+    router-level copy of it again on every request. On an empty app with the same shape a
+    tenant route took 271 µs per request that way, 160 µs with one dependency, and 101 µs
+    with none. What the router-level dependency guaranteed, that no route of the router can
+    forget the check, this guarantees when the app is built. It also refuses a route that
+    resolves both :func:`authenticate` and :func:`same_tenant`: that request would be
+    authenticated twice, and counted twice against its rate limits.
     """
     for route in router.routes:
-        if isinstance(route, APIRoute) and not _resolves(route.dependant, checks):
-            names = " or ".join(check.__name__ for check in checks)
-            raise RuntimeError(f"{sorted(route.methods)} {route.path} does not depend on {names}")
+        if not isinstance(route, APIRoute):
+            continue
+        calls = _calls(route.dependant)
+        where = f"{sorted(route.methods)} {route.path}"
+        if not calls & set(checks):
+            raise RuntimeError(f"{where} does not depend on {' or '.join(c.__name__ for c in checks)}")
+        if {authenticate, same_tenant} <= calls:
+            raise RuntimeError(f"{where} resolves authenticate and same_tenant: it would authenticate twice")
     return router
 
 
-def _resolves(dependant: Dependant, checks: tuple[Callable[..., Any], ...]) -> bool:
-    return any(sub.call in checks or _resolves(sub, checks) for sub in dependant.dependencies)
+def _calls(dependant: Dependant) -> set[Callable[..., Any]]:
+    """Every dependency ``dependant`` resolves, however deep."""
+    calls: set[Callable[..., Any]] = set()
+    for sub in dependant.dependencies:
+        if sub.call is not None:
+            calls.add(sub.call)
+        calls |= _calls(sub)
+    return calls
