@@ -76,7 +76,9 @@ class Settings(BaseSettings):
     # client
     redis_connect_timeout: float = Field(1.0, gt=0, description="seconds to connect to Redis")
     redis_command_timeout: float = Field(0.5, gt=0, description="seconds for one Redis command")
-    redis_retries: int = Field(1, ge=0, le=10, description="retries (with backoff) of a failed command")
+    redis_retries: int = Field(
+        1, ge=0, le=10, description="retries (with backoff) of a command whose connection was lost or refused"
+    )
     redis_max_connections: int = Field(100, ge=1, description="connection pool size per process")
 
     # circuit breaker
