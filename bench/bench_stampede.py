@@ -145,10 +145,10 @@ def test_stampede_at_expiry(
     )
     assert sum(result.statuses.values()) == result.callers
     if strategy == "single_flight":
-        # Coalesced: usually one load. On a loaded machine a caller that starts after the first load
-        # finished but before its fill landed loads again, which is correct, so only "far fewer
-        # loads than callers" is a property of single flight.
-        assert result.loader_calls <= max(1, result.callers // 10)
+        # Coalesced: usually one load. On a loaded machine a caller whose read missed before the fill
+        # landed, but who reaches the flight after it ended, loads again (correct: it saw a miss), so
+        # only "far fewer loads than callers" is a property of single flight: 2 of 10 was seen in CI.
+        assert result.loader_calls <= max(2, result.callers // 10)
 
 
 def test_token_lock_acquire_release(bench_async: Any, bench_rredis: ResilientRedis):
