@@ -38,6 +38,11 @@ def test_every_pattern_module_is_imported_by_a_benchmark():
     assert not missing, f"pattern modules without a benchmark: {missing}"
 
 
+# The measuring run below takes ~50 s on 2 cores (every pattern benchmark, in a second pytest): the
+# checks that need it are in the long set. The fast loop still runs every benchmark once, in process.
+needs_a_measuring_run = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def pattern_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """One short measuring run of the pattern benchmarks (rounds cut to the minimum)."""
@@ -56,6 +61,7 @@ def _row(results: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
     return results[name]["extra_info"]
 
 
+@needs_a_measuring_run
 def test_every_pattern_benchmark_records_server_cost_and_a_group(pattern_results: dict[str, dict[str, Any]]):
     assert len(pattern_results) >= 60
     for name, bench in pattern_results.items():
@@ -66,6 +72,7 @@ def test_every_pattern_benchmark_records_server_cost_and_a_group(pattern_results
         assert info["time_unit"] in ("op", "experiment"), name
 
 
+@needs_a_measuring_run
 def test_round_trips_match_each_modules_documented_cost(pattern_results: dict[str, dict[str, Any]]):
     expected = {
         "bench_cache.py::test_fetch_hit": 1,
@@ -107,6 +114,7 @@ def test_round_trips_match_each_modules_documented_cost(pattern_results: dict[st
     assert "keys" not in scan["commands"] and scan["commands"]["scan"] >= 20
 
 
+@needs_a_measuring_run
 def test_stampede_rows_count_loader_calls_per_strategy(pattern_results: dict[str, dict[str, Any]]):
     rows = {
         s: _row(pattern_results, f"bench_stampede.py::test_stampede_at_expiry[{s}]")

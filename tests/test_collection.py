@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -18,6 +20,7 @@ def _collected(*args: str) -> list[str]:
     return [line for line in proc.stdout.splitlines() if "::" in line]
 
 
+@pytest.mark.slow  # two collections of the whole repository in a second pytest: ~40 s on 2 cores
 def test_benchmark_only_collects_bench_alone_and_plain_pytest_collects_both():
     measured = _collected("--benchmark-only")
     assert measured and all(node.startswith("bench/") for node in measured)
