@@ -57,7 +57,7 @@ def app_state(request: Request) -> AppState:
 async def state_of(request: Request) -> AppState:
     # async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a thread
     # hop on every request for one attribute read.
-    return request.app.state.cachelab
+    return app_state(request)
 
 
 State = Annotated[AppState, Depends(state_of)]
