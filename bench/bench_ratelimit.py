@@ -3,6 +3,9 @@
 * ``ratelimit-allowed`` — a limit far above what the row can spend
   (1 000 000 / 60 s), so every check admits and writes.
 * ``ratelimit-denied`` — 10 / hour, spent before timing, so every check denies.
+* ``ratelimit-leased`` — a check through :class:`~cachelab.patterns.ratelimit_lease.QuotaLeases`
+  (the app's fast reads): 1/50 of the limit leased at once, so one round trip
+  (the check and its refill) per 100 checks of ``ALLOW``.
 * ``ratelimit-local`` — the in-process GCRA the ``"local"`` failure policy
   falls back to (no Redis: zero round trips, CPU only).
 
@@ -30,6 +33,7 @@ import pytest
 from cachelab.client import ResilientRedis
 from cachelab.patterns.keys import make_key
 from cachelab.patterns.ratelimit import create_limiter, naive_fixed_window
+from cachelab.patterns.ratelimit_lease import QuotaLeases
 from cachelab.patterns.ratelimit_local import LocalGCRA
 
 ALGORITHMS = ["fixed_window", "sliding_log", "sliding_window", "token_bucket", "gcra"]
@@ -92,6 +96,17 @@ def test_check_denied(case: str, bench_async: Any, bench_rredis: ResilientRedis,
         memory_key=key,
         extra=_extra(case, DENY),
     )
+
+
+@pytest.mark.parametrize("case", ALGORITHMS)
+def test_leased_check(case: str, bench_async: Any, bench_rredis: ResilientRedis, arun: Any):
+    leases = QuotaLeases(create_limiter(bench_rredis, case, *ALLOW))
+    assert arun(leases.check(IDENTIFIER)).allowed and leases.held(IDENTIFIER) == leases.units
+
+    async def op() -> bool:
+        return (await leases.check(IDENTIFIER)).allowed
+
+    bench_async(op, group="ratelimit-leased", extra={**_extra(case, ALLOW), "lease_units": leases.units})
 
 
 @pytest.mark.parametrize("path", ["allowed", "denied"])

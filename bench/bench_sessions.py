@@ -5,7 +5,9 @@
   separate ``EXPIRE`` for that, and can race the expiry in between);
 * ``create`` is two (add the id to the user's index, then write the session);
   each op logs in a different user, as a login burst would;
-* ``update`` writes only the changed field, only if the session still exists.
+* ``update`` writes only the changed field, only if the session still exists;
+* ``trusted get``: a session read in the last second, taken from the process
+  (:mod:`cachelab.patterns.session_trust`, the app's fast reads): no round trip.
 
 ``memory_per_key``: the session hash of :data:`DATA` on the ``get`` row, a
 user's one-session index on the ``create`` row.
@@ -17,6 +19,7 @@ import itertools
 from typing import Any
 
 from cachelab.client import ResilientRedis
+from cachelab.patterns.session_trust import TrustedSessions
 from cachelab.patterns.sessions import SessionStore
 
 #: What a dashboard session carries: who, which tenant, roles, a CSRF token, UI state.
@@ -38,6 +41,15 @@ def test_session_get_and_slide(bench_async: Any, bench_rredis: ResilientRedis, a
     session = arun(store.create("u-0001", DATA))
     assert arun(store.get(session.id)).data == DATA
     bench_async(lambda: store.get(session.id), group="sessions", memory_key=store.session_key(session.id))
+
+
+def test_trusted_session_get(bench_sync: Any, bench_rredis: ResilientRedis, arun: Any):
+    """A session read in the last second, taken from this process (the app's fast reads): no round trip."""
+    store, trusted = _store(bench_rredis), TrustedSessions(60)
+    session_id = arun(store.create("u-0001", DATA)).id
+    trusted.remember(arun(store.get(session_id)))
+    assert trusted.get(session_id) is not None
+    bench_sync(lambda: trusted.get(session_id), group="sessions")
 
 
 def test_session_create(bench_async: Any, bench_rredis: ResilientRedis, arun: Any):

@@ -393,13 +393,13 @@ async def test_failure_policies_open_closed_and_local_when_redis_is_lost(private
 
         assert open_.stats.snapshot() == {
             "allowed": 6, "denied": 0,
-            "by_source": {"redis": 1, "fallback-open": 5, "fallback-closed": 0, "local": 0}}
+            "by_source": {"redis": 1, "fallback-open": 5, "fallback-closed": 0, "local": 0, "lease": 0}}
         assert closed.stats.snapshot() == {
             "allowed": 1, "denied": 5,
-            "by_source": {"redis": 1, "fallback-open": 0, "fallback-closed": 5, "local": 0}}
+            "by_source": {"redis": 1, "fallback-open": 0, "fallback-closed": 5, "local": 0, "lease": 0}}
         assert local.stats.snapshot() == {
             "allowed": 5, "denied": 2,
-            "by_source": {"redis": 1, "fallback-open": 0, "fallback-closed": 0, "local": 6}}
+            "by_source": {"redis": 1, "fallback-open": 0, "fallback-closed": 0, "local": 6, "lease": 0}}
     finally:
         private_redis.resume()
         await rr.aclose()

@@ -164,6 +164,7 @@ class _Entry:
     conn: Any  # the tracked connection that read it ...
     session: int  # ... and which of its sockets
     epoch: int
+    derived: Any = None  # (what NearCache.l1_derived made of the value, its created_ms): made once per entry
 
 
 class _Ticket:
@@ -654,6 +655,29 @@ class NearCache(Cache):
             return CacheResult(decoded.value, CacheStatus.HIT_L1, age, decoded.soft_expires_ms)
         self.l1_stats.stale_served += 1
         return CacheResult(decoded.value, CacheStatus.STALE_L1, age, decoded.soft_expires_ms)
+
+    def l1_derived(self, key: str, derive: Callable[[Any], Any]) -> tuple[Any, float] | None:
+        """``(derive(value), age)`` for the L1's fresh entry of untagged ``key``, or None.
+
+        ``derive`` runs once per entry, and its result is kept with the entry and dropped with
+        it: what a fast read (:mod:`cachelab.app.fast_reads`) serves on every hit, the response
+        body, is made once per fill instead of decoded and encoded again per request. It must
+        be immutable (bytes): every hit shares it. Only while the breaker is closed (a
+        ``HIT-L1``): a ``STALE-L1`` is left to :meth:`fetch`.
+        """
+        entry = self.store.lookup(key)
+        if entry is None or self.rr.breaker.state is not BreakerState.CLOSED:
+            return None
+        if entry.derived is None:
+            try:
+                decoded = self.codec.decode(entry.raw)
+            except CorruptEntry:  # it decoded when it was kept; never expected
+                self.store.discard(key)
+                return None
+            entry.derived = (derive(decoded.value), decoded.created_ms)
+        derived, created_ms = entry.derived
+        self.l1_stats.hits += 1
+        return derived, max(0.0, (time.time_ns() // 1_000_000 - created_ms) / 1000)
 
     async def fetch(
         self,

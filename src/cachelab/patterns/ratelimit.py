@@ -127,7 +127,7 @@ from cachelab.resilience import RedisUnavailable
 
 FailurePolicy = Literal["open", "closed", "local"]
 FAILURE_POLICIES: tuple[str, ...] = ("open", "closed", "local")
-SOURCES: tuple[str, ...] = ("redis", "fallback-open", "fallback-closed", "local")
+SOURCES: tuple[str, ...] = ("redis", "fallback-open", "fallback-closed", "local", "lease")
 
 
 # -- result and headers -------------------------------------------------------
@@ -357,10 +357,12 @@ class RateLimiter:
             args = self._args(cost)
         return ScriptCall(self.script, [self._key(identifier)], args)
 
-    def result_from_reply(self, reply: Any) -> RateLimitResult:
-        """The decision :meth:`check_call`'s reply carries (counted in :attr:`stats`)."""
+    def result_from_reply(self, reply: Any, *, record: bool = True) -> RateLimitResult:
+        """The decision :meth:`check_call`'s reply carries (counted in :attr:`stats` if ``record``:
+        a lease, :mod:`cachelab.patterns.ratelimit_lease`, is not a request's decision)."""
         result = self._result(reply)
-        self.stats.record(result)
+        if record:
+            self.stats.record(result)
         return result
 
     def unavailable_result(self, identifier: object, cost: int = 1) -> RateLimitResult:
