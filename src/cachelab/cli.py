@@ -68,6 +68,12 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="keep the hot caches in process too, invalidated by Redis (CACHELAB_NEAR_CACHE=on)",
     )
+    p.add_argument(
+        "--fast-reads",
+        action="store_true",
+        help="with --near-cache: answer warm cached reads in process, trusting sessions for "
+        "CACHELAB_SESSION_TRUST seconds and leasing rate-limit units (CACHELAB_FAST_READS=on)",
+    )
     p.add_argument("--log-level", default="warning", help="uvicorn log level (default warning)")
 
     _add_seed_flags(p)
@@ -281,6 +287,11 @@ def _add_hotpath(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seconds", type=float, default=3.0, help="seconds per block (default 3)")
     p.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     p.add_argument("--pythonpath", help="run the app from another checkout's src folder (a 'before')")
+    p.add_argument(
+        "--fast-reads",
+        action="store_true",
+        help="run the app with CACHELAB_NEAR_CACHE=on and CACHELAB_FAST_READS=on",
+    )
     p.add_argument("--out", type=Path, help="also write hotpath.md and hotpath.json into this folder")
 
     def run(args: argparse.Namespace) -> int:
@@ -290,7 +301,8 @@ def _add_hotpath(sub: argparse._SubParsersAction) -> None:
         if args.blocks < 1 or args.seconds <= 0 or args.connections < 1:
             print("cachelab hotpath: --blocks, --seconds and --connections must be positive", file=sys.stderr)
             return 2
-        plan = HotpathPlan(blocks=args.blocks, seconds=args.seconds, connections=args.connections)
+        plan = HotpathPlan(blocks=args.blocks, seconds=args.seconds, connections=args.connections,
+                           fast_reads=args.fast_reads)  # fmt: skip
         try:
             result = run_hotpath(plan, pythonpath=args.pythonpath)
         except WrkMissing as exc:

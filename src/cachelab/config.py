@@ -128,6 +128,18 @@ class Settings(BaseSettings):
         10.0, gt=0, description="seconds an in-process entry may be served after its read, even unnotified"
     )
     near_cache_max_bytes: int = Field(16 * 2**20, ge=4096, description="in-process cache budget per process")
+    # fast reads (cachelab.app.fast_reads): warm near-cached reads answered without Redis, off by default
+    fast_reads: bool = Field(
+        False,
+        description="'on' (needs CACHELAB_NEAR_CACHE=on): trust a session read in the last "
+        "CACHELAB_SESSION_TRUST seconds, lease rate-limit units, and answer a warm near-cached "
+        "read with neither a Redis round trip nor FastAPI's dependency resolution",
+    )
+    session_trust: float = Field(
+        1.0, gt=0, le=60,
+        description="with fast reads: seconds a session read from Redis is trusted in process "
+        "(a log-out in another process takes effect within this)",
+    )
 
     # authentication (see cachelab.app.auth)
     trusted_proxies: str = Field(
@@ -193,6 +205,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 "CACHELAB_NEAR_CACHE=on does not work with Redis Cluster (REDIS_URL is redis+cluster://): "
                 "tracking would need one invalidation connection per primary"
+            )
+        return value
+
+    @field_validator("fast_reads")
+    @classmethod
+    def _check_fast_reads(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and not info.data.get("near_cache"):
+            raise ValueError(
+                "CACHELAB_FAST_READS=on needs CACHELAB_NEAR_CACHE=on: fast reads are answered from the "
+                "in-process cache"
             )
         return value
 

@@ -45,6 +45,7 @@ from cachelab.app.auth import (
     authenticate,
     client_ip,
     enforce,
+    forget_session,
     rate_limit,
     reads_cache,
     require_on_every_route,
@@ -55,6 +56,7 @@ from cachelab.app.auth import (
 from cachelab.app.caching import AppCaches
 from cachelab.app.conditional import json_response
 from cachelab.app.db import STATUSES
+from cachelab.app.fast_reads import fast_read
 from cachelab.app.state import AppState
 from cachelab.patterns.cache import Cache, prefetched
 from cachelab.patterns.concurrency import ConcurrencyLimitExceeded, Lease
@@ -129,11 +131,16 @@ async def cached(
 
 
 def cache_read(
-    pick: Callable[[AppCaches], Cache | None], key: Callable[[Cache, Mapping[str, str]], str]
+    pick: Callable[[AppCaches], Cache | None],
+    key: Callable[[Cache, Mapping[str, str]], str],
+    *,
+    as_is: bool = True,
 ) -> Any:
     """Mark an endpoint whose cache read rides in the auth round (:func:`~cachelab.app.auth.reads_cache`):
     ``pick`` chooses the cache, ``key`` builds the key from the path parameters. Not with a near
-    cache, whose read goes to its in-process copy first."""
+    cache, whose read goes to its in-process copy first. ``as_is``: the endpoint answers the cached
+    value as it is, so with fast reads a warm one may be answered in front of the route
+    (:mod:`cachelab.app.fast_reads`)."""
 
     def reads(state: AppState, params: Mapping[str, str]) -> list[list[str]]:
         cache = pick(state.caches)
@@ -141,7 +148,12 @@ def cache_read(
             return []
         return [cache.read_keys(key(cache, params))]
 
-    return reads_cache(reads)
+    def mark(endpoint: Any) -> Any:
+        if as_is:
+            fast_read(endpoint, pick, key)
+        return reads_cache(reads)(endpoint)
+
+    return mark
 
 
 def tenants_key(cache: Cache) -> str:
@@ -229,7 +241,7 @@ async def health(state: State) -> dict[str, Any]:
 
 # -- tenants, users, areas ----------------------------------------------------
 @authenticated.get("/tenants")
-@cache_read(lambda c: c.tenants, lambda cache, _params: tenants_key(cache))
+@cache_read(lambda c: c.tenants, lambda cache, _params: tenants_key(cache), as_is=False)
 async def list_tenants(
     caller: CurrentCaller, request: Request, response: Response
 ) -> list[dict[str, Any]]:
@@ -487,6 +499,7 @@ async def login(body: Login, request: Request, response: Response, state: State)
         raise HTTPException(status_code=401, detail=LOGIN_FAILED)
     old = request.cookies.get(SESSION_COOKIE)
     if old:
+        forget_session(state, old)
         await redis_or_503(state.sessions.destroy(old))
     session = await redis_or_503(
         state.sessions.create(
@@ -502,6 +515,8 @@ async def login(body: Login, request: Request, response: Response, state: State)
 async def logout(request: Request, response: Response, state: State) -> dict[str, bool]:
     """Ends the session server-side: its id is refused from now on, whoever holds a copy."""
     session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id:
+        forget_session(state, session_id)
     destroyed = bool(session_id) and bool(await redis_or_503(state.sessions.destroy(session_id)))
     response.delete_cookie(SESSION_COOKIE, path="/")
     return {"logged_out": destroyed}

@@ -41,6 +41,7 @@ from cachelab.app.db import WRITE_ROLES
 from cachelab.app.state import AppState
 from cachelab.client import BatchCall, ResilientRedis
 from cachelab.patterns.ratelimit import RateLimiter, RateLimitResult
+from cachelab.patterns.ratelimit_lease import QuotaLeases
 from cachelab.patterns.sessions import Session, is_valid_session_id
 from cachelab.resilience import RedisUnavailable
 
@@ -142,40 +143,74 @@ async def authenticate(request: Request, response: Response) -> Caller:
     request is refused, and a refused request's read costs the server one ``MGET``. Cache keys
     of tenant data are built from the path's tenant id, which :func:`same_tenant` then checks
     against the session's, so an allowed request only ever reads its own tenant's keys.
+
+    With fast reads (``CACHELAB_FAST_READS``) a limit with a leased unit in this process
+    (:mod:`cachelab.patterns.ratelimit_lease`) and a session read in the last
+    ``CACHELAB_SESSION_TRUST`` seconds (:mod:`cachelab.patterns.session_trust`) are decided
+    without Redis; a limit without one sends its lease refill in the same round trip.
     """
     state = app_state(request)  # not the State dependency: see app_state
     session_id = request.cookies.get(SESSION_COOKIE) or ""
     well_formed = is_valid_session_id(session_id)
-    checks: list[tuple[RateLimiter, str]] = [(state.limiters["ip"], client_ip(request, state))]
+    checks = [("ip", client_ip(request, state))]
     if well_formed:
-        checks.append((state.limiters["session"], session_id))
+        checks.append(("session", session_id))
     endpoint = request.scope.get("endpoint")
     reads = endpoint.cache_reads(state, request.path_params) if hasattr(endpoint, "cache_reads") else []
 
     rounds: dict[ResilientRedis, list[BatchCall]] = {}
-    for limiter, identifier in checks:
-        rounds.setdefault(limiter.rr, []).append(limiter.check_call(identifier))
-    session_call = state.sessions.get_call(session_id) if well_formed else None
-    if session_call is not None:
-        rounds.setdefault(state.sessions.rr, []).append(session_call)
+    # Per check: its limiter, identifier, the decision of a leased unit (or None: ask Redis)
+    # and the lease whose refill rides along (or None).
+    plan: list[tuple[RateLimiter, str, RateLimitResult | None, QuotaLeases | None]] = []
+    for name, identifier in checks:
+        limiter = state.limiters[name]
+        leases = state.leases.get(name)
+        leased = leases.take(identifier) if leases is not None else None
+        refill = None
+        if leased is None:
+            calls = rounds.setdefault(limiter.rr, [])
+            calls.append(limiter.check_call(identifier))
+            if leases is not None and (call := leases.refill_call(identifier)) is not None:
+                calls.append(call)
+                refill = leases
+        plan.append((limiter, identifier, leased, refill))
+    session: Session | object | None = None
+    session_call = None
+    if well_formed:
+        if state.trusted is not None:
+            session = state.trusted.get(session_id)
+        if session is None:
+            session_call = state.sessions.get_call(session_id)
+            rounds.setdefault(state.sessions.rr, []).append(session_call)
     for keys in reads:
         rounds.setdefault(state.rr, []).append(("MGET", *keys))
+    replies: dict[ResilientRedis, Iterator[Any]] = {}
     if len(rounds) == 1:  # the usual case, one server: no task for asyncio.gather to make
         [(rr, calls)] = rounds.items()
-        replies = {rr: await _batch(rr, calls)}
-    else:
+        replies[rr] = await _batch(rr, calls)
+    elif rounds:
         replies = dict(zip(rounds, await asyncio.gather(*(_batch(rr, calls) for rr, calls in rounds.items())),
                            strict=True))  # fmt: skip
 
     results = []
-    for limiter, identifier in checks:
+    for limiter, identifier, leased, refill in plan:
+        if leased is not None:
+            results.append(leased)
+            continue
         reply = _next(replies, limiter.rr)
         results.append(limiter.unavailable_result(identifier) if reply is _UNCHECKED
                        else limiter.result_from_reply(reply))  # fmt: skip
-    session: Session | object | None = None
+        if refill is not None:
+            reply = _next(replies, limiter.rr)
+            if reply is _UNCHECKED:
+                refill.refill_failed(identifier)
+            else:
+                refill.refilled(identifier, reply)
     if session_call is not None:
         reply = _next(replies, state.sessions.rr)
         session = reply if reply is _UNCHECKED else state.sessions.session_from_reply(session_id, reply)
+        if state.trusted is not None and isinstance(session, Session):
+            state.trusted.remember(session)
     prefetched = {}
     for keys in reads:
         reply = _next(replies, state.rr)
@@ -198,6 +233,14 @@ async def authenticate(request: Request, response: Response) -> Caller:
         session_id=session_id,
         prefetched=prefetched,
     )
+
+
+def forget_session(state: AppState, session_id: str) -> None:
+    """The session is ending here (log-out, login's rotation): stop trusting it in this process at once."""
+    if state.trusted is not None:
+        state.trusted.forget(session_id)
+    if "session" in state.leases:
+        state.leases["session"].forget(session_id)
 
 
 async def _batch(rr: ResilientRedis, calls: list[BatchCall]) -> Iterator[Any]:

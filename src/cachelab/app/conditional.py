@@ -34,6 +34,11 @@ JSON = "application/json"
 _OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
+def encode(value: Any) -> bytes:
+    """``value`` as the JSON body of a cached read."""
+    return orjson.dumps(value, option=_OPTIONS)
+
+
 def entity_tag(body: bytes) -> str:
     """A strong ETag for ``body``: 96 bits of BLAKE2b, quoted."""
     return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
@@ -52,7 +57,7 @@ def matches(if_none_match: str | None, etag: str) -> bool:
 
 def json_response(request: Request, response: Response, value: Any) -> Response:
     """``value`` as a JSON body with an ETag and the headers set on ``response``, or a 304."""
-    body = orjson.dumps(value, option=_OPTIONS)
+    body = encode(value)
     etag = entity_tag(body)
     if matches(request.headers.get("if-none-match"), etag):
         out = Response(status_code=304)

@@ -23,6 +23,7 @@ from cachelab.app.api import API_ROUTERS
 from cachelab.app.cost_header import CostHeaderMiddleware
 from cachelab.app.db import Database
 from cachelab.app.docs import add_offline_docs
+from cachelab.app.fast_reads import FastReads
 from cachelab.app.metrics import CONTENT_TYPE, AppMetrics
 from cachelab.app.state import AppState
 from cachelab.config import Settings, load_settings
@@ -109,6 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_offline_docs(app)
     metrics = AppMetrics(lambda: getattr(app.state, "cachelab", None))
     app.state.metrics = metrics
+    if settings.fast_reads:  # inside the metrics middleware, which counts its answers as the route's
+        app.add_middleware(FastReads)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.cost_header:
         app.add_middleware(CostHeaderMiddleware)

@@ -187,6 +187,7 @@ def serve_command(args: argparse.Namespace) -> int:
         ("CACHELAB_RATE_LIMIT", args.rate_limit),
         ("CACHELAB_DB_DELAY_MS", args.db_delay_ms),
         ("CACHELAB_NEAR_CACHE", "on" if getattr(args, "near_cache", False) else None),
+        ("CACHELAB_FAST_READS", "on" if getattr(args, "fast_reads", False) else None),
     ):
         if value is not None:
             os.environ[name] = str(value)

@@ -14,6 +14,8 @@ from cachelab.patterns.concurrency import ConcurrencyLimiter
 from cachelab.patterns.leaderboard import Leaderboard
 from cachelab.patterns.queue import JobQueue
 from cachelab.patterns.ratelimit import RateLimiter, create_limiter, parse_limit
+from cachelab.patterns.ratelimit_lease import QuotaLeases
+from cachelab.patterns.session_trust import TrustedSessions
 from cachelab.patterns.sessions import SessionStore
 from cachelab.patterns.stream_queue import StreamQueue, create_queue
 
@@ -36,6 +38,10 @@ class AppState:
     concurrency: dict[str, ConcurrencyLimiter] = field(default_factory=dict)
     trusted_proxies: tuple[Network, ...] = ()
     queue_stats: dict[str, Any] | None = field(default=None)
+    #: CACHELAB_FAST_READS (:mod:`cachelab.app.fast_reads`): sessions read in the last
+    #: CACHELAB_SESSION_TRUST seconds, and leases of the request limiters' quota ("ip", "session").
+    trusted: TrustedSessions | None = None
+    leases: dict[str, QuotaLeases] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -89,4 +95,6 @@ class AppState:
                 for name in CONCURRENCY_LIMITED
             },
             trusted_proxies=parse_networks(settings.trusted_proxies),
+            trusted=TrustedSessions(settings.session_trust) if settings.fast_reads else None,
+            leases={name: QuotaLeases(limiters[name]) for name in ("ip", "session") if settings.fast_reads},
         )

@@ -27,10 +27,13 @@ def run_peers(folder: Path, timeout: float = 600) -> Path:
 
 
 def run_hotpath(folder: Path, timeout: float = 600) -> Path | None:
-    """None (nothing run) without ``wrk``: the hot path needs a real load generator."""
+    """The app as configured by default (``hotpath/``), then with fast reads (``hotpath-fast/``).
+    None (nothing run) without ``wrk``: the hot path needs a real load generator."""
     if shutil.which("wrk") is None:
         return None
-    return _run(folder / "hotpath", ["hotpath"], timeout)
+    _run(folder / "hotpath", ["hotpath"], timeout)
+    _run(folder / "hotpath-fast", ["hotpath", "--fast-reads"], timeout)
+    return folder / "hotpath"
 
 
 def _run(out: Path, command: list[str], timeout: float) -> Path:
@@ -46,7 +49,7 @@ def _run(out: Path, command: list[str], timeout: float) -> Path:
 
 def summary_lines(folder: Path) -> list[str]:
     """The side runs' lines for ``summary.md`` (what was not measured says why)."""
-    lines = [x for x in (peers_line(folder), hotpath_line(folder)) if x]
+    lines = [x for x in (peers_line(folder), hotpath_line(folder), hotpath_line(folder, "hotpath-fast")) if x]
     if shutil.which("wrk") is None:
         lines.append("- Hot path over HTTP not measured: `wrk` is not installed (`apt-get install wrk`)")
     return lines
@@ -66,17 +69,20 @@ def peers_line(folder: Path) -> str | None:
     return line + (f"; failing: {', '.join(failed)}" if failed else "")
 
 
-def hotpath_line(folder: Path) -> str | None:
+def hotpath_line(folder: Path, name: str = "hotpath") -> str | None:
     """``hot path: warm GET …/kpis at 0.25× [0.22–0.27] the req/s of /api/live …``."""
-    path = folder / "hotpath" / "hotpath.json"
+    path = folder / name / "hotpath.json"
     if not path.exists():
         return None
-    endpoints = json.loads(path.read_text())["endpoints"]
+    data = json.loads(path.read_text())
+    endpoints = data["endpoints"]
     kpis, live = endpoints.get("kpis"), endpoints.get("live")
     if not kpis or not live or not kpis["rps"] or not live["rps"]:
         return None
     ratios = [a / b for a, b in zip(kpis["rps"], live["rps"], strict=False) if b]
     cpu = statistics.median(kpis["cpu_us_per_request"])
-    return (f"- Hot path over HTTP, one uvicorn worker under wrk: warm `GET …/kpis` at "
+    fast = data.get("plan", {}).get("fast_reads")
+    how = " with fast reads (`CACHELAB_FAST_READS=on`)" if fast else ""
+    return (f"- Hot path over HTTP{how}, one uvicorn worker under wrk: warm `GET …/kpis` at "
             f"{statistics.median(ratios):.2f}× [{min(ratios):.2f}–{max(ratios):.2f}] the req/s of the no-op "
-            f"`/api/live`, {cpu:.0f} server CPU µs per request (`hotpath/hotpath.md`)")  # fmt: skip
+            f"`/api/live`, {cpu:.0f} server CPU µs per request (`{name}/hotpath.md`)")  # fmt: skip

@@ -35,7 +35,9 @@ GUIDE_PAIRS = (
 #: The app's request path against its floor (``bench_app.py``): a whole request, in process.
 HOTPATH_PAIRS = (
     ("API: warm cached read (`GET …/kpis`), against the no-op floor (`GET /api/live`)",
-     "test_app_cached_read[kpis]", "test_app_floor"),
+     "test_app_cached_read[route-kpis]", "test_app_floor[route]"),
+    ("API with fast reads (`CACHELAB_FAST_READS=on`): warm cached read, against the same app's no-op floor",
+     "test_app_cached_read[fast-kpis]", "test_app_floor[fast]"),
 )  # fmt: skip
 
 #: Ours against other libraries on the same server in the same trials (``bench_peers.py``, --full).

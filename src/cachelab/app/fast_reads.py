@@ -1,0 +1,199 @@
+"""Fast reads: a warm near-cached read answered in front of FastAPI, with no Redis round trip.
+
+Why: a warm ``GET /api/tenants/{t}/kpis`` through the normal route costs about
+4× the app's no-op endpoint (``cachelab hotpath``). Measured in process, half
+of that is the Redis round trip of the auth round (rate limits, session, cache
+read) and half is FastAPI resolving the route's dependencies; a warm read with
+its Redis replies canned still cost 3.1× the no-op. So a read can only come
+close to the framework's floor if it needs neither.
+
+What: with ``CACHELAB_FAST_READS=on`` (which needs ``CACHELAB_NEAR_CACHE=on``)
+this ASGI middleware answers a ``GET`` of a route marked as a fast read
+(:func:`fast_read`: the tenant's KPIs, areas and users) by itself when it can
+decide everything the route would, from this process's memory alone:
+
+* the session was read from Redis in the last ``CACHELAB_SESSION_TRUST``
+  seconds (:mod:`cachelab.patterns.session_trust`), and is of the path's tenant;
+* both request limits have a leased unit here
+  (:mod:`cachelab.patterns.ratelimit_lease`);
+* the value is in the near cache's L1, fresh, with the breaker closed
+  (:meth:`~cachelab.patterns.near_cache.NearCache.l1_derived`; its body and
+  ETag are made once per fill).
+
+It answers what the route would have: the same body, ``ETag`` and 304 to a
+matching ``If-None-Match``, ``X-Cache: HIT-L1``, ``Age``, the rate-limit
+headers, ``Cache-Control: private`` and ``Vary: Cookie``. Anything else — no
+or untrusted session, another tenant's path, no leased unit, an L1 miss —
+goes on to FastAPI unchanged (and a unit taken is given back), where the
+normal route decides and, by deciding, refills what the next request needs.
+So every refusal (401, 403, 429, 503) is the route's own.
+
+What it costs in guarantees is what its parts document: a log-out in another
+process takes effect within ``CACHELAB_SESSION_TRUST`` seconds (at once in
+this one), a leased admission may be counted up to a second early, and the
+near cache's consistency model (an invalidation's one-way trip; ``max_age``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import cookie_parser
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from cachelab.app.auth import SESSION_COOKIE
+from cachelab.app.caching import AppCaches
+from cachelab.app.client_address import client_address
+from cachelab.app.conditional import JSON, encode, entity_tag, matches
+from cachelab.app.state import AppState
+from cachelab.patterns.near_cache import NearCache
+from cachelab.patterns.ratelimit import RateLimitResult
+from cachelab.patterns.sessions import is_valid_session_id
+
+#: ``(caches) -> the route's cache`` and ``(cache, path params) -> its key``, as for ``cache_read``.
+Pick = Callable[[AppCaches], Any]
+KeyOf = Callable[[Any, Mapping[str, str]], str]
+
+def fast_read(endpoint: Callable[..., Any], pick: Pick, key: KeyOf) -> None:
+    """Mark a tenant route whose 200 is exactly its cached value as a fast read."""
+    endpoint.fast_read = (pick, key)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class _FastRoute:
+    route: Any  # FastAPI's route: set as scope["route"], so metrics label it as usual
+    path_regex: re.Pattern[str]
+    pick: Pick
+    key: KeyOf
+
+
+def _body(value: Any) -> tuple[bytes, bytes] | None:
+    """A cached value's response body and ETag (None: not a value a 200 serves)."""
+    if value is None:
+        return None
+    body = encode(value)
+    return body, entity_tag(body).encode()
+
+
+class FastReads:
+    """The middleware; see the module docstring. Installed by ``create_app`` when fast reads are on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._routes: list[_FastRoute] | None = None
+
+    def routes(self, fastapi_app: Any) -> list[_FastRoute]:
+        if self._routes is None:
+            self._routes = [
+                _FastRoute(ctx.route, ctx.route.path_regex, *ctx.endpoint.fast_read)
+                for ctx in _route_contexts(fastapi_app)
+                if hasattr(ctx.endpoint, "fast_read") and "GET" in (ctx.methods or ())
+            ]
+        return self._routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            app = scope.get("app")
+            state: AppState | None = getattr(getattr(app, "state", None), "cachelab", None)
+            if state is not None and state.trusted is not None:
+                for fast in self.routes(app):
+                    found = fast.path_regex.match(scope["path"])
+                    if found is not None:
+                        if await self._serve(scope, send, state, fast, found.groupdict()):
+                            return
+                        break
+        await self.app(scope, receive, send)
+
+    async def _serve(
+        self, scope: Scope, send: Send, state: AppState, fast: _FastRoute, params: dict[str, str]
+    ) -> bool:
+        """Answer the request if this process alone can (True); else leave it to the route."""
+        cookie = if_none_match = None
+        forwarded: list[str] = []
+        for name, value in scope["headers"]:
+            if name == b"cookie" and cookie is None:
+                cookie = value.decode("latin-1")
+            elif name == b"if-none-match" and if_none_match is None:
+                if_none_match = value.decode("latin-1")
+            elif name == b"x-forwarded-for":
+                forwarded.append(value.decode("latin-1"))
+        # Starlette's own parser: the same session the route would see, whatever the header holds.
+        session_id = cookie_parser(cookie).get(SESSION_COOKIE, "") if cookie else ""
+        if not is_valid_session_id(session_id):
+            return False
+        session = state.trusted.get(session_id)  # type: ignore[union-attr]
+        if session is None or session.data.get("tenant_id") != params.get("tenant_id"):
+            return False
+        cache = fast.pick(state.caches)
+        if not isinstance(cache, NearCache):
+            return False
+        client = scope.get("client")
+        address = client_address(client[0] if client else None, forwarded, state.trusted_proxies)
+        ip_leases, session_leases = state.leases["ip"], state.leases["session"]
+        by_ip = ip_leases.take(address)
+        if by_ip is None:
+            return False
+        by_session = session_leases.take(session_id)
+        if by_session is None:
+            ip_leases.give_back(address)
+            return False
+        served = cache.l1_derived(fast.key(cache, params), _body)
+        if served is None or served[0] is None:
+            ip_leases.give_back(address)
+            session_leases.give_back(session_id)
+            return False
+        (body, etag), age = served
+        scope["route"] = fast.route
+        headers = [
+            (b"content-type", JSON.encode()),
+            (b"cache-control", b"private"),
+            (b"vary", b"Cookie"),
+            *_limit_headers(by_ip, by_session),
+            (b"age", str(int(age)).encode()),
+            (b"x-cache", b"HIT-L1"),
+            (b"etag", etag),
+        ]
+        if matches(if_none_match, etag.decode()):
+            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            headers.insert(0, (b"content-length", str(len(body)).encode()))
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        return True
+
+
+def _limit_headers(*results: RateLimitResult) -> list[tuple[bytes, bytes]]:
+    """The tightest admitted budget's ``X-RateLimit-*``, as :func:`~cachelab.app.auth.enforce` sends them."""
+    tightest = min(results, key=lambda r: r.remaining)
+    return [
+        (b"x-ratelimit-limit", str(tightest.limit).encode()),
+        (b"x-ratelimit-remaining", str(max(0, tightest.remaining)).encode()),
+        (b"x-ratelimit-reset", str(math.ceil(tightest.reset_after)).encode()),
+    ]
+
+
+def _route_contexts(app: Any) -> Any:
+    """Every route of ``app``, included routers too (FastAPI >= 0.16x includes them lazily)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # an older FastAPI: included routes are the app's own
+        return [_Context(r) for r in app.routes if hasattr(r, "endpoint")]
+    return iter_route_contexts(app.routes)
+
+
+@dataclass(frozen=True)
+class _Context:
+    route: Any
+
+    @property
+    def endpoint(self) -> Any:
+        return self.route.endpoint
+
+    @property
+    def methods(self) -> Any:
+        return self.route.methods

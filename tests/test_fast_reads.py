@@ -1,0 +1,224 @@
+"""Fast reads: leased rate-limit units, trusted sessions, and warm near-cached reads answered in front
+of FastAPI — on a real redis-server, through the whole app in process."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from cachelab.client import ResilientRedis, RoundTripCounter
+from cachelab.config import ConfigError, load_settings
+from cachelab.harness.app_inprocess import InProcessApp
+from cachelab.patterns.ratelimit import ALGORITHMS, create_limiter
+from cachelab.patterns.ratelimit_lease import QuotaLeases, lease_units
+from cachelab.patterns.session_trust import TrustedSessions
+from cachelab.patterns.sessions import Session, SessionStore
+
+pytest.importorskip("fastapi")
+
+A, B = "acme-01", "globex-02"
+KPIS = f"/api/tenants/{A}/kpis"
+FAST = {"near_cache": True, "fast_reads": True}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# -- the parts ------------------------------------------------------------------
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+async def test_a_refused_lease_spends_nothing_and_a_granted_one_admits_exactly_its_units(
+    algorithm: str, rredis: ResilientRedis
+):
+    limiter = create_limiter(rredis, algorithm, 10, 3600, prefix="cl:lease-test")
+    leases = QuotaLeases(limiter, units=4)
+    for _ in range(7):
+        assert (await limiter.check("u")).allowed
+    call = leases.refill_call("u")
+    assert call is not None and leases.refill_call("u") is None  # one refill in flight per identifier
+    [reply] = await rredis.batch([call])
+    assert not leases.refilled("u", reply) and leases.take("u") is None
+    # The refused lease of 4 debited nothing: the 3 units left are still there, one by one.
+    assert [(await limiter.check("u")).allowed for _ in range(4)] == [True, True, True, False]
+
+    fresh = QuotaLeases(create_limiter(rredis, algorithm, 10, 3600, prefix="cl:lease-test2"), units=4)
+    [reply] = await rredis.batch([fresh.refill_call("v")])
+    assert fresh.refilled("v", reply)
+    taken = [fresh.take("v") for _ in range(5)]
+    assert [t is not None for t in taken] == [True, True, True, True, False]
+    assert all(t.allowed and t.source == "lease" for t in taken[:4] if t is not None)
+    # Paid for in Redis: 6 of the 10 are left there, whoever asks.
+    assert [(await fresh.limiter.check("v")).allowed for _ in range(7)] == [True] * 6 + [False]
+
+
+async def test_a_lease_is_spent_only_within_its_lifetime_and_a_fixed_windows_only_within_its_window(
+    rredis: ResilientRedis,
+):
+    clock = Clock()
+    gcra = QuotaLeases(create_limiter(rredis, "gcra", 1000, 60, prefix="cl:l1"), lifetime=1.0, clock=clock)
+    assert gcra.units == lease_units(gcra.limiter) == 20
+    [reply] = await rredis.batch([gcra.refill_call("x")])
+    assert gcra.refilled("x", reply) and gcra.held("x") == 20
+    clock.now += 0.999
+    assert gcra.take("x") is not None
+    clock.now += 0.002
+    assert gcra.take("x") is None and gcra.held("x") == 0
+
+    fixed = QuotaLeases(create_limiter(rredis, "fixed_window", 1000, 60, prefix="cl:l2"), lifetime=1e6,
+                        clock=clock)  # fmt: skip
+    [reply] = await rredis.batch([fixed.refill_call("x")])
+    window_left = fixed.limiter.result_from_reply(reply, record=False).reset_after
+    fixed.refilled("x", reply)
+    clock.now += window_left + 0.001
+    assert fixed.take("x") is None  # paid in a window that has ended
+
+
+def test_a_session_is_trusted_for_its_seconds_never_past_its_deadline_and_forgotten_on_demand():
+    clock = Clock()
+    trusted = TrustedSessions(1.0, max_sessions=2, clock=clock)
+
+    def session(sid: str, user: str = "1", deadline: float = 0.0) -> Session:
+        return Session(sid, user, {"tenant_id": A}, 0.0, 100.0, 200.0, deadline)
+
+    trusted.remember(session("a"))
+    trusted.remember(session("b", deadline=100.25))  # 0.25 s before its absolute deadline
+    clock.now += 0.5
+    assert trusted.get("a") is not None and trusted.get("b") is None
+    clock.now += 0.6
+    assert trusted.get("a") is None
+    trusted.remember(session("c", user="7"))
+    trusted.remember(session("d", user="7"))
+    trusted.remember(session("e"))  # past max_sessions: the oldest goes
+    assert trusted.get("c") is None and len(trusted) == 2
+    trusted.forget_user("7")
+    assert trusted.get("d") is None and trusted.get("e") is not None
+    trusted.forget("e")
+    assert len(trusted) == 0
+
+
+def test_fast_reads_without_the_near_cache_are_refused_with_the_variables_names(monkeypatch):
+    monkeypatch.setenv("CACHELAB_FAST_READS", "on")
+    monkeypatch.delenv("CACHELAB_NEAR_CACHE", raising=False)
+    with pytest.raises(ConfigError, match="CACHELAB_FAST_READS=on needs CACHELAB_NEAR_CACHE=on"):
+        load_settings()
+
+
+# -- the whole app ------------------------------------------------------------
+async def _start(redis_url: str, **settings: Any) -> InProcessApp:
+    return await InProcessApp.start(redis_url, tenants=2, initiatives_per_tenant=5, **settings)
+
+
+async def test_a_warm_read_is_answered_without_redis_exactly_as_the_route_answers_it(
+    redis_url: str, redis_admin: redis.Redis
+):
+    fast = await _start(redis_url, rate_limit="100000/60s", session_trust=60, **FAST)
+    route = await _start(redis_url, rate_limit="100000/60s", near_cache=True)
+    try:
+        session = await fast.login(A)
+        for _ in range(3):  # a miss, a Redis hit that fills the L1, then L1 hits
+            await fast.get(KPIS, session)
+            await route.get(KPIS, session)
+        status, by_route, body = await route.get(KPIS, session)
+        assert (status, by_route["x-cache"]) == (200, "HIT-L1")
+
+        counter = RoundTripCounter()
+        fast.count_round_trips_in(counter)
+        answers = [await fast.get(KPIS, session) for _ in range(50)]
+        assert counter.value <= 1  # at most one lease refill in 50 requests (units: 100)
+        for status, headers, fast_body in answers:
+            assert (status, fast_body, headers["x-cache"]) == (200, body, "HIT-L1")
+            assert {k: v for k, v in headers.items() if not k.startswith("x-ratelimit-r")} == {
+                k: v for k, v in by_route.items() if not k.startswith("x-ratelimit-r")
+            }
+        status, headers, empty = await fast.request("GET", KPIS, session=session,
+                                                    headers={"If-None-Match": by_route["etag"]})  # fmt: skip
+        assert (status, empty, headers["etag"]) == (304, b"", by_route["etag"])
+
+        # The metrics count the answers under the route, as they would the route's own.
+        _, _, metrics = await fast.get("/metrics")
+        route_label = rb'method="GET",route="/api/tenants/\{tenant_id\}/kpis",status="200"'
+        served = re.search(rb"cachelab_http_requests_total\{" + route_label + rb"\} (\d+)", metrics)
+        assert served is not None and int(served.group(1)) == 3 + 50
+
+        # A write in this process: the next read is the new value, not the L1's old one.
+        row = orjson.loads((await fast.get(f"/api/tenants/{A}/initiatives", session))[2])["items"][0]
+        patch = orjson.dumps({"progress": (row["progress"] + 50) % 101})
+        status, _, _ = await fast.request("PATCH", f"/api/tenants/{A}/initiatives/{row['id']}",
+                                          session=session, body=patch)  # fmt: skip
+        assert status == 200
+        status, headers, changed = await fast.get(KPIS, session)
+        assert status == 200 and changed != body and headers["etag"] != by_route["etag"]
+    finally:
+        await fast.aclose()
+        await route.aclose()
+
+
+async def test_a_fast_read_never_answers_for_another_tenant_a_hostile_cookie_or_a_logged_out_session(
+    redis_url: str, redis_admin: redis.Redis
+):
+    app = await _start(redis_url, rate_limit="100000/60s", session_trust=60, **FAST)
+    try:
+        session, theirs = await app.login(A), await app.login(B)
+        for _ in range(3):
+            await app.get(KPIS, session)
+            await app.get(f"/api/tenants/{B}/kpis", theirs)
+        assert (await app.get(KPIS, session))[1]["x-cache"] == "HIT-L1"
+        status, headers, body = await app.get(f"/api/tenants/{B}/kpis", session)
+        assert status == 403 and "etag" not in headers and B.encode() not in body
+        for cookie in (f"session={session[:-1]}*", "session=", f"other={session}"):
+            status, _, _ = await app.request("GET", KPIS, headers={"Cookie": cookie})
+            assert status == 401
+        status, _, _ = await app.request("POST", "/api/logout", session=session)
+        assert status == 200
+        assert (await app.get(KPIS, session))[0] == 401  # at once, in the process that logged out
+    finally:
+        await app.aclose()
+
+
+async def test_a_session_ended_by_another_process_is_refused_once_its_trust_runs_out(
+    redis_url: str, redis_admin: redis.Redis
+):
+    app = await _start(redis_url, rate_limit="100000/60s", session_trust=0.3, **FAST)
+    elsewhere = ResilientRedis.from_url(redis_url)
+    try:
+        session = await app.login(A)
+        for _ in range(3):
+            await app.get(KPIS, session)
+        await SessionStore(elsewhere, idle_timeout=1800, absolute_lifetime=3600).destroy(session)
+        await asyncio.sleep(0.35)
+        assert (await app.get(KPIS, session))[0] == 401
+    finally:
+        await elsewhere.aclose()
+        await app.aclose()
+
+
+async def test_two_processes_leasing_one_limit_never_admit_more_than_it(
+    redis_url: str, redis_admin: redis.Redis
+):
+    # GCRA, 200 per hour, burst 200: over a test of seconds nothing refills, so exactly 200 may pass.
+    limit = {"rate_limit": "200/3600s", "rate_limit_algorithm": "gcra", "session_trust": 60}
+    apps = [await _start(redis_url, **limit, **FAST) for _ in range(2)]
+    try:
+        assert apps[0].state.leases["session"].units == 4
+        session = await apps[0].login(A)
+        statuses = []
+        for i in range(300):
+            status, headers, _ = await apps[i % 2].get(KPIS, session)
+            statuses.append(status)
+            if status == 429:
+                assert int(headers["retry-after"]) >= 1
+        assert set(statuses) == {200, 429}
+        # Units leased by one process and stranded there are lost, never spent twice.
+        assert 199 - 2 * 2 * 4 <= statuses.count(200) <= 199  # the login spent one of the address's 200
+    finally:
+        for app in apps:
+            await app.aclose()
