@@ -11,6 +11,7 @@ import orjson
 import pytest
 import redis
 
+from cachelab.app.fast_reads import BODY_OVERHEAD_BYTES
 from cachelab.client import ResilientRedis, RoundTripCounter
 from cachelab.config import ConfigError, load_settings
 from cachelab.harness.app_inprocess import InProcessApp
@@ -124,11 +125,16 @@ async def test_a_warm_read_is_answered_without_redis_exactly_as_the_route_answer
     route = await _start(redis_url, rate_limit="100000/60s", near_cache=True)
     try:
         session = await fast.login(A)
-        for _ in range(3):  # a miss, a Redis hit that fills the L1, then L1 hits
+        for _ in range(2):  # a miss, then a Redis hit that fills the L1
             await fast.get(KPIS, session)
             await route.get(KPIS, session)
         status, by_route, body = await route.get(KPIS, session)
         assert (status, by_route["x-cache"]) == (200, "HIT-L1")
+        # The first fast answer makes the body once and keeps it with the entry, on the budget.
+        near = fast.state.caches.near
+        before = near.bytes
+        assert (await fast.get(KPIS, session))[2] == body
+        assert near.bytes == before + len(body) + BODY_OVERHEAD_BYTES
 
         counter = RoundTripCounter()
         fast.count_round_trips_in(counter)

@@ -28,14 +28,16 @@ def test_ratios_pair_each_block_with_the_floors_same_block_and_the_table_says_wh
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
-def test_hotpath_serves_every_endpoint_without_refusals_and_writes_its_files(tmp_path):
+@pytest.mark.parametrize("flags", [[], ["--fast-reads"]], ids=["route", "fast-reads"])
+def test_hotpath_serves_every_endpoint_without_refusals_and_writes_its_files(tmp_path, flags):
     proc = subprocess.run(
         [sys.executable, "-m", "cachelab", "hotpath", "--blocks", "2", "--seconds", "1", "--connections", "4",
-         "--out", str(tmp_path)],
+         "--out", str(tmp_path), *flags],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "hotpath.json").read_text())
+    assert data["plan"]["fast_reads"] is bool(flags)
     for name in ("kpis", "live", "openapi"):
         endpoint = data["endpoints"][name]
         assert len(endpoint["rps"]) == 2 and min(endpoint["rps"]) > 0, name

@@ -54,6 +54,8 @@ from cachelab.patterns.near_cache import NearCache
 from cachelab.patterns.ratelimit import RateLimitResult
 from cachelab.patterns.sessions import is_valid_session_id
 
+#: Python's bytes beside the body's own for a kept body and its ETag (two bytes objects and a tuple).
+BODY_OVERHEAD_BYTES = 200
 #: ``(caches) -> the route's cache`` and ``(cache, path params) -> its key``, as for ``cache_read``.
 Pick = Callable[[AppCaches], Any]
 KeyOf = Callable[[Any, Mapping[str, str]], str]
@@ -71,12 +73,12 @@ class _FastRoute:
     key: KeyOf
 
 
-def _body(value: Any) -> tuple[bytes, bytes] | None:
-    """A cached value's response body and ETag (None: not a value a 200 serves)."""
+def _body(value: Any) -> tuple[tuple[bytes, bytes] | None, int]:
+    """A cached value's response body and ETag (None: not a value a 200 serves), and their size."""
     if value is None:
-        return None
+        return None, 0
     body = encode(value)
-    return body, entity_tag(body).encode()
+    return (body, entity_tag(body).encode()), len(body) + BODY_OVERHEAD_BYTES
 
 
 class FastReads:

@@ -375,11 +375,25 @@ class NearCacheStore:
         for dep in deps:
             self._deps.setdefault(dep, set()).add(key)
         self.stats.fills += 1
-        while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+        self._evict_over_budget()
+        return True
+
+    def keep_derived(self, key: str, entry: _Entry, derived: Any, size: int) -> bool:
+        """Keep ``derived`` with ``key``'s ``entry`` (see :meth:`NearCache.l1_derived`), its ``size``
+        bytes counted against the budget like the entry's own; False if the entry is not kept."""
+        if self._entries.get(key) is not entry:
+            return False
+        entry.derived = derived
+        entry.size += size
+        self._bytes += size
+        self._evict_over_budget()
+        return self._entries.get(key) is entry
+
+    def _evict_over_budget(self) -> None:
+        while self._entries and (len(self._entries) > self.max_entries or self._bytes > self.max_bytes):
             oldest = next(iter(self._entries))
             self._remove(oldest)
             self.stats.evicted += 1
-        return True
 
     def discard(self, dependency: str) -> int:
         """Drop every entry that depends on ``dependency`` and poison reads of it in flight.
@@ -656,14 +670,15 @@ class NearCache(Cache):
         self.l1_stats.stale_served += 1
         return CacheResult(decoded.value, CacheStatus.STALE_L1, age, decoded.soft_expires_ms)
 
-    def l1_derived(self, key: str, derive: Callable[[Any], Any]) -> tuple[Any, float] | None:
-        """``(derive(value), age)`` for the L1's fresh entry of untagged ``key``, or None.
+    def l1_derived(self, key: str, derive: Callable[[Any], tuple[Any, int]]) -> tuple[Any, float] | None:
+        """``(derived, age)`` for the L1's fresh entry of untagged ``key``, or None.
 
-        ``derive`` runs once per entry, and its result is kept with the entry and dropped with
-        it: what a fast read (:mod:`cachelab.app.fast_reads`) serves on every hit, the response
-        body, is made once per fill instead of decoded and encoded again per request. It must
-        be immutable (bytes): every hit shares it. Only while the breaker is closed (a
-        ``HIT-L1``): a ``STALE-L1`` is left to :meth:`fetch`.
+        ``derive(value)`` returns what a caller makes of the value and its size in bytes. It
+        runs once per entry; its result is kept with the entry (its size counted against the
+        budget) and dropped with it: what a fast read (:mod:`cachelab.app.fast_reads`) serves
+        on every hit, the response body, is made once per fill instead of decoded and encoded
+        again per request. It must be immutable (bytes): every hit shares it. Only while the
+        breaker is closed (a ``HIT-L1``): a ``STALE-L1`` is left to :meth:`fetch`.
         """
         entry = self.store.lookup(key)
         if entry is None or self.rr.breaker.state is not BreakerState.CLOSED:
@@ -674,7 +689,9 @@ class NearCache(Cache):
             except CorruptEntry:  # it decoded when it was kept; never expected
                 self.store.discard(key)
                 return None
-            entry.derived = (derive(decoded.value), decoded.created_ms)
+            derived, size = derive(decoded.value)
+            if not self.store.keep_derived(key, entry, (derived, decoded.created_ms), size):
+                return None  # evicted at once: the budget cannot hold the entry and its body
         derived, created_ms = entry.derived
         self.l1_stats.hits += 1
         return derived, max(0.0, (time.time_ns() // 1_000_000 - created_ms) / 1000)
