@@ -9,6 +9,7 @@ import decimal
 import enum
 import math
 import uuid
+from typing import Any
 
 import pytest
 
@@ -576,3 +577,35 @@ async def test_a_full_redis_refusing_writes_is_served_around_not_a_500():
         assert (await limiter.check("client")).allowed  # the policy decides, no exception
         assert rr.breaker.state is BreakerState.CLOSED  # reads still work: the breaker stays closed
         await rr.aclose()
+
+
+async def test_a_miss_that_comes_back_after_another_callers_flight_ended_reads_again_instead_of_loading(
+    rredis: ResilientRedis,
+):
+    cache = Cache(rredis, "late", CachePolicy(ttl=60))
+    key = cache.key("t1", "kpis")
+    loads = 0
+    loading = asyncio.Event()
+
+    async def loader() -> dict[str, int]:
+        nonlocal loads
+        loads += 1
+        loading.set()
+        await asyncio.sleep(0.05)
+        return {"total": 3}
+
+    leader_done = asyncio.Event()
+
+    async def late_read(keys: list[str]) -> list[Any]:
+        reply = await rredis.client.mget(keys)  # sent while the leader is still loading: a miss ...
+        await leader_done.wait()  # ... whose reply is handled after the leader's flight has ended
+        return reply
+
+    leader = asyncio.create_task(cache.fetch(key, loader))
+    await loading.wait()
+    late = asyncio.create_task(cache.fetch(key, loader, read_via=late_read))
+    assert (await leader).status is CacheStatus.MISS
+    leader_done.set()
+    result = await late
+    assert (result.status, result.value, loads) == (CacheStatus.HIT, {"total": 3}, 1)
+    assert cache.stats.late_rereads == 1

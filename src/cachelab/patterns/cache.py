@@ -28,7 +28,10 @@ trip (``TTL``) and lets every reader near expiry start its own refresh.
 * ``None`` from a loader is cached as a *negative* entry with its own TTL;
 * TTLs carry jitter, so keys written together do not expire together;
 * misses are coalesced in-process (:class:`~.stampede.SingleFlight`) and, with
-  ``lock=True``, across processes (:class:`~.stampede.TokenLock`);
+  ``lock=True``, across processes (:class:`~.stampede.TokenLock`). A miss whose
+  read left before another caller's fill landed, but came back after that
+  caller's flight ended, is read once more instead of loaded again (it would
+  otherwise start a second flight: a second load per stampede, seen in CI);
 * the read fetches the value, the key's *generation* and its tags'
   generations in one ``MGET``; the fill is a Lua compare-and-set on those
   generations, so an invalidation (or a newer write-through) that happened
@@ -49,7 +52,8 @@ store a stale value for one TTL. Both windows are a loader's run time, and the
 evicted key was written moments before (the last an LRU picks), but the guard
 is only absolute on a Redis that does not evict.
 
-Round trips per call: hit 1 (``MGET``); miss 2 (``MGET`` + fill ``EVALSHA``);
+Round trips per call: hit 1 (``MGET``); miss 2 (``MGET`` + fill ``EVALSHA``), a
+late miss re-read 2 (two ``MGET``);
 miss with ``lock=True`` 4 (+ ``SET NX`` + release); refresh triggered: +1 for
 the refresh lock, off the caller's path except the lock itself; while the
 breaker is open: 0.
@@ -133,6 +137,7 @@ class CacheStats:
     corrupt: int = 0
     oversize: int = 0
     errors: int = 0
+    late_rereads: int = 0  # misses read again because a flight for the key ended meanwhile
 
     @property
     def hit_ratio(self) -> float:
@@ -294,38 +299,53 @@ class Cache:
         """
         policy = policy or self.policy
         tag_keys = self._tag_keys(key, tags)
+        flights_ended = self._flight.ended
         try:
             read = await self._read(key, tag_keys, read_via)
+            served = self._serve(key, loader, policy, tag_keys, read)
+            if served is None and policy.single_flight and self._flight.ended_since(key, flights_ended):
+                # A flight for this key ended while our read was out: it has just filled the key
+                # (our miss left before the fill landed). Read it once more rather than load again.
+                self.stats.late_rereads += 1
+                read = await self._read(key, tag_keys)
+                served = self._serve(key, loader, policy, tag_keys, read)
         except RedisUnavailable:
             self.stats.errors += 1
             self.stats.bypassed += 1
             value = await self._load_coalesced(key, loader, policy)
             return CacheResult(value, CacheStatus.BYPASS)
-
-        entry = read.entry
-        if entry is not None:
-            now = _now_ms()
-            if entry.is_fresh(now):
-                self.stats.hits += 1
-                if self._wants_early_refresh(entry, now, policy):
-                    self.stats.early_refreshes += 1
-                    self._refresh_in_background(key, loader, policy, tag_keys, read)
-                age = max(0.0, (now - entry.created_ms) / 1000)
-                return CacheResult(entry.value, CacheStatus.HIT, age, entry.soft_expires_ms)
-            if policy.soft_ttl is not None:
-                # Past the soft TTL but the key still exists: stale-while-revalidate.
-                self.stats.stale_served += 1
-                self._refresh_in_background(key, loader, policy, tag_keys, read)
-                age = max(0.0, (now - entry.created_ms) / 1000)
-                return CacheResult(entry.value, CacheStatus.STALE, age, entry.soft_expires_ms)
-            # No soft TTL: the entry is past its TTL and Redis has not deleted it
-            # yet (clock drift, lazy expiry). That is a miss, loaded under the miss
-            # lock; a background refresh here would run beside the next caller's
-            # miss once Redis deletes the key, and the key would load twice.
-
+        if served is not None:
+            return served
         self.stats.misses += 1
         value = await self._miss(key, loader, policy, tag_keys, read)
         return CacheResult(value, CacheStatus.MISS)
+
+    def _serve(
+        self, key: str, loader: Loader, policy: CachePolicy, tag_keys: Sequence[str], read: _Read
+    ) -> CacheResult | None:
+        """What ``read`` serves (a HIT, or STALE with a refresh started), or None for a miss."""
+        entry = read.entry
+        if entry is None:
+            return None
+        now = _now_ms()
+        if entry.is_fresh(now):
+            self.stats.hits += 1
+            if self._wants_early_refresh(entry, now, policy):
+                self.stats.early_refreshes += 1
+                self._refresh_in_background(key, loader, policy, tag_keys, read)
+            age = max(0.0, (now - entry.created_ms) / 1000)
+            return CacheResult(entry.value, CacheStatus.HIT, age, entry.soft_expires_ms)
+        if policy.soft_ttl is not None:
+            # Past the soft TTL but the key still exists: stale-while-revalidate.
+            self.stats.stale_served += 1
+            self._refresh_in_background(key, loader, policy, tag_keys, read)
+            age = max(0.0, (now - entry.created_ms) / 1000)
+            return CacheResult(entry.value, CacheStatus.STALE, age, entry.soft_expires_ms)
+        # No soft TTL: the entry is past its TTL and Redis has not deleted it
+        # yet (clock drift, lazy expiry). That is a miss, loaded under the miss
+        # lock; a background refresh here would run beside the next caller's
+        # miss once Redis deletes the key, and the key would load twice.
+        return None
 
     async def get_or_load(
         self, key: str, loader: Loader, *, tags: Sequence[str] = (), policy: CachePolicy | None = None

@@ -24,6 +24,7 @@ import asyncio
 import math
 import random
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
@@ -39,14 +40,29 @@ class SingleFlight(Generic[T]):
     started it does not cancel it for everybody else.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, remember: int = 4096) -> None:
         self._inflight: dict[str, asyncio.Task[T]] = {}
+        #: Flights ended so far; :meth:`ended_since` compares against a caller's earlier reading.
+        self.ended = 0
+        self._last_end: OrderedDict[str, int] = OrderedDict()  # key -> ``ended`` when its last flight ended
+        self._remember = remember
 
     def __len__(self) -> int:
         return len(self._inflight)
 
     def in_flight(self, key: str) -> bool:
         return key in self._inflight
+
+    def ended_since(self, key: str, mark: int) -> bool:
+        """Has a flight for ``key`` ended since :attr:`ended` read ``mark``?
+
+        Why: a caller whose cache read left before another caller's fill landed, and whose
+        miss came back after that caller's flight ended, would start a second flight and load
+        again. Reading :attr:`ended` before its read lets it see that and read again instead.
+        Remembered for the last ``remember`` keys (an older one answers False: a load, as before).
+        """
+        last = self._last_end.get(key)
+        return last is not None and last > mark
 
     async def do(self, key: str, fn: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
         """Return ``(result, shared)``; ``shared`` is True when another caller's call was joined."""
@@ -55,8 +71,16 @@ class SingleFlight(Generic[T]):
         if task is None:
             task = asyncio.ensure_future(fn())
             self._inflight[key] = task
-            task.add_done_callback(lambda _t, key=key: self._inflight.pop(key, None))
+            task.add_done_callback(lambda _t, key=key: self._end(key))
         return await asyncio.shield(task), shared
+
+    def _end(self, key: str) -> None:
+        self._inflight.pop(key, None)
+        self.ended += 1
+        self._last_end[key] = self.ended
+        self._last_end.move_to_end(key)
+        if len(self._last_end) > self._remember:
+            self._last_end.popitem(last=False)
 
 
 class TokenLock:
