@@ -31,6 +31,7 @@ from cachelab.loadtest.users import (
     BrowserBehaviour,
     EditorBehaviour,
     LeaderboardBehaviour,
+    PollerBehaviour,
     ReporterBehaviour,
     ViewerBehaviour,
 )
@@ -65,6 +66,10 @@ class ReportRequester(ReporterBehaviour):
 
 class LeaderboardUpdater(LeaderboardBehaviour):
     """Posts scores and reads the top 10 with a rank (--mix leaderboard=N)."""
+
+
+class DashboardPoller(PollerBehaviour):
+    """An open dashboard tab revalidating KPIs and areas with If-None-Match: 304s (--mix poller=N)."""
 
 
 class AbusiveClient(AbuserBehaviour):

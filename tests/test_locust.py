@@ -150,7 +150,7 @@ def test_pacer_keeps_a_schedule_and_reports_lateness():
 
 def test_mix_names_each_user_type():
     assert parse_mix("browser=3") == {"viewer": 0, "browser": 3, "editor": 0, "reporter": 0, "leaderboard": 0,
-                                      "abuser": 0}
+                                      "abuser": 0, "poller": 0}
     for bad in ("browser", "robot=1", "viewer=0"):
         with pytest.raises(ValueError):
             parse_mix(bad)
@@ -241,6 +241,16 @@ def test_abusive_client_429s_are_counted_as_expected_not_as_failures(tmp_path):
     assert kpis.rate_limited > 0 and kpis.rate_limited_expected == kpis.rate_limited, explain(result)
     assert result.summary["endpoints"]["GET /api/tenants/{t}/kpis"]["statuses"]["429"] == kpis.rate_limited
     assert result.app_cpu and result.app_cpu["app"]["cpu_seconds"] > 0  # this call started the app
+
+
+@pytest.mark.slow
+def test_a_polling_tab_revalidates_with_its_etag_and_gets_304s_without_a_body(app, tmp_path):
+    result = scenario(app, tmp_path, mix="poller=1", users=2, duration=3)
+    assert result.exit_code == 0 and result.failures == 0, explain(result)
+    for name in ("GET /api/tenants/{t}/kpis", "GET /api/tenants/{t}/areas"):
+        statuses = result.summary["endpoints"][name]["statuses"]
+        # The first read of each tab is a 200 that hands out the tag; unchanged values are 304s after.
+        assert 1 <= statuses.get("200", 0) < statuses.get("304", 0), explain(result)
 
 
 @pytest.mark.slow

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-MIX_KEYS = ("viewer", "browser", "editor", "reporter", "leaderboard", "abuser")
-DEFAULT_MIX = "viewer=5,browser=10,editor=1,reporter=1,leaderboard=1,abuser=0"
+MIX_KEYS = ("viewer", "browser", "editor", "reporter", "leaderboard", "abuser", "poller")
+DEFAULT_MIX = "viewer=5,browser=10,editor=1,reporter=1,leaderboard=1,abuser=0,poller=0"
 DEFAULT_THINK_TIME = "0.5,1.5"
 
 

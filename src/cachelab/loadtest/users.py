@@ -424,6 +424,43 @@ class LeaderboardBehaviour(DashboardUser):
         self.get(LEADERBOARD.replace("{t}", tenant) + f"?limit=10&user_id={me}", LEADERBOARD)
 
 
+class PollerBehaviour(DashboardUser):
+    """An open dashboard tab: re-reads the tenant's KPIs and areas every think time, sending back
+    the ``ETag`` it holds in ``If-None-Match``, as a browser revalidating its copy does.
+
+    An unchanged value comes back ``304 Not Modified`` with no body (still authenticated, rate
+    limited and read from the cache first: it saves bandwidth and parsing, not the checks); a
+    changed one ``200`` with its new tag. The 304s are successes, counted under ``statuses``.
+    Not in the default mix: a load made of revalidations moves fewer bytes per request, so it
+    is a scenario of its own (``--mix poller=1``, or beside the others).
+    """
+
+    abstract = True
+    mix_key = "poller"
+
+    def setup(self) -> None:
+        self.etags: dict[str, str] = {}  # path -> the tag of the copy this tab holds
+
+    def poll(self, template: str) -> None:
+        tenant = self.tenant()
+        if tenant is None:
+            return
+        path = template.replace("{t}", tenant)
+        etag = self.etags.get(path)
+        response = self.client.get(path, name=template, headers={"If-None-Match": etag} if etag else None)
+        self.relogin_if_expired(response)
+        if response.status_code == 200 and (fresh := response.headers.get("ETag")):
+            self.etags[path] = fresh
+
+    @task(2)
+    def kpis(self) -> None:
+        self.poll(KPIS)
+
+    @task(1)
+    def areas(self) -> None:
+        self.poll(AREAS)
+
+
 class AbuserBehaviour(DashboardUser):
     """A logged-in client that ignores Retry-After and hammers one endpoint: it *should* get 429s.
 
