@@ -350,19 +350,12 @@ async def cache_group(peers: Peers, size_name: str, n_keys: int) -> Group:
         ccache = cashews.Cache()
         ccache.setup(peers.url, pickle_type="json", client_side=False)
         peers._closers.append(ccache.close)
-        c_keys = [f"cashews:{tag}:{i}" for i in range(n_keys)]
-        await _each(c_keys, lambda key: ccache.set(key, value, expire=3600))
-        assert await ccache.get(c_keys[0]) == value
-        c_key = cycle_keys(c_keys)
-
-        async def cashews_get(n: int) -> None:
-            for _ in range(n):
-                await ccache.get(c_key())
-
-        group.contenders.append(Contender("cashews get", "cashews", cashews_get, fairness=(
-            "pickle_type=json (stdlib json; cashews defaults to pickle); one GET: no envelope, "
-            "no generation, no stampede protection on this call")))
-        group.pairs += [Pair("ours get", "cashews get"), Pair("ours fetch", "cashews get")]
+        await _add_peer_cache(
+            group, "cashews get", "cashews", [f"cashews:{tag}:{i}" for i in range(n_keys)], value,
+            set_one=lambda key: ccache.set(key, value, expire=3600), get_one=ccache.get,
+            fairness="pickle_type=json (stdlib json; cashews defaults to pickle); one GET: no envelope, "
+            "no generation, no stampede protection on this call",
+        )  # fmt: skip
     except PeerMissing as exc:
         group.skipped.append(str(exc))
 
@@ -374,21 +367,40 @@ async def cache_group(peers: Peers, size_name: str, n_keys: int) -> Group:
             serializer=serializers.JsonSerializer(), endpoint=opts.get("host"), port=opts.get("port"),
             db=opts.get("db", 0), password=opts.get("password"))
         peers._closers.append(acache.close)
-        a_keys = [f"aiocache:{tag}:{i}" for i in range(n_keys)]
-        await _each(a_keys, lambda key: acache.set(key, value, ttl=3600))
-        assert await acache.get(a_keys[0]) == value
-        a_key = cycle_keys(a_keys)
-
-        async def aiocache_get(n: int) -> None:
-            for _ in range(n):
-                await acache.get(a_key())
-
-        group.contenders.append(Contender("aiocache get", "aiocache", aiocache_get, fairness=(
-            "JsonSerializer (stdlib json); one GET: no envelope, no generation, no stampede protection")))
-        group.pairs += [Pair("ours get", "aiocache get"), Pair("ours fetch", "aiocache get")]
+        await _add_peer_cache(
+            group, "aiocache get", "aiocache", [f"aiocache:{tag}:{i}" for i in range(n_keys)], value,
+            set_one=lambda key: acache.set(key, value, ttl=3600), get_one=acache.get,
+            fairness="JsonSerializer (stdlib json); one GET: no envelope, no generation, "
+            "no stampede protection",
+        )  # fmt: skip
     except PeerMissing as exc:
         group.skipped.append(str(exc))
     return group
+
+
+async def _add_peer_cache(
+    group: Group,
+    name: str,
+    library: str,
+    keys: list[str],
+    value: Any,
+    *,
+    set_one: Callable[[str], Awaitable[Any]],
+    get_one: Callable[[str], Awaitable[Any]],
+    fairness: str,
+) -> None:
+    """Fill ``keys`` through a peer cache library, check one reads back, and add its GET loop to
+    ``group``, paired with both of ours."""
+    await _each(keys, set_one)
+    assert await get_one(keys[0]) == value, f"{library}: the value read back differs"
+    next_key = cycle_keys(keys)
+
+    async def get(n: int) -> None:
+        for _ in range(n):
+            await get_one(next_key())
+
+    group.contenders.append(Contender(name, library, get, fairness=fairness))
+    group.pairs += [Pair("ours get", name), Pair("ours fetch", name)]
 
 
 # rate limits -----------------------------------------------------------------------------
