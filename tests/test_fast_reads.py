@@ -138,8 +138,12 @@ async def test_a_warm_read_is_answered_without_redis_exactly_as_the_route_answer
 
         counter = RoundTripCounter()
         fast.count_round_trips_in(counter)
+        limiters = fast.state.limiters
+        before = {name: limiters[name].stats.allowed for name in ("ip", "session")}
         answers = [await fast.get(KPIS, session) for _ in range(50)]
         assert counter.value <= 1  # at most one lease refill in 50 requests (units: 100)
+        decided = {name: limiters[name].stats.allowed - n for name, n in before.items()}
+        assert decided == {"ip": 50, "session": 50}  # each request decided once per limit
         for status, headers, fast_body in answers:
             assert (status, fast_body, headers["x-cache"]) == (200, body, "HIT-L1")
             assert {k: v for k, v in headers.items() if not k.startswith("x-ratelimit-r")} == {
@@ -161,8 +165,10 @@ async def test_a_warm_read_is_answered_without_redis_exactly_as_the_route_answer
         status, _, _ = await fast.request("PATCH", f"/api/tenants/{A}/initiatives/{row['id']}",
                                           session=session, body=patch)  # fmt: skip
         assert status == 200
-        status, headers, changed = await fast.get(KPIS, session)
+        allowed = limiters["session"].stats.allowed
+        status, headers, changed = await fast.get(KPIS, session)  # not in the L1: the route answers
         assert status == 200 and changed != body and headers["etag"] != by_route["etag"]
+        assert limiters["session"].stats.allowed == allowed + 1  # decided once, by the route
     finally:
         await fast.aclose()
         await route.aclose()

@@ -24,7 +24,7 @@ It answers what the route would have: the same body, ``ETag`` and 304 to a
 matching ``If-None-Match``, ``X-Cache: HIT-L1``, ``Age``, the rate-limit
 headers, ``Cache-Control: private`` and ``Vary: Cookie``. Anything else — no
 or untrusted session, another tenant's path, no leased unit, an L1 miss —
-goes on to FastAPI unchanged (and a unit taken is given back), where the
+goes on to FastAPI unchanged (nothing taken, nothing counted), where the
 normal route decides and, by deciding, refills what the next request needs.
 So every refusal (401, 403, 429, 503) is the route's own.
 
@@ -136,18 +136,14 @@ class FastReads:
         client = scope.get("client")
         address = client_address(client[0] if client else None, forwarded, state.trusted_proxies)
         ip_leases, session_leases = state.leases["ip"], state.leases["session"]
-        by_ip = ip_leases.take(address)
-        if by_ip is None:
-            return False
-        by_session = session_leases.take(session_id)
-        if by_session is None:
-            ip_leases.give_back(address)
+        if not ip_leases.held(address) or not session_leases.held(session_id):
             return False
         served = cache.l1_derived(fast.key(cache, params), _body)
         if served is None or served[0] is None:
-            ip_leases.give_back(address)
-            session_leases.give_back(session_id)
             return False
+        # Decided: no await since the units were seen, so both are still there to take.
+        by_ip, by_session = ip_leases.take(address), session_leases.take(session_id)
+        assert by_ip is not None and by_session is not None
         (body, etag), age = served
         scope["route"] = fast.route
         headers = [

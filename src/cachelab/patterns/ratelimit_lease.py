@@ -159,12 +159,6 @@ class QuotaLeases:
             self.refilled(identifier, replies[1])
         return limiter.result_from_reply(replies[0])
 
-    def give_back(self, identifier: str) -> None:
-        """Return the unit :meth:`take` just handed out (its request was not served after all)."""
-        lease = self._leases.get(identifier)
-        if lease is not None:
-            lease.units += 1
-
     def refill_call(self, identifier: str) -> ScriptCall | None:
         """A check of cost ``units`` to batch with the request's own check.
 
