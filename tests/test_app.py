@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cachelab.app.fast_reads import route_contexts
 from cachelab.app.main import create_app
 from cachelab.harness.app_client import cookie_header, first_account, login
 from cachelab.harness.app_server import AppServer
@@ -37,16 +38,9 @@ GENEROUS = {
 
 def app_routes() -> list[tuple[str, str]]:
     """(method, path template) of every route the app declares, from FastAPI itself."""
-    app = create_app()
-    try:
-        from fastapi.routing import iter_route_contexts  # FastAPI >= 0.16x: included routers are lazy
-
-        routes: Any = iter_route_contexts(app.routes)
-    except ImportError:
-        routes = app.routes
     return sorted(
         (method, route.path)
-        for route in routes
+        for route in route_contexts(create_app())
         for method in (getattr(route, "methods", None) or ())
         if method != "HEAD"
     )

@@ -90,11 +90,16 @@ def unavailable() -> HTTPException:
     return HTTPException(status_code=503, detail="redis unavailable", headers={"Retry-After": "1"})
 
 
+def tightest(results: list[RateLimitResult]) -> RateLimitResult:
+    """The decision a response reports: a refusal if any, else the smallest remaining budget."""
+    return min(results, key=lambda r: (r.allowed, r.remaining))
+
+
 def enforce(results: list[RateLimitResult], response: Response) -> None:
     """429 with Retry-After if any check refused; otherwise the tightest budget's headers."""
-    tightest = min(results, key=lambda r: (r.allowed, r.remaining))
-    headers = tightest.headers()
-    if not tightest.allowed:
+    decision = tightest(results)
+    headers = decision.headers()
+    if not decision.allowed:
         raise HTTPException(status_code=429, detail="rate limit exceeded", headers=headers)
     out = response.headers
     for name, value in headers.items():

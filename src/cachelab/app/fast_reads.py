@@ -36,7 +36,6 @@ near cache's consistency model (an invalidation's one-way trip; ``max_age``).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -45,13 +44,12 @@ from typing import Any
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cachelab.app.auth import SESSION_COOKIE
+from cachelab.app.auth import SESSION_COOKIE, tightest
 from cachelab.app.caching import AppCaches
 from cachelab.app.client_address import client_address
 from cachelab.app.conditional import JSON, encode, entity_tag, matches
 from cachelab.app.state import AppState
 from cachelab.patterns.near_cache import NearCache
-from cachelab.patterns.ratelimit import RateLimitResult
 from cachelab.patterns.sessions import is_valid_session_id
 
 #: Python's bytes beside the body's own for a kept body and its ETag (two bytes objects and a tuple).
@@ -92,7 +90,7 @@ class FastReads:
         if self._routes is None:
             self._routes = [
                 _FastRoute(ctx.route, ctx.route.path_regex, *ctx.endpoint.fast_read)
-                for ctx in _route_contexts(fastapi_app)
+                for ctx in route_contexts(fastapi_app)
                 if hasattr(ctx.endpoint, "fast_read") and "GET" in (ctx.methods or ())
             ]
         return self._routes
@@ -146,11 +144,13 @@ class FastReads:
         assert by_ip is not None and by_session is not None
         (body, etag), age = served
         scope["route"] = fast.route
+        # What enforce() sends for an admitted request: the tightest budget's X-RateLimit-*.
+        limits = tightest([by_ip, by_session]).headers()
         headers = [
             (b"content-type", JSON.encode()),
             (b"cache-control", b"private"),
             (b"vary", b"Cookie"),
-            *_limit_headers(by_ip, by_session),
+            *((name.lower().encode(), value.encode()) for name, value in limits.items()),
             (b"age", str(int(age)).encode()),
             (b"x-cache", b"HIT-L1"),
             (b"etag", etag),
@@ -165,18 +165,9 @@ class FastReads:
         return True
 
 
-def _limit_headers(*results: RateLimitResult) -> list[tuple[bytes, bytes]]:
-    """The tightest admitted budget's ``X-RateLimit-*``, as :func:`~cachelab.app.auth.enforce` sends them."""
-    tightest = min(results, key=lambda r: r.remaining)
-    return [
-        (b"x-ratelimit-limit", str(tightest.limit).encode()),
-        (b"x-ratelimit-remaining", str(max(0, tightest.remaining)).encode()),
-        (b"x-ratelimit-reset", str(math.ceil(tightest.reset_after)).encode()),
-    ]
-
-
-def _route_contexts(app: Any) -> Any:
-    """Every route of ``app``, included routers too (FastAPI >= 0.16x includes them lazily)."""
+def route_contexts(app: Any) -> Any:
+    """Every route of ``app`` (``.route``, ``.endpoint``, ``.methods``, ``.path``), included routers
+    too: FastAPI >= 0.16x includes them lazily, so ``app.routes`` no longer lists them."""
     try:
         from fastapi.routing import iter_route_contexts
     except ImportError:  # an older FastAPI: included routes are the app's own
@@ -195,3 +186,7 @@ class _Context:
     @property
     def methods(self) -> Any:
         return self.route.methods
+
+    @property
+    def path(self) -> str:
+        return self.route.path

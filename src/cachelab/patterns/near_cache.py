@@ -626,6 +626,11 @@ class NearCacheStore:
                 self.on_invalidate(key)
 
 
+def _age(created_ms: int) -> float:
+    """Seconds since a value was computed (``Age``), on this machine's clock."""
+    return max(0.0, (time.time_ns() // 1_000_000 - created_ms) / 1000)
+
+
 class NearCache(Cache):
     """A :class:`Cache` namespace whose Redis hits are kept in its store's in-process L1.
 
@@ -654,16 +659,19 @@ class NearCache(Cache):
         self.store = store
         self.l1_stats = L1Stats()
 
-    def _from_l1(self, key: str, tag_keys: tuple[str, ...]) -> CacheResult | None:
-        entry = self.store.lookup(key, tag_keys)
-        if entry is None:
-            return None
+    def _decode(self, key: str, entry: _Entry) -> Any:
+        """The entry's envelope, decoded; None (and the entry dropped) if it no longer decodes."""
         try:
-            decoded = self.codec.decode(entry.raw)
+            return self.codec.decode(entry.raw)
         except CorruptEntry:  # it decoded when it was kept; never expected
             self.store.discard(key)
             return None
-        age = max(0.0, (time.time_ns() // 1_000_000 - decoded.created_ms) / 1000)
+
+    def _from_l1(self, key: str, tag_keys: tuple[str, ...]) -> CacheResult | None:
+        entry = self.store.lookup(key, tag_keys)
+        if entry is None or (decoded := self._decode(key, entry)) is None:
+            return None
+        age = _age(decoded.created_ms)
         if self.rr.breaker.state is BreakerState.CLOSED:
             self.l1_stats.hits += 1
             return CacheResult(decoded.value, CacheStatus.HIT_L1, age, decoded.soft_expires_ms)
@@ -684,17 +692,14 @@ class NearCache(Cache):
         if entry is None or self.rr.breaker.state is not BreakerState.CLOSED:
             return None
         if entry.derived is None:
-            try:
-                decoded = self.codec.decode(entry.raw)
-            except CorruptEntry:  # it decoded when it was kept; never expected
-                self.store.discard(key)
+            if (decoded := self._decode(key, entry)) is None:
                 return None
             derived, size = derive(decoded.value)
             if not self.store.keep_derived(key, entry, (derived, decoded.created_ms), size):
                 return None  # evicted at once: the budget cannot hold the entry and its body
         derived, created_ms = entry.derived
         self.l1_stats.hits += 1
-        return derived, max(0.0, (time.time_ns() // 1_000_000 - created_ms) / 1000)
+        return derived, _age(created_ms)
 
     async def fetch(
         self,

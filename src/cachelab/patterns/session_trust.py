@@ -15,8 +15,9 @@ request, and:
 
 * **A log-out or revocation elsewhere takes effect within ``seconds``** (the
   entry expires and the next request reads Redis, which refuses the id). In this
-  process it takes effect at once: the app's log-out, login (rotation) and
-  revocation call :meth:`forget` / :meth:`forget_user` before they answer.
+  process it takes effect at once: the app's log-out and login (rotation) call
+  :meth:`forget` before they answer (:meth:`forget_user` is for a log-out
+  everywhere).
 * **The idle timeout still slides**: a client busy enough to be trusted is read
   from Redis (which slides the timeout, ``session_get.lua``) once per ``seconds``.
 * **Never past the absolute deadline**: an entry is trusted until the earlier of
