@@ -17,11 +17,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HIT_PATH = """            if entry.is_fresh(now):
-                self.stats.hits += 1
-"""
+HIT_PATH = "            read = await self._read(key, tag_keys, read_via)\n"
 EXTRA_ROUND_TRIP = (
-    HIT_PATH + "                await self.rr.call(self.rr.client.ping)  # the injected regression\n"
+    HIT_PATH + "            await self.rr.call(self.rr.client.ping)  # the injected regression\n"
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
