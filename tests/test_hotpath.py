@@ -20,7 +20,7 @@ def test_ratios_pair_each_block_with_the_floors_same_block_and_the_table_says_wh
     }
     result = HotpathResult(HotpathPlan(blocks=2), runs, "this checkout")
     assert result.ratio("kpis", "live") == [0.25, 0.5]
-    assert result.ratio("kpis", "live", "cpu") == pytest.approx([1 / 3, 0.2])
+    assert result.ratio("kpis", "live", "cpu") == pytest.approx([3.0, 5.0])
     table = markdown(result)
     assert "| `/api/tenants/t/kpis` | 200 [100–300] | 950 [900–1000] | 0.38 [0.25–0.50] |" in table
     assert "not served by this app" in table and "Floor: `/api/live`" in table

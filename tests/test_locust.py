@@ -251,6 +251,10 @@ def test_a_polling_tab_revalidates_with_its_etag_and_gets_304s_without_a_body(ap
         statuses = result.summary["endpoints"][name]["statuses"]
         # The first read of each tab is a 200 that hands out the tag; unchanged values are 304s after.
         assert 1 <= statuses.get("200", 0) < statuses.get("304", 0), explain(result)
+    with (tmp_path / "endpoints.csv").open() as fh:  # the spreadsheet shows them too, not only the JSON
+        rows = {row["endpoint"]: row for row in csv.DictReader(fh)}
+    kpis = result.summary["endpoints"]["GET /api/tenants/{t}/kpis"]["statuses"]["304"]
+    assert int(rows["GET /api/tenants/{t}/kpis"]["not_modified"]) == kpis
 
 
 @pytest.mark.slow

@@ -82,11 +82,14 @@ class HotpathResult:
     app: str  # which code served: this checkout or --pythonpath
 
     def ratio(self, name: str, floor: str, metric: str = "rps") -> list[float]:
-        """Per block: ``name``'s req/s over ``floor``'s (or the floor's CPU/request over ``name``'s)."""
+        """Per block: ``name``'s req/s as a share of ``floor``'s (1.0 is as fast as the no-op; higher
+        is better), or with ``metric="cpu"`` its server CPU per request as a multiple of the floor's
+        (1.0 costs what the no-op costs; lower is better). Two views of one block: the first is what a
+        client sees, the second is robust to other load on the machine."""
         a, b = self.runs[name], self.runs[floor]
         if metric == "rps":
             return [x / y for x, y in zip(a.rps, b.rps, strict=True) if y]
-        return [y / x for x, y in zip(a.cpu_us, b.cpu_us, strict=True) if x]
+        return [x / y for x, y in zip(a.cpu_us, b.cpu_us, strict=True) if y]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -113,7 +116,8 @@ def markdown(result: HotpathResult) -> str:
         + ("; fast reads on: CACHELAB_NEAR_CACHE=on CACHELAB_FAST_READS=on" if result.plan.fast_reads else "")
         + ").",
         "",
-        "| endpoint | req/s | server CPU µs/request | req/s ÷ floor | floor CPU ÷ this CPU |",
+        "| endpoint | req/s | server CPU µs/request | speed: req/s ÷ floor's (higher is better) "
+        "| cost: CPU/request ÷ floor's (lower is better) |",
         "|---|---|---|---|---|",
     ]
     floor = "live" if "live" in result.runs and result.runs["live"].rps else "openapi"

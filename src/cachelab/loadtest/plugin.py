@@ -32,7 +32,7 @@ from cachelab.loadtest.faults import ProxyController, parse_faults
 from cachelab.loadtest.metrics import TOTAL, LoadMetrics
 from cachelab.loadtest.options import add_arguments, parse_mix, parse_think_time
 from cachelab.loadtest.redis_stats import RedisRunMeter
-from cachelab.loadtest.results import write_results
+from cachelab.loadtest.results import not_modified, write_results
 from cachelab.loadtest.shapes import normalize_shape
 from cachelab.loadtest.thresholds import ThresholdResult, evaluate, load_thresholds, parse_thresholds
 
@@ -263,13 +263,14 @@ class LoadTestSession:
 
 def log_table(summary: dict[str, Any]) -> None:
     """A compact per-endpoint table (µs-resolution percentiles), after Locust's own."""
-    lines = [f"{'cachelab endpoint':<46} {'reqs':>7} {'fail':>5} {'429':>5} {'rps':>8} "
+    lines = [f"{'cachelab endpoint':<46} {'reqs':>7} {'fail':>5} {'429':>5} {'304':>5} {'rps':>8} "
              f"{'p50 ms':>8} {'p99 ms':>8} {'p99.9':>8} {'hit%':>6}"]
     for name, e in summary["endpoints"].items():
         lat = e["latency_ms"] or {}
         hit = "" if e["hit_ratio"] is None else f"{100 * e['hit_ratio']:.1f}"
         lines.append(
-            f"{name[:46]:<46} {e['requests']:>7} {e['failures']:>5} {e['rate_limited']:>5} {e['rps']:>8.1f} "
+            f"{name[:46]:<46} {e['requests']:>7} {e['failures']:>5} {e['rate_limited']:>5} "
+            f"{not_modified(e):>5} {e['rps']:>8.1f} "
             f"{lat.get('p50', 0):>8.3f} {lat.get('p99', 0):>8.3f} {lat.get('p99.9', 0):>8.3f} {hit:>6}"
         )
     gen = summary["generator"]

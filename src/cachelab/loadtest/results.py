@@ -25,6 +25,11 @@ HISTOGRAMS_FILE = "histograms.json"
 _LATENCY_KEYS = ("p50", "p90", "p95", "p99", "p99.9", "max", "mean")
 
 
+def not_modified(endpoint: dict[str, Any]) -> int:
+    """An endpoint summary's 304s: revalidations answered without a body (successes, not failures)."""
+    return int(endpoint.get("statuses", {}).get("304", 0))
+
+
 def endpoint_rows(endpoints: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for name, e in endpoints.items():
@@ -36,6 +41,7 @@ def endpoint_rows(endpoints: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "rps": e["rps"],
             "rate_limited": e["rate_limited"],
             "rate_limited_expected": e["rate_limited_expected"],
+            "not_modified": not_modified(e),
             **{k.lower(): v for k, v in e["x_cache"].items()},
             "hit_ratio": "" if e["hit_ratio"] is None else e["hit_ratio"],
         }
