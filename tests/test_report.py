@@ -236,6 +236,23 @@ def test_ours_against_a_peer_is_judged_trial_by_trial_from_the_same_passes():
     assert row.verdict == "improvement"  # the same ratio in every trial, however the machine moved
 
 
+def test_the_apis_warm_read_is_a_cost_over_its_no_op_in_its_own_table_not_a_slower_verdict():
+    from cachelab.report.run import pair_rows
+    from cachelab.report.summary import HOTPATH_PAIRS, SummaryInput, build
+
+    trials = [{"test_app_cached_read[route-kpis]": {"median_us": 700 * f},
+               "test_app_floor[route]": {"median_us": 100 * f}} for f in (1.0, 1.2, 0.9)]  # fmt: skip
+    metrics = {"bench.test_app_cached_read[route-kpis].round_trips": exact(1, "RT/op"),
+               "bench.test_app_floor[route].round_trips": exact(0, "RT/op")}  # fmt: skip
+    rows = pair_rows(trials, metrics, HOTPATH_PAIRS)
+    summary = build(SummaryInput(title="t", context_line="c", slos=[], hotpath_rows=rows))
+    heading = next(line for line in summary.splitlines() if "no-op" in line and line.startswith("###"))
+    assert "cost over" in heading
+    [line] = [x for x in summary.splitlines() if x.startswith("| `GET …/kpis`, warm, through the route")]
+    assert "| 1 / 0 |" in line and "7×" in line and "slower" not in line
+    assert "Our patterns against the guide" not in summary  # no guide rows, no guide table
+
+
 def _report_cli(cwd, *args):
     import subprocess
     import sys

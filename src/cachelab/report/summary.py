@@ -34,9 +34,8 @@ GUIDE_PAIRS = (
 
 #: The app's request path against its floor (``bench_app.py``): a whole request, in process.
 HOTPATH_PAIRS = (
-    ("API: warm cached read (`GET …/kpis`), against the no-op floor (`GET /api/live`)",
-     "test_app_cached_read[route-kpis]", "test_app_floor[route]"),
-    ("API with fast reads (`CACHELAB_FAST_READS=on`): warm cached read, against the same app's no-op floor",
+    ("`GET …/kpis`, warm, through the route", "test_app_cached_read[route-kpis]", "test_app_floor[route]"),
+    ("`GET …/kpis`, warm, with fast reads (`CACHELAB_FAST_READS=on`)",
      "test_app_cached_read[fast-kpis]", "test_app_floor[fast]"),
 )  # fmt: skip
 
@@ -179,12 +178,11 @@ def build(s: SummaryInput) -> str:
         if omitted:
             lines += [f"_{omitted} row(s) this profile does not reach (e.g. memory for a 90 % hit ratio) "
                       "are in `report.html`; the full profile measures them._", ""]
-    if s.guide_rows or s.hotpath_rows:
-        # One table (the summary must fit a pull request); "theirs" is the guide's version, or for the
-        # API row the app's no-op floor, which a real request is expected to be slower than.
-        lines += _pair_table("Our patterns against the guide's versions, and the API's warm read against "
-                             "its no-op floor (benchmarks, same trials)", "theirs",
-                             [*s.guide_rows, *s.hotpath_rows])
+    if s.guide_rows:
+        lines += _pair_table("Our patterns against the guide's versions (benchmarks, same trials)", "theirs",
+                             s.guide_rows)
+    if s.hotpath_rows:
+        lines += _floor_table(s.hotpath_rows)
     if s.peer_rows:
         lines += _pair_table("Ours against other libraries (benchmarks, same server, same trials)",
                              "theirs", s.peer_rows)
@@ -269,6 +267,24 @@ def _servers_tables(sv: ServersSection) -> list[str]:
         lines += [md_table(["dashboard mix, cache-aside", a, b, f"{b} ÷ {a} [95 % CI]", "verdict"], load), ""]
     lines += ["_Every metric on both servers: `servers.md`; each server's allocator: `manifest.json`._", ""]
     return lines
+
+
+def _floor_table(rows: list[PairRow]) -> list[str]:
+    """The API's warm read as a cost over the same app's no-op. A real request is expected to cost more
+    than the no-op, so "slower" is not a finding here; the multiple is."""
+    return [
+        "### The API's warm read: its cost over the app's no-op `GET /api/live` (in process, same trials)",
+        "",
+        md_table(
+            ["request", "round trips: request / no-op", "time: request ÷ no-op [95 % CI]"],
+            [[what, f"{fmt_value(a)} / {fmt_value(b)}", fmt_ratio(r)] for what, r, a, b in rows],
+        ),
+        "",
+        "_No socket, and the time includes waiting on Redis: a cost multiple, not a throughput "
+        "(`cachelab hotpath` measures req/s over HTTP). A fast read can cost less than the no-op: it is "
+        "answered before FastAPI's routing, which the no-op goes through._",
+        "",
+    ]
 
 
 def _faster(row: Row) -> str:
