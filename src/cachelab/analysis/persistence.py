@@ -474,10 +474,12 @@ def capacity_rows(rows: Sequence[dict[str, Any]], kills: Sequence[dict[str, Any]
         if k is not None:
             out.append(
                 {
+                    # A share, not a count: each mode's kill lands after a different number of writes.
                     "row": f"Acknowledged writes lost on kill -9, {mode.label}",
-                    "value": k["lost"],
-                    "unit": "writes",
-                    "note": f"of {k['acked']} acknowledged before the kill" + _LOSS_NOTES.get(mode.name, ""),
+                    "value": round(100 * k["lost"] / k["acked"], 1) if k["acked"] else None,
+                    "unit": "% of acknowledged",
+                    "note": f"{k['lost']} of {k['acked']} acknowledged before the kill"
+                    + _LOSS_NOTES.get(mode.name, ""),
                 }
             )
     return out

@@ -611,7 +611,7 @@ def _trials_line(profile: Profile, load: dict[str, list[load_trials.Trial]]) -> 
 
 def _notebook_capacity(headlines: dict[str, dict[str, Any]]) -> list[list[Any]]:
     return [
-        [row.get("row"), row.get("value"), row.get("unit", "")]
+        [row.get("row"), row.get("value"), row.get("unit", ""), row.get("note", "")]
         for _nb, data in sorted(headlines.items())
         for row in data.get("capacity") or []
     ]

@@ -75,7 +75,7 @@ class SummaryInput:
     against: tuple[str, list[Row]] | None = None  # (title, rows) base vs candidate, or baseline folder
     problems: list[str] = field(default_factory=list)
     trials_line: str = ""
-    extra_capacity: list[list[Any]] = field(default_factory=list)  # the notebooks' rows: [what, value, unit]
+    extra_capacity: list[list[Any]] = field(default_factory=list)  # notebook rows: what, value, unit, against
     hit_line: str = ""  # the cache-aside arm's hit ratio with its interval
     servers: ServersSection | None = None  # --against-server: this commit on two servers
 
@@ -172,7 +172,10 @@ def build(s: SummaryInput) -> str:
         lines += [
             "### Capacity: memory, persistence and network distance (notebooks, one run each)",
             "",
-            md_table(["", "value", "unit"], measured),
+            "_Single runs with no interval: read each value against the comparison beside it, and take a "
+            "difference of a few per cent as noise._",
+            "",
+            md_table(["", "value", "unit", "against"], measured),
             "",
         ]
         if omitted:
