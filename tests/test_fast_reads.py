@@ -158,6 +158,11 @@ async def test_a_warm_read_is_answered_without_redis_exactly_as_the_route_answer
         route_label = rb'method="GET",route="/api/tenants/\{tenant_id\}/kpis",status="200"'
         served = re.search(rb"cachelab_http_requests_total\{" + route_label + rb"\} (\d+)", metrics)
         assert served is not None and int(served.group(1)) == 3 + 50
+        # ... and say how many the fast path answered: the body-making read and the 50, less at most one
+        # sent to the route for a lease refill.
+        fast_count = re.search(rb'cachelab_fast_reads_total\{outcome="answered"\} (\d+)', metrics)
+        assert fast_count is not None and int(fast_count.group(1)) == fast.state.fast_reads["answered"] >= 50
+        assert fast.state.fast_reads["not_modified"] == 1
 
         # A write in this process: the next read is the new value, not the L1's old one.
         row = orjson.loads((await fast.get(f"/api/tenants/{A}/initiatives", session))[2])["items"][0]
@@ -192,6 +197,9 @@ async def test_a_fast_read_never_answers_for_another_tenant_a_hostile_cookie_or_
         status, _, _ = await app.request("POST", "/api/logout", session=session)
         assert status == 200
         assert (await app.get(KPIS, session))[0] == 401  # at once, in the process that logged out
+        outcomes = app.state.fast_reads  # each refusal was left to the route, and counted with why
+        assert outcomes["other_tenant"] == 1 and outcomes["no_session"] == 3
+        assert outcomes["session_not_trusted"] >= 1
     finally:
         await app.aclose()
 

@@ -44,3 +44,7 @@ def test_hotpath_serves_every_endpoint_without_refusals_and_writes_its_files(tmp
         assert endpoint["refused"] == 0, name
         assert all(us > 0 for us in endpoint["cpu_us_per_request"]), name
     assert (tmp_path / "hotpath.md").read_text() == proc.stdout
+    if flags:  # the app's own count says the fast path did the answering, not the route
+        outcomes = data["fast_reads"]
+        assert outcomes["answered"] > sum(v for k, v in outcomes.items() if k != "answered"), outcomes
+        assert "Fast reads answered" in proc.stdout

@@ -80,6 +80,9 @@ class HotpathResult:
     plan: HotpathPlan
     runs: dict[str, EndpointRuns]
     app: str  # which code served: this checkout or --pythonpath
+    #: With --fast-reads, the app's own count of what became of each fast-read request, by outcome
+    #: (``cachelab_fast_reads`` in /metrics): says whether the fast path did the answering.
+    fast_reads: dict[str, int] = field(default_factory=dict)
 
     def ratio(self, name: str, floor: str, metric: str = "rps") -> list[float]:
         """Per block: ``name``'s req/s as a share of ``floor``'s (1.0 is as fast as the no-op; higher
@@ -95,6 +98,7 @@ class HotpathResult:
         return {
             "plan": self.plan.__dict__,
             "app": self.app,
+            "fast_reads": self.fast_reads,
             "endpoints": {
                 n: {"path": r.path, "rps": r.rps, "cpu_us_per_request": r.cpu_us, "refused": r.refused}
                 for n, r in self.runs.items()
@@ -130,6 +134,15 @@ def markdown(result: HotpathResult) -> str:
             f"{_spread(result.ratio(name, floor))} | {_spread(result.ratio(name, floor, 'cpu'))} |"
         )
     lines += ["", f"Floor: `{result.runs[floor].path}`; ratios per block, median [min–max]."]
+    if result.fast_reads:
+        total = sum(result.fast_reads.values())
+        answered = result.fast_reads.get("answered", 0) + result.fast_reads.get("not_modified", 0)
+        to_route = ", ".join(f"{k} {v}" for k, v in sorted(result.fast_reads.items())
+                             if v and k not in ("answered", "not_modified"))  # fmt: skip
+        lines.append(
+            f"Fast reads answered {answered} of {total} `kpis` requests ({answered / max(1, total):.1%})"
+            + (f"; to the route: {to_route}." if to_route else ".")
+        )
     refused = {n: r.refused for n, r in result.runs.items() if r.refused}
     if refused:
         lines.append(f"**Refused (non-2xx) answers, figures not comparable:** {refused}")
@@ -192,4 +205,14 @@ def run(plan: HotpathPlan | None = None, *, pythonpath: str | None = None) -> Ho
                 runs[name].rps.append(rps)
                 runs[name].cpu_us.append((_cpu_seconds(server) - before) / max(1, count) * 1e6)
                 runs[name].refused += refused
-    return HotpathResult(plan, runs, f"app from {pythonpath}" if pythonpath else "this checkout")
+        fast_reads = _fast_read_outcomes(app.base_url) if plan.fast_reads else {}
+    return HotpathResult(plan, runs, f"app from {pythonpath}" if pythonpath else "this checkout", fast_reads)
+
+
+def _fast_read_outcomes(base_url: str) -> dict[str, int]:
+    """``cachelab_fast_reads_total`` by outcome from the app's /metrics ({} from an app without it)."""
+    text = httpx.get(base_url + "/metrics", timeout=10).text
+    return {
+        m[1]: int(float(m[2]))
+        for m in re.finditer(r'cachelab_fast_reads_total\{outcome="(\w+)"\} (\S+)', text)
+    }

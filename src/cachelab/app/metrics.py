@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from cachelab.app.fast_reads import OUTCOMES
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _CACHE_COUNTERS = {
@@ -101,6 +103,17 @@ class PatternCollector(Collector):
             slots.add_metric([endpoint, "refused"], limiter.stats.refused)
             slots.add_metric([endpoint, "expired_before_release"], limiter.stats.expired_before_release)
         yield slots
+
+        if state.trusted is not None:  # fast reads are on
+            fast = CounterMetricFamily(
+                "cachelab_fast_reads",
+                "requests for a fast-read route: answered in front of FastAPI (answered, not_modified) "
+                "or left to the route, and why",
+                labels=["outcome"],
+            )
+            for outcome in OUTCOMES:
+                fast.add_metric([outcome], state.fast_reads[outcome])
+            yield fast
 
         db_queries = CounterMetricFamily("cachelab_db_queries", "SQL statements executed")
         db_queries.add_metric([], state.db.queries)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,8 @@ class AppState:
     #: CACHELAB_SESSION_TRUST seconds, and leases of the request limiters' quota ("ip", "session").
     trusted: TrustedSessions | None = None
     leases: dict[str, QuotaLeases] = field(default_factory=dict)
+    #: What the fast-read middleware did with each request for a fast-read route, by outcome.
+    fast_reads: Counter[str] = field(default_factory=Counter)
 
     @classmethod
     def build(
