@@ -83,6 +83,10 @@ def hotpath_line(folder: Path, name: str = "hotpath") -> str | None:
     cpu = statistics.median(kpis["cpu_us_per_request"])
     fast = data.get("plan", {}).get("fast_reads")
     how = " with fast reads (`CACHELAB_FAST_READS=on`)" if fast else ""
+    share = ""
+    if outcomes := data.get("fast_reads"):  # the app's own count: did the fast path do the answering?
+        answered = outcomes.get("answered", 0) + outcomes.get("not_modified", 0)
+        share = f"; the fast path answered {answered / max(1, sum(outcomes.values())):.0%} of them"
     return (f"- Hot path over HTTP{how}, one uvicorn worker under wrk: warm `GET …/kpis` at "
             f"{statistics.median(ratios):.2f}× [{min(ratios):.2f}–{max(ratios):.2f}] the req/s of the no-op "
-            f"`/api/live`, {cpu:.0f} server CPU µs per request (`{name}/hotpath.md`)")  # fmt: skip
+            f"`/api/live`, {cpu:.0f} server CPU µs per request{share} (`{name}/hotpath.md`)")  # fmt: skip
