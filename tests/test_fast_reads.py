@@ -179,6 +179,46 @@ async def test_a_warm_read_is_answered_without_redis_exactly_as_the_route_answer
         await route.aclose()
 
 
+async def test_a_warm_dashboard_keyed_by_its_caller_and_tagged_is_answered_as_the_route_answers_it(
+    redis_url: str, redis_admin: redis.Redis
+):
+    fast = await _start(redis_url, rate_limit="100000/60s", session_trust=60, **FAST)
+    route = await _start(redis_url, rate_limit="100000/60s", near_cache=True)
+    try:
+        admin, member = await fast.login(A), await fast.login(A, "member")
+        for _ in range(2):
+            for session in (admin, member):
+                await fast.get("/api/dashboard", session)
+                await route.get("/api/dashboard", session)
+        by_route = {s: await route.get("/api/dashboard", s) for s in (admin, member)}
+        assert by_route[admin][2] != by_route[member][2]  # one dashboard per user and role
+        counter = RoundTripCounter()
+        fast.count_round_trips_in(counter)
+        answered = fast.state.fast_reads["answered"]
+        for _ in range(10):
+            for session in (admin, member):
+                status, headers, body = await fast.get("/api/dashboard", session)
+                route_status, route_headers, route_body = by_route[session]
+                assert (status, body, headers["x-cache"]) == (route_status, route_body, "HIT-L1")
+                assert {k: v for k, v in headers.items() if not k.startswith("x-ratelimit-r")} == {
+                    k: v for k, v in route_headers.items() if not k.startswith("x-ratelimit-r")
+                }
+        assert counter.value <= 2  # a lease refill or two, not a round trip per request
+        assert fast.state.fast_reads["answered"] - answered >= 18
+
+        # A write invalidates the "dashboards" tag: this process's next read is not the old dashboard.
+        row = orjson.loads((await fast.get(f"/api/tenants/{A}/initiatives", admin))[2])["items"][0]
+        patch = orjson.dumps({"progress": (row["progress"] + 50) % 101})
+        status, _, _ = await fast.request("PATCH", f"/api/tenants/{A}/initiatives/{row['id']}",
+                                          session=admin, body=patch)  # fmt: skip
+        assert status == 200
+        status, headers, body = await fast.get("/api/dashboard", admin)
+        assert status == 200 and headers["x-cache"] != "HIT-L1" and body != by_route[admin][2]
+    finally:
+        await fast.aclose()
+        await route.aclose()
+
+
 async def test_a_fast_read_never_answers_for_another_tenant_a_hostile_cookie_or_a_logged_out_session(
     redis_url: str, redis_admin: redis.Redis
 ):

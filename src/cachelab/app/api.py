@@ -447,7 +447,7 @@ async def invalidate_after_write(
     if c.initiatives:
         work.append(c.initiatives.invalidate_tag(tenant_id, *list_tags_touched_by(row, changes)))
     if c.dashboard:
-        work.append(c.dashboard.invalidate_tag(tenant_id, "dashboards"))
+        work.append(c.dashboard.invalidate_tag(tenant_id, *DASHBOARD_TAGS))
     # Independent keys: sent concurrently on pooled connections. Each is fail-safe on its own.
     await asyncio.gather(*work)
 
@@ -532,6 +532,14 @@ async def me(caller: CurrentCaller) -> dict[str, Any]:
     }
 
 
+DASHBOARD_TAGS = ("dashboards",)
+
+
+def dashboard_key(cache: Cache, tenant_id: str, role: str, user_id: object) -> str:
+    """One dashboard per tenant, role and user (what it shows depends on all three)."""
+    return cache.key(tenant_id, "dashboard", role, user_id)
+
+
 @authenticated.get("/dashboard")
 async def dashboard(
     caller: CurrentCaller, request: Request, response: Response
@@ -542,11 +550,17 @@ async def dashboard(
     value = await cached(
         response,
         state.caches.dashboard,
-        lambda c: c.key(caller.tenant_id, "dashboard", caller.role, caller.user_id),
+        lambda c: dashboard_key(c, caller.tenant_id, caller.role, caller.user_id),
         lambda: state.db.dashboard(caller.user_id, caller.role),
-        tags=["dashboards"],
+        tags=DASHBOARD_TAGS,
     )
     return json_response(request, response, value)
+
+
+# Keyed by its caller, so a fast read builds the key from the trusted session's tenant, role and user.
+fast_read(dashboard, lambda c: c.dashboard,
+          lambda cache, who: dashboard_key(cache, who["tenant_id"], who["role"], who["user_id"]),
+          tags=DASHBOARD_TAGS)  # fmt: skip
 
 
 # -- jobs --------------------------------------------------------------------

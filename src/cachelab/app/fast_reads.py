@@ -9,14 +9,17 @@ close to the framework's floor if it needs neither.
 
 What: with ``CACHELAB_FAST_READS=on`` (which needs ``CACHELAB_NEAR_CACHE=on``)
 this ASGI middleware answers a ``GET`` of a route marked as a fast read
-(:func:`fast_read`: the tenant's KPIs, areas and users) by itself when it can
+(:func:`fast_read`: the tenant's KPIs, areas and users, and the caller's
+dashboard, keyed by the session's tenant, role and user) by itself when it can
 decide everything the route would, from this process's memory alone:
 
 * the session was read from Redis in the last ``CACHELAB_SESSION_TRUST``
-  seconds (:mod:`cachelab.patterns.session_trust`), and is of the path's tenant;
+  seconds (:mod:`cachelab.patterns.session_trust`), and is of the path's tenant
+  (a path without one, the dashboard, is the session's own);
 * both request limits have a leased unit here
   (:mod:`cachelab.patterns.ratelimit_lease`);
-* the value is in the near cache's L1, fresh, with the breaker closed
+* the value is in the near cache's L1, fresh (within its soft TTL, under its
+  tags' current generations), with the breaker closed
   (:meth:`~cachelab.patterns.near_cache.NearCache.l1_derived`; its body and
   ETag are made once per fill).
 
@@ -58,13 +61,16 @@ ANSWERED = frozenset({"answered", "not_modified"})
 OUTCOMES = (*sorted(ANSWERED), "no_session", "session_not_trusted", "other_tenant", "no_lease", "l1_miss")
 #: Python's bytes beside the body's own for a kept body and its ETag (two bytes objects and a tuple).
 BODY_OVERHEAD_BYTES = 200
-#: ``(caches) -> the route's cache`` and ``(cache, path params) -> its key``, as for ``cache_read``.
+#: ``(caches) -> the route's cache`` and ``(cache, names) -> its key``, as for ``cache_read``. The names
+#: are the path's parameters and the caller's own ``tenant_id``, ``role`` and ``user_id`` (from the
+#: session), for a route keyed by its caller such as the dashboard.
 Pick = Callable[[AppCaches], Any]
 KeyOf = Callable[[Any, Mapping[str, str]], str]
 
-def fast_read(endpoint: Callable[..., Any], pick: Pick, key: KeyOf) -> None:
-    """Mark a tenant route whose 200 is exactly its cached value as a fast read."""
-    endpoint.fast_read = (pick, key)  # type: ignore[attr-defined]
+
+def fast_read(endpoint: Callable[..., Any], pick: Pick, key: KeyOf, *, tags: tuple[str, ...] = ()) -> None:
+    """Mark a route whose 200 is exactly its cached value (read with ``tags``) as a fast read."""
+    endpoint.fast_read = (pick, key, tags)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class _FastRoute:
     path_regex: re.Pattern[str]
     pick: Pick
     key: KeyOf
+    tags: tuple[str, ...]
 
 
 def _body(value: Any) -> tuple[tuple[bytes, bytes] | None, int]:
@@ -135,8 +142,10 @@ class FastReads:
         session = state.trusted.get(session_id)  # type: ignore[union-attr]
         if session is None:
             return "session_not_trusted"
-        if session.data.get("tenant_id") != params.get("tenant_id"):
-            return "other_tenant"
+        caller = {"tenant_id": session.data.get("tenant_id"), "role": session.data.get("role"),
+                  "user_id": session.user_id}  # fmt: skip
+        if params.setdefault("tenant_id", caller["tenant_id"]) != caller["tenant_id"]:
+            return "other_tenant"  # a tenant's path, not the caller's tenant
         cache = fast.pick(state.caches)
         if not isinstance(cache, NearCache):
             return "l1_miss"  # this cache is not near-cached (not a configuration fast reads accept)
@@ -145,7 +154,7 @@ class FastReads:
         ip_leases, session_leases = state.leases["ip"], state.leases["session"]
         if not ip_leases.held(address) or not session_leases.held(session_id):
             return "no_lease"
-        served = cache.l1_derived(fast.key(cache, params), _body)
+        served = cache.l1_derived(fast.key(cache, {**caller, **params}), _body, tags=fast.tags)
         if served is None or served[0] is None:
             return "l1_miss"
         # Decided: no await since the units were seen, so both are still there to take.

@@ -678,8 +678,10 @@ class NearCache(Cache):
         self.l1_stats.stale_served += 1
         return CacheResult(decoded.value, CacheStatus.STALE_L1, age, decoded.soft_expires_ms)
 
-    def l1_derived(self, key: str, derive: Callable[[Any], tuple[Any, int]]) -> tuple[Any, float] | None:
-        """``(derived, age)`` for the L1's fresh entry of untagged ``key``, or None.
+    def l1_derived(
+        self, key: str, derive: Callable[[Any], tuple[Any, int]], *, tags: Sequence[str] = ()
+    ) -> tuple[Any, float] | None:
+        """``(derived, age)`` for the L1's fresh entry of ``key`` read with ``tags``, or None.
 
         ``derive(value)`` returns what a caller makes of the value and its size in bytes. It
         runs once per entry; its result is kept with the entry (its size counted against the
@@ -688,7 +690,7 @@ class NearCache(Cache):
         again per request. It must be immutable (bytes): every hit shares it. Only while the
         breaker is closed (a ``HIT-L1``): a ``STALE-L1`` is left to :meth:`fetch`.
         """
-        entry = self.store.lookup(key)
+        entry = self.store.lookup(key, tuple(self._tag_keys(key, tags)) if tags else ())
         if entry is None or self.rr.breaker.state is not BreakerState.CLOSED:
             return None
         if entry.derived is None:
