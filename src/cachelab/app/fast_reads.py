@@ -154,7 +154,8 @@ class FastReads:
         ip_leases, session_leases = state.leases["ip"], state.leases["session"]
         if not ip_leases.held(address) or not session_leases.held(session_id):
             return "no_lease"
-        served = cache.l1_derived(fast.key(cache, {**caller, **params}), _body, tags=fast.tags)
+        # The caller's own names win: no path parameter can stand in for whose value is read.
+        served = cache.l1_derived(fast.key(cache, {**params, **caller}), _body, tags=fast.tags)
         if served is None or served[0] is None:
             return "l1_miss"
         # Decided: no await since the units were seen, so both are still there to take.
