@@ -253,6 +253,22 @@ def test_the_apis_warm_read_is_a_cost_over_its_no_op_in_its_own_table_not_a_slow
     assert "Our patterns against the guide" not in summary  # no guide rows, no guide table
 
 
+def test_slos_that_all_passed_take_one_line_and_a_failed_one_brings_back_the_table():
+    from cachelab.report.summary import SummaryInput, build
+
+    slos = ["load.cache_on.p99_ms<1000", "outage.jobs_lost<=0"]
+    p99 = timed([5.0], "ms", "lower")
+    passing = evaluate_slos({"load.cache_on.p99_ms": p99, "outage.jobs_lost": exact(0, "jobs")}, slos)
+    summary = build(SummaryInput(title="t", context_line="c", slos=passing))
+    assert "All 2 passed: `load.cache_on.p99_ms<1000` (5.0), `outage.jobs_lost<=0` (0)." in summary
+    assert "| SLO |" not in summary
+
+    failing = evaluate_slos({"load.cache_on.p99_ms": p99, "outage.jobs_lost": exact(2, "jobs")}, slos)
+    summary = build(SummaryInput(title="t", context_line="c", slos=failing))
+    [row] = [line for line in summary.splitlines() if line.startswith("| `outage.jobs_lost<=0`")]
+    assert "**FAIL**" in row and "All 2 passed" not in summary
+
+
 def _report_cli(cwd, *args):
     import subprocess
     import sys

@@ -191,22 +191,7 @@ def build(s: SummaryInput) -> str:
                              "theirs", s.peer_rows)
     if s.side_lines:
         lines += ["### Interleaved side runs", "", *s.side_lines, ""]
-    lines += [
-        "### SLOs",
-        "",
-        md_table(
-            ["SLO", "measured", "result"],
-            [
-                [
-                    f"`{x['slo']}`",
-                    _plain(x["value"]),
-                    _slo_result(x),
-                ]
-                for x in s.slos
-            ],
-        ),
-        "",
-    ]
+    lines += _slo_section(s.slos)
     if s.problems:
         lines += ["### Problems", "", *[f"- {p}" for p in s.problems], ""]
     lines.append(
@@ -300,6 +285,16 @@ def _plan_label(plan: Plan) -> str:
         f"{plan.name}: {plan.ops_per_sec:,.0f} ops/s, {plan.network_mb_s:g} MB/s, "
         f"{plan.memory_mb:g} MB, {plan.cpu_cores:g} core"
     )
+
+
+def _slo_section(slos: list[dict[str, Any]]) -> list[str]:
+    """A table when any SLO failed or went unmeasured; one line when all passed, since the verdict
+    line already said so and a pull request's summary should spend its lines on what needs reading."""
+    if slos and all(x["passed"] is True for x in slos):
+        measured = ", ".join(f"`{x['slo']}` ({_plain(x['value'])})" for x in slos)
+        return ["### SLOs", "", f"All {len(slos)} passed: {measured}.", ""]
+    rows = [[f"`{x['slo']}`", _plain(x["value"]), _slo_result(x)] for x in slos]
+    return ["### SLOs", "", md_table(["SLO", "measured", "result"], rows), ""]
 
 
 def _slo_result(slo: dict[str, Any]) -> str:
