@@ -176,7 +176,7 @@ def test_the_report_capacity_table_gains_memory_persistence_and_distance_rows(ex
     summary = (tmp_path / "report" / "summary.md").read_text()
     section = summary.split("### Capacity: memory, persistence and network distance", 1)[1].split("###")[0]
     for needle in ("Bytes per session", "Write throughput, AOF",
-                   "lost on kill -9", "App requests/s with Redis +5 ms away", "read 10 keys at +5 ms"):
+                   "lost on kill -9", "App requests/s with Redis +5 ms away", "Read 10 keys at +5 ms"):
         assert needle in section, needle
     # The quick profile's cache sizes may never reach 90 %: then the row is left out and said so,
     # never shown as an empty cell.
@@ -345,3 +345,12 @@ def test_round_trip_savings_compare_the_slowest_naive_with_the_fastest_one_round
             "naive_round_trips": 10, "best_round_trips": 1,
         }
     ]
+
+
+def test_distance_rows_compare_each_farther_server_with_the_nearest_and_never_the_nearest_with_itself():
+    app = [{"rtt_ms": 0.1, "rps": 1000.0, "p99_ms": 4.0}, {"rtt_ms": 5.0, "rps": 600.0, "p99_ms": 20.0}]
+    rows = network_distance.capacity_rows(app, [])
+    assert [r["row"] for r in rows] == ["App requests/s with Redis +5 ms away"]
+    assert rows[0]["value"] == 600.0
+    assert rows[0]["note"].startswith("0.60× the 1,000 req/s at +0.1 ms; p99 20.0 vs 4.0 ms")
+    assert network_distance.capacity_rows([], []) == []
