@@ -269,6 +269,25 @@ def test_slos_that_all_passed_take_one_line_and_a_failed_one_brings_back_the_tab
     assert "**FAIL**" in row and "All 2 passed" not in summary
 
 
+def test_a_slower_pattern_row_says_what_ours_adds_and_unreached_capacity_rows_are_named():
+    from cachelab.report.run import pair_rows
+    from cachelab.report.summary import GUIDE_PAIRS, SummaryInput, build
+
+    [(what, ours, guides)] = [p for p in GUIDE_PAIRS if p[0] == "fixed-window rate check"]
+    trials = [{ours: {"median_us": 130 * f}, guides: {"median_us": 100 * f}} for f in (1.0, 1.2, 0.9)]
+    rows = pair_rows(trials, {}, ((what, ours, guides),))
+    unreached = "Cache memory for a 90% hit ratio, lru"
+    capacity = [["Bytes per session", 421, "B", "MEMORY USAGE"], [unreached, None, "MB", "not reached"]]
+    summary = build(
+        SummaryInput(title="t", context_line="c", slos=[], guide_rows=rows, extra_capacity=capacity)
+    )
+    [line] = [x for x in summary.splitlines() if x.startswith("| fixed-window rate check")]
+    assert "slower" in line and "server's clock" in line
+    assert "what ours adds" in summary
+    assert f"_Not reached at the largest size this run measured: {unreached}._" in summary
+    assert f"| {unreached}" not in summary  # never an empty cell
+
+
 def _report_cli(cwd, *args):
     import subprocess
     import sys

@@ -122,9 +122,10 @@ def run_trials(
                     summary["redis"]["idle_cpu_per_s"] = idle[arm.label]
                 results[arm.label].append(summary)
                 t = summary["totals"]
+                hits = f", hit ratio {t['hit_ratio']:.3f}" if t.get("hit_ratio") is not None else ""
                 progress(
                     f"  load: {arm.label} trial {k + 1}/{plan.trials}: {t['rps']:.0f} req/s, "
-                    f"p99 {(t.get('latency_ms') or {}).get('p99')} ms, hit ratio {t.get('hit_ratio')}"
+                    f"p99 {(t.get('latency_ms') or {}).get('p99')} ms{hits}"
                 )
     return results
 

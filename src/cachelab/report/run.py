@@ -603,9 +603,10 @@ def _trials_line(profile: Profile, load: dict[str, list[load_trials.Trial]]) -> 
     plan = profile.load
     measured = [t["meta"]["duration_s"] for trials in load.values() for t in trials if t.get("meta")]
     window = f"{statistics.median(measured):.1f} s measured" if measured else f"{plan.seconds:g} s"
+    pause = plan.think_time.replace(",", "–")  # "0.01,0.03" is Locust's between(0.01, 0.03)
     return (
         f"{profile.bench_trials} benchmark trials; {plan.trials} load trials per arm ({window} each, after "
-        f"{plan.trial_warmup:g} s left out), {plan.users} users pausing {plan.think_time} s between requests."
+        f"{plan.trial_warmup:g} s left out), {plan.users} users pausing {pause} s between requests."
     )
 
 

@@ -32,6 +32,17 @@ GUIDE_PAIRS = (
 )
 
 
+#: What ours buys with any time it costs over the guide's version (``../shared/design.md``'s catalogue).
+GUIDE_BUYS = {
+    "cache-aside hit": "0, \"\" and [] are hits; tag generations checked in the same read",
+    "cache-aside miss (load and fill)": "one load per key under a stampede; no stale overwrite after a write",
+    "refresh-ahead read": "the TTL in the same read; one refresher per key",
+    "fixed-window rate check": "atomic, on the server's clock, a counter that always expires",
+    "tag invalidation": "atomic, O(1) for any number of keys",
+    "enqueue": "a job record (status, deliveries), delays, idempotency keys",
+    "job: enqueue, take, finish": "a leased job: a crashed worker's job runs again, not lost",
+}
+
 #: The app's request path against its floor (``bench_app.py``): a whole request, in process.
 HOTPATH_PAIRS = (
     ("`GET …/kpis`, warm, through the route", "test_app_cached_read[route-kpis]", "test_app_floor[route]"),
@@ -168,22 +179,19 @@ def build(s: SummaryInput) -> str:
             ]
     measured = [row for row in s.extra_capacity if row[1] is not None]
     if measured:
-        omitted = len(s.extra_capacity) - len(measured)
+        unreached = [str(row[0]) for row in s.extra_capacity if row[1] is None]
         lines += [
-            "### Capacity: memory, persistence and network distance (notebooks, one run each)",
-            "",
-            "_Single runs with no interval: read each value against the comparison beside it, and take a "
-            "difference of a few per cent as noise._",
+            "### Capacity: memory, persistence and network distance (notebooks: one run each, no interval; "
+            "read a value against the comparison beside it)",
             "",
             md_table(["", "value", "unit", "against"], measured),
             "",
         ]
-        if omitted:
-            lines += [f"_{omitted} row(s) this profile does not reach (e.g. memory for a 90 % hit ratio) "
-                      "are in `report.html`; the full profile measures them._", ""]
+        if unreached:
+            lines += [f"_Not reached at the largest size this run measured: {'; '.join(unreached)}._", ""]
     if s.guide_rows:
         lines += _pair_table("Our patterns against the guide's versions (benchmarks, same trials)", "theirs",
-                             s.guide_rows)
+                             s.guide_rows, buys=GUIDE_BUYS)
     if s.hotpath_rows:
         lines += _floor_table(s.hotpath_rows)
     if s.peer_rows:
@@ -202,17 +210,19 @@ def build(s: SummaryInput) -> str:
     return "\n".join(lines)
 
 
-def _pair_table(title: str, theirs: str, rows: list[PairRow]) -> list[str]:
+def _pair_table(
+    title: str, theirs: str, rows: list[PairRow], *, buys: dict[str, str] | None = None
+) -> list[str]:
+    """``buys``: per operation, what ours does that theirs does not, so a "slower" reads as a price."""
+    header = ["operation", f"round trips: ours / {theirs}", f"time: ours ÷ {theirs} [95 % CI]", "ours is"]
+    body = [[what, f"{fmt_value(a)} / {fmt_value(b)}", fmt_ratio(r), _faster(r)] for what, r, a, b in rows]
+    if buys is not None:
+        header.append("what ours adds")
+        body = [[*cells, buys.get(row[0], "")] for cells, row in zip(body, rows, strict=True)]
     return [
         f"### {title}",
         "",
-        md_table(
-            ["operation", f"round trips: ours / {theirs}", f"time: ours ÷ {theirs} [95 % CI]", "ours is"],
-            [
-                [what, f"{fmt_value(a)} / {fmt_value(b)}", fmt_ratio(r), _faster(r)]
-                for what, r, a, b in rows
-            ],
-        ),
+        md_table(header, body),
         "",
     ]
 
