@@ -45,6 +45,13 @@ async def test_a_cached_read_answers_304_to_its_etag_until_its_value_changes_and
         status, headers, again = await get(kpis, '"stale"')
         assert (status, again, headers["etag"]) == (200, body, etag)
 
+        # Every cached read, not only the KPIs, carries a tag and honours it.
+        cached_reads = [f"/api/tenants/{A}/{p}" for p in ("areas", "stats", "users", "initiatives")]
+        for path in [*cached_reads, "/api/dashboard"]:
+            status, headers, _ = await get(path)
+            assert status == 200 and "x-cache" in headers, path
+            assert (await get(path, headers["etag"]))[0] == 304, path
+
         # Another tenant's data: 403 whatever the tag, so a 304 can never confirm what they hold.
         for sent in ("*", etag):
             status, headers, _ = await get(f"/api/tenants/{B}/kpis", sent)

@@ -302,7 +302,9 @@ async def areas(
 
 
 @tenant.get("/stats")
-async def stats(tenant_id: str, caller: TenantCaller, state: State, response: Response) -> dict[str, Any]:
+async def stats(
+    tenant_id: str, caller: TenantCaller, state: State, request: Request, response: Response
+) -> Response:
     """A date-keyed aggregation whose entry expires at the end of its day."""
     today = dt.datetime.now(dt.UTC).date()
 
@@ -316,7 +318,7 @@ async def stats(tenant_id: str, caller: TenantCaller, state: State, response: Re
         value, status = result.value, result.status.value
         response.headers["Age"] = str(int(result.age))
     response.headers["X-Cache"] = status
-    return value
+    return json_response(request, response, value)
 
 
 # -- initiatives -------------------------------------------------------------
