@@ -814,7 +814,9 @@ def table(result: dict[str, Any]) -> str:
         lines.append(
             f"\n{meta['server']}, Python {meta['python']}; {s['blocks']} blocks × {s['ops']} ops per "
             f"contender, spread = {s['keys']} keys; {meta['seconds']} s. {meta['method']}. RT = round trips "
-            "per op; srv µs = server µs per op, counted once."
+            "per op; srv µs = server µs per op, counted once. The µs and jobs/s beside each name are "
+            "medians over all blocks; the ratio is the median of each block's own ratio, so with few "
+            "blocks the two can disagree: the ratio is the paired one, the one to read."
         )
     lines.append(
         "\nresult: **pass** / **fail** when the whole 95 % CI is on one side of the target, **unsure** when "
