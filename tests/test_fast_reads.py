@@ -83,6 +83,41 @@ async def test_a_lease_is_spent_only_within_its_lifetime_and_a_fixed_windows_onl
     assert fixed.take("x") is None  # paid in a window that has ended
 
 
+async def test_a_lease_at_its_low_water_mark_is_refilled_ahead_and_the_units_in_hand_are_spent_first(
+    rredis: ResilientRedis,
+):
+    clock = Clock()
+    limiter = create_limiter(rredis, "gcra", 1000, 3600, prefix="cl:ahead")
+    leases = QuotaLeases(limiter, units=8, lifetime=1.0, clock=clock)
+    assert leases.low_water == 4
+    [reply] = await rredis.batch([leases.refill_call("x")])
+    assert leases.refilled("x", reply)
+    for _ in range(3):
+        assert leases.take("x") is not None and not leases.top_up("x")  # above the mark: nothing sent
+    assert leases.take("x") is not None and leases.held("x") == 4
+    assert leases.top_up("x") and not leases.top_up("x")  # sent once, in the background
+    await rredis.background.drain()
+    clock.now += 0.5
+    # The 4 in hand go first; then the 8 granted ahead; then nothing without Redis.
+    taken = [leases.take("x") for _ in range(13)]
+    assert [t is not None for t in taken] == [True] * 12 + [False]
+    # Exactly 16 units were paid for in Redis, and every one was spent here.
+    assert (await limiter.check("x")).remaining == 1000 - 16 - 1
+
+    # A lease granted ahead keeps its own lifetime: it is not spent past it, nor lost before it.
+    [reply] = await rredis.batch([leases.refill_call("y")])
+    leases.refilled("y", reply)
+    clock.now += 0.5
+    for _ in range(4):
+        leases.take("y")
+    assert leases.top_up("y")
+    await rredis.background.drain()
+    clock.now += 0.6  # the first lease expires with 4 units unspent: lost, the strict direction
+    assert leases.held("y") == 8
+    clock.now += 0.5  # ... and the one granted ahead 1 s after it was granted
+    assert leases.take("y") is None
+
+
 def test_a_session_is_trusted_for_its_seconds_never_past_its_deadline_and_forgotten_on_demand():
     clock = Clock()
     trusted = TrustedSessions(1.0, max_sessions=2, clock=clock)
@@ -277,8 +312,10 @@ async def test_two_processes_leasing_one_limit_never_admit_more_than_it(
             if status == 429:
                 assert int(headers["retry-after"]) >= 1
         assert set(statuses) == {200, 429}
-        # Units leased by one process and stranded there are lost, never spent twice.
-        assert 199 - 2 * 2 * 4 <= statuses.count(200) <= 199  # the login spent one of the address's 200
+        # Units leased by one process and stranded there are lost, never spent twice: at most a lease
+        # and the low-water units before it, per limit and process.
+        held = 4 + apps[0].state.leases["session"].low_water
+        assert 199 - 2 * 2 * held <= statuses.count(200) <= 199  # the login spent one of the address's 200
     finally:
         for app in apps:
             await app.aclose()

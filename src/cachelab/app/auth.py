@@ -170,7 +170,9 @@ async def authenticate(request: Request, response: Response) -> Caller:
     for name, identifier in checks:
         limiter = state.limiters[name]
         leases = state.leases.get(name)
-        leased = leases.take(identifier) if leases is not None else None
+        leased = None
+        if leases is not None and (leased := leases.take(identifier)) is not None:
+            leases.top_up(identifier)  # the next lease, in the background, before this one runs dry
         refill = None
         if leased is None:
             calls = rounds.setdefault(limiter.rr, [])

@@ -161,6 +161,8 @@ class FastReads:
         # Decided: no await since the units were seen, so both are still there to take.
         by_ip, by_session = ip_leases.take(address), session_leases.take(session_id)
         assert by_ip is not None and by_session is not None
+        ip_leases.top_up(address)  # the next lease, in the background, before these run dry
+        session_leases.top_up(session_id)
         (body, etag), age = served
         scope["route"] = fast.route
         # What enforce() sends for an admitted request: the tightest budget's X-RateLimit-*.
