@@ -19,6 +19,7 @@ from cachelab.patterns.ratelimit import ALGORITHMS, create_limiter
 from cachelab.patterns.ratelimit_lease import QuotaLeases, lease_units
 from cachelab.patterns.session_trust import TrustedSessions
 from cachelab.patterns.sessions import Session, SessionStore
+from cachelab.resilience import RedisUnavailable
 
 pytest.importorskip("fastapi")
 
@@ -96,6 +97,7 @@ async def test_a_lease_at_its_low_water_mark_is_refilled_ahead_and_the_units_in_
         assert leases.take("x") is not None and not leases.top_up("x")  # above the mark: nothing sent
     assert leases.take("x") is not None and leases.held("x") == 4
     assert leases.top_up("x") and not leases.top_up("x")  # sent once, in the background
+    assert not await leases.arrival("nobody")  # nothing on its way: no wait
     await rredis.background.drain()
     clock.now += 0.5
     # The 4 in hand go first; then the 8 granted ahead; then nothing without Redis.
@@ -116,6 +118,46 @@ async def test_a_lease_at_its_low_water_mark_is_refilled_ahead_and_the_units_in_
     assert leases.held("y") == 8
     clock.now += 0.5  # ... and the one granted ahead 1 s after it was granted
     assert leases.take("y") is None
+
+
+async def test_a_request_finding_its_lease_dry_while_the_next_is_in_flight_waits_for_it(
+    rredis: ResilientRedis,
+):
+    leases = QuotaLeases(create_limiter(rredis, "gcra", 1000, 3600, prefix="cl:arrival"), units=8)
+    [reply] = await rredis.batch([leases.refill_call("x")])
+    leases.refilled("x", reply)
+    for _ in range(4):
+        leases.take("x")
+    assert leases.top_up("x")
+    for _ in range(4):  # spent before the loop ran the refill: dry, with the next lease in flight
+        assert leases.take("x") is not None
+    assert leases.held("x") == 0
+    assert await leases.arrival("x") and leases.held("x") == 8
+
+
+async def test_a_refill_sent_ahead_that_fails_releases_its_waiters_and_does_not_block_the_next(
+    rredis: ResilientRedis, monkeypatch: pytest.MonkeyPatch
+):
+    limiter = create_limiter(rredis, "gcra", 1000, 3600, prefix="cl:ahead-down")
+    leases = QuotaLeases(limiter, units=8, lifetime=3600)
+    [reply] = await rredis.batch([leases.refill_call("x")])
+    leases.refilled("x", reply)
+    for _ in range(4):
+        leases.take("x")
+
+    async def down(calls: Any) -> Any:
+        raise RedisUnavailable("injected: Redis is down")
+
+    monkeypatch.setattr(rredis, "batch", down)
+    assert leases.top_up("x")
+    # Released by the failure (a lease lifetime is an hour here): the waiter goes on to the route.
+    async with asyncio.timeout(10):
+        assert await leases.arrival("x")
+    assert leases.held("x") == 4 and rredis.background.stats.failed == 1
+    monkeypatch.undo()
+    assert leases.top_up("x")  # the failed refill no longer blocks the next one
+    await rredis.background.drain()
+    assert leases.held("x") == 4 and sum(leases.take("x") is not None for _ in range(13)) == 12
 
 
 def test_a_session_is_trusted_for_its_seconds_never_past_its_deadline_and_forgotten_on_demand():

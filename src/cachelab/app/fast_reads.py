@@ -139,7 +139,21 @@ class FastReads:
         session_id = cookie_parser(cookie).get(SESSION_COOKIE, "") if cookie else ""
         if not is_valid_session_id(session_id):
             return "no_session"
-        session = state.trusted.get(session_id)  # type: ignore[union-attr]
+        trusted = state.trusted
+        assert trusted is not None  # fast reads on: the app built it
+        if trusted.get(session_id) is None:
+            return "session_not_trusted"
+        client = scope.get("client")
+        address = client_address(client[0] if client else None, forwarded, state.trusted_proxies)
+        ip_leases, session_leases = state.leases["ip"], state.leases["session"]
+        if not ip_leases.held(address) or not session_leases.held(session_id):
+            # Dry, but the next lease may be in flight (top_up): wait for it rather than go to the route.
+            waited = await ip_leases.arrival(address) | await session_leases.arrival(session_id)
+            if not (waited and ip_leases.held(address) and session_leases.held(session_id)):
+                return "no_lease"
+        # Everything below decides without an await, so nothing it sees can change before the answer
+        # (and the session is looked up again: a log-out may have ended it during the wait).
+        session = trusted.get(session_id)
         if session is None:
             return "session_not_trusted"
         caller = {"tenant_id": session.data.get("tenant_id"), "role": session.data.get("role"),
@@ -149,11 +163,6 @@ class FastReads:
         cache = fast.pick(state.caches)
         if not isinstance(cache, NearCache):
             return "l1_miss"  # this cache is not near-cached (not a configuration fast reads accept)
-        client = scope.get("client")
-        address = client_address(client[0] if client else None, forwarded, state.trusted_proxies)
-        ip_leases, session_leases = state.leases["ip"], state.leases["session"]
-        if not ip_leases.held(address) or not session_leases.held(session_id):
-            return "no_lease"
         # The caller's own names win: no path parameter can stand in for whose value is read.
         served = cache.l1_derived(fast.key(cache, {**params, **caller}), _body, tags=fast.tags)
         if served is None or served[0] is None:

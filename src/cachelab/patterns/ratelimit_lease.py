@@ -42,8 +42,13 @@ seven). So when a take leaves ``low_water`` units (half of ``units``: at a
 quarter the refill still landed late under that load), :meth:`QuotaLeases.top_up`
 sends the next lease's check in the background, and a lease granted while the
 old one still has units waits behind it: the old units are spent first, each
-unit still within its own lease's lifetime. The price is quota held unspent: up
-to ``units + low_water`` per identifier per process instead of ``units``.
+unit still within its own lease's lifetime. A request that finds the lease dry
+while the next one is in flight waits for it (:meth:`QuotaLeases.arrival`, at
+most ``lifetime``) instead of making a round trip of its own. The price is quota
+held unspent: up to ``units + low_water`` per identifier per process instead of
+``units``. :meth:`QuotaLeases.check` does not refill ahead: a caller that never
+yields to the event loop between checks would spend the units before the
+refill could land.
 
 Sizing: ``units`` trades round trips for how much quota one process can hold
 unspent. :func:`lease_units` takes 1/50 of the limit (at most 100): with the
@@ -57,6 +62,8 @@ the background ahead of need (:meth:`top_up`), once per ``units`` requests;
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -116,6 +123,7 @@ class QuotaLeases:
         self._clock = clock
         self._leases: OrderedDict[str, _Lease] = OrderedDict()
         self._pending: dict[str, float] = {}  # identifier -> when its refill stops blocking others
+        self._arrivals: dict[str, asyncio.Future[None]] = {}  # identifier -> top_up's refill, landed
         #: A take that leaves this many units sends the next lease's check ahead (:meth:`top_up`).
         self.low_water = max(1, units // 2)
         # A fixed window's lease must not outlive the window it was paid in.
@@ -169,21 +177,39 @@ class QuotaLeases:
         call = self.refill_call(identifier)
         if call is None:
             return False  # one is already on its way
-        if not self.limiter.rr.background.submit(lambda: self._refill(identifier, call)):
+        landed = asyncio.get_running_loop().create_future()
+        if not self.limiter.rr.background.submit(lambda: self._refill(identifier, call, landed)):
             self.refill_failed(identifier)
             return False
+        self._arrivals[identifier] = landed
         return True
 
-    async def _refill(self, identifier: str, call: ScriptCall) -> None:
+    async def arrival(self, identifier: str) -> bool:
+        """Wait (at most ``lifetime``) for the lease :meth:`top_up` sent for ``identifier`` to land;
+        False if none was on its way. A request that finds the lease dry while the next one is in
+        flight waits the rest of one round trip, instead of making a round trip of its own."""
+        landed = self._arrivals.get(identifier)
+        if landed is None:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(landed), self.lifetime)
+        return True
+
+    async def _refill(self, identifier: str, call: ScriptCall, landed: asyncio.Future[None]) -> None:
         try:
             [reply] = await self.limiter.rr.batch([call])
+            if isinstance(reply, Exception):
+                raise reply
         except BaseException:
             self.refill_failed(identifier)
             raise  # RedisUnavailable included: the background runner counts it as failed
-        if isinstance(reply, Exception):
-            self.refill_failed(identifier)
-            raise reply
-        self.refilled(identifier, reply)
+        else:
+            self.refilled(identifier, reply)
+        finally:
+            if self._arrivals.get(identifier) is landed:
+                del self._arrivals[identifier]
+            if not landed.done():
+                landed.set_result(None)
 
     async def check(self, identifier: str) -> RateLimitResult:
         """One request's decision: a leased unit, else the request's own check sent with a refill
@@ -191,7 +217,8 @@ class QuotaLeases:
         (:meth:`take`, :meth:`refill_call`, :meth:`refilled`), to batch them with its other calls."""
         leased = self.take(identifier)
         if leased is not None:
-            self.top_up(identifier)
+            # No top_up here: a caller that never yields to the loop between checks (a tight loop)
+            # would spend the units before a background refill could land, and then pay for both.
             return leased
         limiter = self.limiter
         refill = self.refill_call(identifier)
