@@ -10,9 +10,10 @@ import pytest
 from cachelab.cli import main
 from cachelab.report import stats
 from cachelab.report.capacity import Plan, capacity_rows, headroom
-from cachelab.report.compare import compare_metrics, verdict_markdown
+from cachelab.report.compare import FLOOR_METRIC, compare_metrics, drift_warnings, verdict_markdown
 from cachelab.report.metrics import (
     SCHEMA,
+    Metric,
     MetricsError,
     exact,
     from_trials,
@@ -54,9 +55,43 @@ def test_a_significant_change_under_the_minimum_effect_is_not_called():
     after = {"t": timed([110, 111, 109, 110, 110.5], "ms", "lower")}
     row = compare_metrics(before, after)[0]
     assert row.comparison.q_value < 0.01 and row.verdict == stats.NO_CHANGE
-    assert "under the 25% minimum" in row.why
+    assert "under the 25% (×1.25 or ×0.8) minimum" in row.why
     interleaved = compare_metrics(before, after, paired=True)[0]
     assert interleaved.verdict == stats.REGRESSION  # interleaved trials may call 10 %
+
+
+def test_absolute_times_need_a_larger_change_between_runs_than_ratios_to_a_floor():
+    """Server µs and p99 cannot be divided by a floor of their own trial, so between separate runs a
+    35 % shift (whole-machine drift, seen in A/A runs) is not called; a ratio to PING's is."""
+    before = [100, 101, 99, 100, 100.5]
+    after = [135, 136, 134, 135, 135.5]
+    names = ("bench.x.server_usec", "load.cache_on.p99_ms", "bench.x.ratio_to_ping")
+    rows = {
+        r.name: r
+        for r in compare_metrics(
+            {n: timed(before, "µs", "lower") for n in names}, {n: timed(after, "µs", "lower") for n in names}
+        )
+    }
+    assert rows["bench.x.ratio_to_ping"].verdict == stats.REGRESSION
+    for name in names[:2]:
+        assert rows[name].verdict == stats.NO_CHANGE and "under the 50% (×1.5 or ×0.67)" in rows[name].why
+    def server_usec(samples: list[float]) -> dict[str, Metric]:
+        return {names[0]: timed(samples, "µs", "lower")}
+
+    doubled = compare_metrics(server_usec(before), server_usec([2 * v for v in before]))
+    assert doubled[0].verdict == stats.REGRESSION
+    interleaved = compare_metrics(server_usec(before), server_usec(after), paired=True)
+    assert interleaved[0].verdict == stats.REGRESSION  # side by side in one run, drift cancels
+
+
+def test_a_moved_ping_floor_warns_that_the_runs_saw_different_machines():
+    def floor(us: float) -> dict[str, Metric]:
+        return {FLOOR_METRIC: info(us, "µs/op")}
+
+    assert drift_warnings(floor(80), floor(90)) == []  # within the minimum: the same machine
+    (warning,) = drift_warnings(floor(80), floor(50))
+    assert "from 80 to 50 µs" in warning and "--against" in warning
+    assert drift_warnings({}, floor(50)) == []  # a load-only run has no floor to judge by
 
 
 def test_exact_metrics_change_by_any_amount_and_cannot_hide_in_noise():

@@ -250,7 +250,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("baseline", type=Path, help="the earlier result folder")
     p.add_argument("candidate", type=Path, help="the later result folder")
     p.add_argument("--min-effect", type=float, metavar="FRACTION",
-                   help="smallest relative change to call for timed metrics (default 0.25 between runs)")
+                   help="smallest relative change to call for timed metrics (default between runs: 0.25, "
+                   "0.5 for server µs and p99)")
     p.add_argument("--fail-on-regression", action="store_true",
                    help="exit 1 if a regression is called, or a judged metric of the baseline is missing "
                    "(a failed step; skipped steps and --bench-select are allowed for)")

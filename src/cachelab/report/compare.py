@@ -9,7 +9,8 @@ regressions first, then improvements, then one line saying how much did not
 change — each row with its ratio, interval and why it was called.
 
 Two separate runs (``cachelab compare``) are compared as independent samples
-with the larger minimum effect; base and candidate interleaved in one run
+with the larger minimum effects (:func:`cachelab.report.stats.min_effect_for`);
+base and candidate interleaved in one run
 (``cachelab report --against``) pair trial *i* of one with trial *i* of the
 other and may call smaller changes.
 """
@@ -68,7 +69,6 @@ def compare_metrics(
     says the candidate chose not to measure it (a skipped step, a benchmark
     selection): a gate must not pass a run because it measured less.
     """
-    default_min = stats.MIN_EFFECT_INTERLEAVED if paired else stats.MIN_EFFECT_SEPARATE_RUNS
     rows: list[Row] = []
     pending: list[tuple[str, Metric, Metric, stats.Comparison]] = []
     for name in sorted(set(before) | set(after)):
@@ -108,7 +108,9 @@ def compare_metrics(
         pending.append((name, a, b, comparison))
     adjusted = stats.control_fdr([p[3] for p in pending])
     for (name, a, b, _), comparison in zip(pending, adjusted, strict=True):
-        floor = min_effect if min_effect is not None else (b.min_effect or default_min)
+        floor = min_effect
+        if floor is None:
+            floor = b.min_effect or stats.min_effect_for(name, paired=paired)
         called = stats.call(comparison, better=b.better, min_effect=floor)
         rows.append(Row(name, b.kind, b.unit, a.value, b.value, called.verdict, called.why, called))
     return rows
@@ -223,6 +225,27 @@ def manifest_warnings(a: str | Path, b: str | Path) -> list[str]:
     return warnings
 
 
+#: Measured by every run with benchmarks, and changed by no commit: the machine's own round trip.
+FLOOR_METRIC = "bench.test_async_floor[ping].median_us"
+
+
+def drift_warnings(before: Mapping[str, Metric], after: Mapping[str, Metric]) -> list[str]:
+    """Two runs whose PING floor differs were measured on a machine in different states (another
+    job on its cores, a CPU idling deeper): their timed verdicts are suspect, and interleaving
+    (``cachelab report --against``) is the way to compare them."""
+    a, b = before.get(FLOOR_METRIC), after.get(FLOOR_METRIC)
+    if a is None or b is None or not (_number(a.value) and _number(b.value)) or not a.value:
+        return []
+    ratio = float(b.value) / float(a.value)
+    if abs(math.log(ratio)) < math.log1p(stats.MIN_EFFECT_SEPARATE_RUNS):
+        return []
+    return [
+        f"the machine's PING floor moved from {a.value:.0f} to {b.value:.0f} µs (×{ratio:.2f}) between the "
+        "runs: it was busier or idler in one of them, so timed verdicts here are suspect; compare "
+        "interleaved with `cachelab report --against <ref>`"
+    ]
+
+
 def not_measured_by(parameters: Mapping[str, Any]) -> Callable[[str], bool]:
     """What a run chose not to measure, from its manifest's parameters: skipped steps, and every
     benchmark outside ``--bench-select``."""
@@ -241,11 +264,10 @@ def compare_folders(
 ) -> tuple[str, list[Row]]:
     """Markdown verdict of result folder ``b`` against ``a`` (raises on an unreadable folder)."""
     candidate = _manifest(b).get("parameters", {})
-    rows = compare_metrics(
-        load_metrics(a), load_metrics(b), min_effect=min_effect, not_measured=not_measured_by(candidate)
-    )
+    before, after = load_metrics(a), load_metrics(b)
+    rows = compare_metrics(before, after, min_effect=min_effect, not_measured=not_measured_by(candidate))
     text = verdict_markdown(rows, title=f"{Path(b).name} against {Path(a).name}")
-    warnings = manifest_warnings(a, b)
+    warnings = manifest_warnings(a, b) + drift_warnings(before, after)
     if warnings:
         text = "\n".join(f"> **Note:** {w}" for w in warnings) + "\n\n" + text
     return text, rows
