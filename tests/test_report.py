@@ -409,3 +409,33 @@ def test_a_clock_sized_reply_keeps_its_round_trips_exact_and_its_bytes_timed(tmp
     assert run_a[f"{key}.bytes_out"].kind == "timed" and "varies" in run_a[f"{key}.bytes_out"].note
     rows = compare_metrics(run_a, run_b)
     assert not [r for r in rows if r.verdict in ("regression", "improvement", "change")]
+
+
+def test_each_benchmark_is_divided_by_the_ping_floor_of_its_own_client_kind(tmp_path):
+    """A blocking socket and an event loop wake differently: beside a busy core the sync PING fell
+    to 0.55× the async one (1.4× when idle). Sync rows over the sync floor keep their ratio when
+    the machine's state moves between runs; over the async floor they 'regressed' 2.5×."""
+    from cachelab.report.bench_trials import bench_metrics, parse_trial
+
+    def trial(k: int, async_ping: float, sync_ping: float) -> dict:
+        def row(name: str, seconds: float, client: str) -> dict:
+            return {"name": name, "group": "g", "stats": {"median": seconds},
+                    "extra_info": {"client": client}}  # fmt: skip
+
+        rows = [
+            row("test_async_floor[ping]", async_ping, "async"),
+            row("test_sync_floor[ping]", sync_ping, "sync"),
+            row("test_sync_get", 1.1 * sync_ping, "sync"),
+            row("test_async_get", 1.2 * async_ping, "async"),
+        ]
+        path = tmp_path / f"{async_ping}-{sync_ping}-{k}.json"
+        path.write_text(json.dumps({"benchmarks": rows}))
+        return parse_trial(path)
+
+    idle = bench_metrics([trial(k, 80e-6 * (1 + k / 100), 110e-6 * (1 - k / 100)) for k in range(4)])
+    busy = bench_metrics([trial(k, 52e-6 * (1 - k / 100), 28e-6 * (1 + k / 100)) for k in range(4)])
+    assert idle["bench.test_sync_get.ratio_to_ping"].value == pytest.approx(1.1)
+    assert idle["bench.test_sync_floor[ping].ratio_to_ping"].kind == "info"  # shown, never judged
+    assert "bench.test_async_floor[ping].ratio_to_ping" not in idle
+    rows = compare_metrics(idle, busy)
+    assert not [r for r in rows if r.verdict in ("regression", "improvement")], [r for r in rows if r.judged]

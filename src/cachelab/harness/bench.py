@@ -198,6 +198,10 @@ def _per_op(benchmark: BenchmarkLike, logical_ops: int) -> bool:
 
 
 class _Bench:
+    #: Recorded as ``extra_info["client"]``: the report divides each row by the PING floor of the
+    #: same client kind in the same trial (a blocking socket and an event loop wake differently).
+    client_kind = "async"
+
     def __init__(
         self,
         *,
@@ -238,6 +242,7 @@ class _Bench:
         logical = ops * batch
         info = benchmark.extra_info
         info.update({"ops_per_round": logical, "calls_per_round": ops, "batch": batch})
+        info["client"] = self.client_kind
         if self.target is not None:
             info["redis_version"] = self.target.version
             info["redis_target"] = self.target.address
@@ -327,6 +332,8 @@ class AsyncBench(_Bench):
 
 class SyncBench(_Bench):
     """The synchronous twin of :class:`AsyncBench` (redis-py sync client, serializers)."""
+
+    client_kind = "sync"
 
     def __call__(
         self,
