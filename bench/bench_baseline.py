@@ -5,7 +5,8 @@ PING and GET measured in the same run does. These are the cheapest things one
 round trip can do (PING, GET hit/miss, SET, EVALSHA of a script that does
 nothing), async and sync, plus SET+GET at value sizes from 100 B to 1 MB,
 where ``bytes_in_per_op``/``bytes_out_per_op`` and ``memory_per_key`` show
-what size costs the server.
+what size costs the server; and the floor of rows that make no round trip, a
+fixed slice of interpreter work.
 """
 
 from __future__ import annotations
@@ -81,6 +82,22 @@ def test_sync_floor(command: str, bench_sync: Any, bench_sync_redis: redis.Redis
         extra={"client": "redis-py sync"},
         memory_key=WRITTEN if command == "set" else None,
     )
+
+
+def _interpreter_work() -> int:
+    """A fixed slice of what the CPU-only rows are made of: calls, f-strings, dict updates."""
+    seen: dict[str, int] = {}
+    for i in range(16):
+        key = f"bench:cpu:{i}"
+        seen[key] = seen.get(key, 0) + i
+    return len(seen)
+
+
+def test_cpu_floor(bench_sync: Any):
+    """The floor of rows with no round trip (key building, leased limits, in-process requests): a
+    round trip's time moves with how deeply the CPUs idle, interpreter work with how busy they are,
+    so each is divided by the floor that moves with it."""
+    bench_sync(_interpreter_work, group="baseline", extra={"client": "none: interpreter work"})
 
 
 # Fewer calls per round for big values: a round stays a few milliseconds to tens of them.

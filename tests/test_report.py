@@ -411,31 +411,40 @@ def test_a_clock_sized_reply_keeps_its_round_trips_exact_and_its_bytes_timed(tmp
     assert not [r for r in rows if r.verdict in ("regression", "improvement", "change")]
 
 
-def test_each_benchmark_is_divided_by_the_ping_floor_of_its_own_client_kind(tmp_path):
+def test_each_benchmark_is_divided_by_the_floor_that_moves_with_it(tmp_path):
     """A blocking socket and an event loop wake differently: beside a busy core the sync PING fell
-    to 0.55× the async one (1.4× when idle). Sync rows over the sync floor keep their ratio when
-    the machine's state moves between runs; over the async floor they 'regressed' 2.5×."""
+    to 0.55× the async one (1.4× when idle), while interpreter work slowed. Each row over the floor
+    of its own kind (sync PING, async PING, or CPU work for a row with no round trips) keeps its
+    ratio when the machine's state moves between runs; over the async PING they 'changed' 2.5×."""
     from cachelab.report.bench_trials import bench_metrics, parse_trial
 
-    def trial(k: int, async_ping: float, sync_ping: float) -> dict:
-        def row(name: str, seconds: float, client: str) -> dict:
+    def trial(k: int, async_ping: float, sync_ping: float, cpu: float) -> dict:
+        def row(name: str, seconds: float, client: str, round_trips: float | None = 1.0) -> dict:
             return {"name": name, "group": "g", "stats": {"median": seconds},
-                    "extra_info": {"client": client}}  # fmt: skip
+                    "extra_info": {"floor": client, "round_trips_per_op": round_trips}}  # fmt: skip
 
         rows = [
             row("test_async_floor[ping]", async_ping, "async"),
             row("test_sync_floor[ping]", sync_ping, "sync"),
+            row("test_cpu_floor", cpu, "sync", round_trips=0.0),
             row("test_sync_get", 1.1 * sync_ping, "sync"),
             row("test_async_get", 1.2 * async_ping, "async"),
+            row("test_make_key", 0.3 * cpu, "sync", round_trips=0.0),
+            row("test_leased_check", 0.8 * cpu, "async", round_trips=0.01),
         ]
         path = tmp_path / f"{async_ping}-{sync_ping}-{k}.json"
         path.write_text(json.dumps({"benchmarks": rows}))
         return parse_trial(path)
 
-    idle = bench_metrics([trial(k, 80e-6 * (1 + k / 100), 110e-6 * (1 - k / 100)) for k in range(4)])
-    busy = bench_metrics([trial(k, 52e-6 * (1 - k / 100), 28e-6 * (1 + k / 100)) for k in range(4)])
-    assert idle["bench.test_sync_get.ratio_to_ping"].value == pytest.approx(1.1)
-    assert idle["bench.test_sync_floor[ping].ratio_to_ping"].kind == "info"  # shown, never judged
+    def run(async_ping: float, sync_ping: float, cpu: float) -> dict:
+        return bench_metrics([trial(k, async_ping * (1 + k / 100), sync_ping, cpu) for k in range(4)])
+
+    idle, busy = run(80e-6, 110e-6, 2e-6), run(52e-6, 28e-6, 3.5e-6)
+    assert idle["bench.test_sync_get.ratio_to_ping"].value == pytest.approx(1.1, rel=0.03)
+    assert idle["bench.test_make_key.ratio_to_ping"].value == pytest.approx(0.3, rel=0.03)
+    assert idle["bench.test_leased_check.ratio_to_ping"].value == pytest.approx(0.8, rel=0.03)
+    for floor in ("test_sync_floor[ping]", "test_cpu_floor"):
+        assert idle[f"bench.{floor}.ratio_to_ping"].kind == "info"  # floor over floor: shown, not judged
     assert "bench.test_async_floor[ping].ratio_to_ping" not in idle
     rows = compare_metrics(idle, busy)
     assert not [r for r in rows if r.verdict in ("regression", "improvement")], [r for r in rows if r.judged]

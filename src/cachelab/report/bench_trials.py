@@ -5,12 +5,15 @@ milliseconds: a figure of that moment, not of the run. So the report runs the
 whole ``bench/`` folder several times (trials), alternating sides when a base
 is measured too (A B, B A, A B, …), and keeps every trial:
 
-* each benchmark's time is divided by the PING floor **of the same trial and
-  the same client kind** (``extra_info["client"]``: a blocking socket and an
-  event loop wake up differently, and on an idle machine the sync PING was
-  1.4× the async one, beside a busy core 0.55×), so what the machine was doing
-  then cancels, and the per-trial ratios are the samples a verdict is made
-  from (``bench.<name>.ratio_to_ping``);
+* each benchmark's time is divided by a floor **of the same trial**, so what
+  the machine was doing then cancels, and the per-trial ratios are the samples
+  a verdict is made from (``bench.<name>.ratio_to_ping``). The floor matches
+  what the row waits on: PING on the same client kind (``extra_info["floor"]``:
+  a blocking socket and an event loop wake differently; on an idle machine the
+  sync PING was 1.4× the async one, beside a busy core 0.55×), and for a row
+  with no round trips (key building, leased and local limits, in-process
+  requests) a fixed slice of interpreter work, which a deep-idling CPU does not
+  slow as it slows a round trip;
 * the cost pass of every trial gives the exact metrics: round trips,
   commands, script-inner commands, bytes in and out, memory per key. If a
   figure that should be exact differs between trials, it is kept as timed
@@ -37,8 +40,10 @@ from cachelab.report.metrics import Metric, from_trials, info, timed
 from cachelab.report.sides import Side
 
 FLOOR = "test_async_floor[ping]"
-#: The PING floor each client kind is divided by (rows that do not say are async).
-FLOORS = {"async": FLOOR, "sync": "test_sync_floor[ping]"}
+#: The floor each kind of row is divided by (rows that do not say are async).
+FLOORS = {"async": FLOOR, "sync": "test_sync_floor[ping]", "cpu": "test_cpu_floor"}
+#: Fewer round trips per op than this and a row is CPU work (leases refill now and then).
+CPU_ONLY_ROUND_TRIPS = 0.1
 
 #: extra_info field → (metric suffix, unit); exact for a fixed workload.
 EXACT_FIELDS = {
@@ -66,7 +71,7 @@ def parse_trial(path: Path) -> TrialRows:
         extra = b.get("extra_info", {})
         rows[b["name"]] = {
             "group": b.get("group"),
-            "client": extra.get("client", "async"),
+            "floor": extra.get("floor", "async"),
             "median_us": b["stats"]["median"] * 1e6,
             "server_usec_per_op": extra.get("server_usec_per_op"),
             "server_usec_booked_per_op": extra.get("server_usec_booked_per_op"),
@@ -137,17 +142,28 @@ def run_trials(
     return results
 
 
-def floor_of(rows: TrialRows, client: str = "async") -> float | None:
-    """The trial's PING floor for ``client`` rows (None when that floor was not run)."""
-    row = rows.get(FLOORS.get(client, FLOOR))
+def floor_of(rows: TrialRows, kind: str = "async") -> float | None:
+    """The trial's floor for ``kind`` rows (None when that floor was not run)."""
+    row = rows.get(FLOORS.get(kind, FLOOR))
     return row["median_us"] if row else None
 
 
+def floor_kind(row: dict[str, Any]) -> str:
+    """Which floor a row is divided by: the CPU floor for a row with no round trips, else the PING
+    of its own client kind."""
+    round_trips = row.get("round_trips_per_op")
+    if round_trips is not None and round_trips < CPU_ONLY_ROUND_TRIPS:
+        return "cpu"
+    return row.get("floor", "async")
+
+
 def _ratios(present: Sequence[tuple[dict[str, Any], TrialRows]]) -> list[float]:
-    """Each trial's time over the floor of its own trial and client kind."""
+    """Each trial's time over the floor of its own trial and kind (an older trial without the CPU
+    floor falls back to the PING of the row's client kind)."""
     out = []
     for row, trial in present:
-        floor = floor_of(trial, row.get("client", "async"))
+        kind = floor_kind(row)
+        floor = floor_of(trial, kind) or floor_of(trial, row.get("floor", "async"))
         if floor:
             out.append(row["median_us"] / floor)
     return out
@@ -165,8 +181,8 @@ def bench_metrics(trials: Sequence[TrialRows]) -> dict[str, Metric]:
         if name not in FLOORS.values():
             metrics[f"{key}.ratio_to_ping"] = timed(_ratios(present), "× PING", "lower")
         elif name != FLOOR:
-            # One floor over the other moves with how deeply the machine idles (1.4× quiet, 0.55×
-            # beside a busy core): shown, never judged.
+            # One floor over another moves with how deeply the machine idles (the sync PING was
+            # 1.4× the async one quiet, 0.55× beside a busy core): shown, never judged.
             to_async = [row["median_us"] / f for row, t in present if (f := floor_of(t))]
             if to_async:
                 metrics[f"{key}.ratio_to_ping"] = info(statistics.median(to_async), "× async PING")
