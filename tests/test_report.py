@@ -442,6 +442,7 @@ def test_each_benchmark_is_divided_by_the_floor_that_moves_with_it(tmp_path):
     idle, busy = run(80e-6, 110e-6, 2e-6), run(52e-6, 28e-6, 3.5e-6)
     assert idle["bench.test_sync_get.ratio_to_ping"].value == pytest.approx(1.1, rel=0.03)
     assert idle["bench.test_make_key.ratio_to_ping"].value == pytest.approx(0.3, rel=0.03)
+    assert idle["bench.test_make_key.ratio_to_ping"].unit == "× CPU floor"
     assert idle["bench.test_leased_check.ratio_to_ping"].value == pytest.approx(0.8, rel=0.03)
     for floor in ("test_sync_floor[ping]", "test_cpu_floor"):
         assert idle[f"bench.{floor}.ratio_to_ping"].kind == "info"  # floor over floor: shown, not judged

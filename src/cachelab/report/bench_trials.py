@@ -11,9 +11,10 @@ is measured too (A B, B A, A B, …), and keeps every trial:
   what the row waits on: PING on the same client kind (``extra_info["floor"]``:
   a blocking socket and an event loop wake differently; on an idle machine the
   sync PING was 1.4× the async one, beside a busy core 0.55×), and for a row
-  with no round trips (key building, leased and local limits, in-process
-  requests) a fixed slice of interpreter work, which a deep-idling CPU does not
-  slow as it slows a round trip;
+  of CPU work, under 0.1 round trips per op (key building, leased and local
+  limits, in-process requests, a 100-key pipeline per GET), a fixed slice of
+  interpreter work, which a deep-idling CPU does not slow as it slows a round
+  trip;
 * the cost pass of every trial gives the exact metrics: round trips,
   commands, script-inner commands, bytes in and out, memory per key. If a
   figure that should be exact differs between trials, it is kept as timed
@@ -44,6 +45,8 @@ FLOOR = "test_async_floor[ping]"
 FLOORS = {"async": FLOOR, "sync": "test_sync_floor[ping]", "cpu": "test_cpu_floor"}
 #: Fewer round trips per op than this and a row is CPU work (leases refill now and then).
 CPU_ONLY_ROUND_TRIPS = 0.1
+#: The unit of ``ratio_to_ping`` by floor kind (the metric keeps its name across kinds).
+FLOOR_UNITS = {"async": "× PING", "sync": "× sync PING", "cpu": "× CPU floor"}
 
 #: extra_info field → (metric suffix, unit); exact for a fixed workload.
 EXACT_FIELDS = {
@@ -179,7 +182,8 @@ def bench_metrics(trials: Sequence[TrialRows]) -> dict[str, Metric]:
         medians = [row["median_us"] for row, _ in present]
         metrics[f"{key}.median_us"] = info(statistics.median(medians), "µs/op")
         if name not in FLOORS.values():
-            metrics[f"{key}.ratio_to_ping"] = timed(_ratios(present), "× PING", "lower")
+            unit = FLOOR_UNITS.get(floor_kind(present[0][0]), "× PING")
+            metrics[f"{key}.ratio_to_ping"] = timed(_ratios(present), unit, "lower")
         elif name != FLOOR:
             # One floor over another moves with how deeply the machine idles (the sync PING was
             # 1.4× the async one quiet, 0.55× beside a busy core): shown, never judged.
