@@ -3,9 +3,10 @@
 Steps (each bounded, each shown as it runs):
 
 1. **benchmarks** — ``pytest --benchmark-only`` over ``bench/``, several
-   times (trials); each trial's times are divided by that trial's PING floor,
-   and the exact costs (round trips, commands, bytes, memory) are checked to
-   agree between trials (:mod:`cachelab.report.bench_trials`);
+   times (trials); each trial's times are divided by that trial's floor (PING,
+   or interpreter work for CPU-only rows), and the exact costs (round trips,
+   commands, bytes, memory) are checked to agree between trials
+   (:mod:`cachelab.report.bench_trials`);
 2. **load** — the dashboard mix under Locust against the sample app, cache
    off and cache-aside, their trials interleaved after a warm-up
    (:mod:`cachelab.report.load_trials`); the cache-aside arm feeds the
