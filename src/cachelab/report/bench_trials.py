@@ -157,7 +157,7 @@ def floor_kind(row: dict[str, Any]) -> str:
     round_trips = row.get("round_trips_per_op")
     if round_trips is not None and round_trips < CPU_ONLY_ROUND_TRIPS:
         return "cpu"
-    return row.get("floor", "async")
+    return row["floor"]
 
 
 def _ratios(present: Sequence[tuple[dict[str, Any], TrialRows]]) -> list[float]:
@@ -165,8 +165,7 @@ def _ratios(present: Sequence[tuple[dict[str, Any], TrialRows]]) -> list[float]:
     floor falls back to the PING of the row's client kind)."""
     out = []
     for row, trial in present:
-        kind = floor_kind(row)
-        floor = floor_of(trial, kind) or floor_of(trial, row.get("floor", "async"))
+        floor = floor_of(trial, floor_kind(row)) or floor_of(trial, row["floor"])
         if floor:
             out.append(row["median_us"] / floor)
     return out

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cachelab.report import stats
+from cachelab.report.bench_trials import FLOOR
 from cachelab.report.metrics import Metric, load_metrics, step_of
 
 MISSING = "missing"
@@ -108,10 +109,10 @@ def compare_metrics(
         pending.append((name, a, b, comparison))
     adjusted = stats.control_fdr([p[3] for p in pending])
     for (name, a, b, _), comparison in zip(pending, adjusted, strict=True):
-        floor = min_effect
-        if floor is None:
-            floor = b.min_effect or stats.min_effect_for(name, paired=paired)
-        called = stats.call(comparison, better=b.better, min_effect=floor)
+        minimum = min_effect
+        if minimum is None:
+            minimum = b.min_effect or stats.min_effect_for(name, paired=paired)
+        called = stats.call(comparison, better=b.better, min_effect=minimum)
         rows.append(Row(name, b.kind, b.unit, a.value, b.value, called.verdict, called.why, called))
     return rows
 
@@ -226,7 +227,7 @@ def manifest_warnings(a: str | Path, b: str | Path) -> list[str]:
 
 
 #: Measured by every run with benchmarks, and changed by no commit: the machine's own round trip.
-FLOOR_METRIC = "bench.test_async_floor[ping].median_us"
+FLOOR_METRIC = f"bench.{FLOOR}.median_us"
 
 
 def drift_warnings(before: Mapping[str, Metric], after: Mapping[str, Metric]) -> list[str]:
@@ -237,7 +238,7 @@ def drift_warnings(before: Mapping[str, Metric], after: Mapping[str, Metric]) ->
     if a is None or b is None or not (_number(a.value) and _number(b.value)) or not a.value:
         return []
     ratio = float(b.value) / float(a.value)
-    if abs(math.log(ratio)) < math.log1p(stats.MIN_EFFECT_SEPARATE_RUNS):
+    if not stats.beyond(ratio, stats.MIN_EFFECT_SEPARATE_RUNS):
         return []
     return [
         f"the machine's PING floor moved from {a.value:.0f} to {b.value:.0f} µs (×{ratio:.2f}) between the "

@@ -101,7 +101,7 @@ class Comparison:
         return self.ratio - 1.0
 
 
-def _beyond(ratio: float, min_effect: float) -> bool:
+def beyond(ratio: float, min_effect: float) -> bool:
     """Is the ratio at least ``min_effect`` away from 1, on a log scale (so ×1.25 and ×0.8 both count)?"""
     if not math.isfinite(ratio):
         return ratio == math.inf
@@ -301,7 +301,7 @@ def call(comparison: Comparison, *, better: str, min_effect: float, alpha: float
     change = f"{comparison.change:+.1%}" if math.isfinite(comparison.ratio) else "from zero"
     if q >= alpha:
         return replace(comparison, verdict=NO_CHANGE, why=f"not significant (q={q:.2g})")
-    if not _beyond(comparison.ratio, min_effect):
+    if not beyond(comparison.ratio, min_effect):
         return replace(
             comparison,
             verdict=NO_CHANGE,
