@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from cachelab.client import ResilientRedis
+from cachelab.harness.cost import settled_memory_usage
 from cachelab.patterns.leaderboard import Leaderboard
 
 TENANT = "acme"
@@ -38,7 +39,7 @@ def board(bench_rredis: ResilientRedis, arun: Any, bench_admin: redis.Redis) -> 
 
 
 def _extra(lb: Leaderboard, admin: redis.Redis) -> dict[str, Any]:
-    used = admin.memory_usage(lb.key(TENANT), samples=0) or 0
+    used = settled_memory_usage(admin, lb.key(TENANT)) or 0
     return {"members": MEMBERS, "bytes_per_member": used / MEMBERS}
 
 

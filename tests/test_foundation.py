@@ -16,6 +16,7 @@ import redis.asyncio.retry
 from cachelab.client import ClientOptions, ResilientRedis, validate_redis_url
 from cachelab.config import ConfigError, load_settings
 from cachelab.harness import CostMeter
+from cachelab.harness.cost import settled_memory_usage
 from cachelab.resilience import (
     BackgroundTasks,
     BreakerState,
@@ -270,6 +271,35 @@ def test_cost_meter_subtracts_its_own_info_calls(redis_url, redis_admin):
     assert cost.total_commands == 0
     assert cost.bytes_in < 64 and cost.bytes_out < 256
     meter.close()
+
+
+@pytest.mark.parametrize("kind", ["hash", "set", "zset"])
+def test_memory_per_key_books_a_half_resized_hash_table_at_its_size_at_rest(redis_admin, kind: str):
+    """MEMORY USAGE of a key left mid-rehash depends on the server's hash seed; ours must not.
+
+    Members are added one per command until the booked size jumps: the table
+    grew, and until later lookups move the rest of its buckets the old table
+    is booked too (Redis grows at a power of two, Valkey 8.1 at 7/8 full, so
+    the test finds the point rather than knowing it).
+    """
+    command = {"hash": ("HSET", "grown", "f{}", "v"), "set": ("SADD", "grown", "m{}"),
+               "zset": ("ZADD", "grown", "{}", "m{}")}[kind]
+    booked = 0
+    for i in range(4096):
+        previous = booked
+        redis_admin.execute_command(*(part.format(i) for part in command))
+        booked = redis_admin.memory_usage("grown", samples=0)
+        grew = previous and booked - previous > 1024
+        if grew and redis_admin.object("encoding", "grown") in (b"hashtable", b"skiplist"):
+            settled = settled_memory_usage(redis_admin, "grown")
+            if settled < booked:  # not the listpack → hash table conversion: a table left mid-move
+                break
+    else:
+        pytest.fail(f"4096 {kind} adds never left a table half-moved that settling shrank")
+    assert settled_memory_usage(redis_admin, "grown") == settled
+    if kind != "zset":  # a skiplist node's height is random; hashes and sets are not
+        assert redis_admin.memory_usage("grown", samples=0) == settled
+    assert settled_memory_usage(redis_admin, "no-such-key") is None
 
 
 async def test_cost_meter_counts_script_and_transaction_time_once(rredis, cost_meter: CostMeter):

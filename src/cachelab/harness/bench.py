@@ -135,7 +135,7 @@ def cost_info(cost: Cost, ops: int) -> dict[str, Any]:
 
 
 def memory_per_key(meter: CostMeter, key: str) -> int | None:
-    """Bytes Redis attributes to one key (``MEMORY USAGE``): the memory half of sizing."""
+    """Bytes Redis attributes to one key at rest (``MEMORY USAGE``): the memory half of sizing."""
     return meter.memory_usage(key)
 
 
