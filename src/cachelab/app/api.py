@@ -493,6 +493,7 @@ async def login(body: Login, request: Request, response: Response, state: State)
                 state.limiters["login_account"].check(account),
             )
         ),
+        request,
         response,
     )
     found = await state.db.get_credentials(account)

@@ -95,16 +95,34 @@ def tightest(results: list[RateLimitResult]) -> RateLimitResult:
     return min(results, key=lambda r: (r.allowed, r.remaining))
 
 
-def enforce(results: list[RateLimitResult], response: Response) -> None:
-    """429 with Retry-After if any check refused; otherwise the tightest budget's headers."""
+#: Where :func:`enforce` leaves an admitted request's budget for an error raised after it.
+_BUDGET = "cachelab.rate_limit_headers"
+
+
+def enforce(results: list[RateLimitResult], request: Request, response: Response) -> None:
+    """429 with Retry-After if any check refused; otherwise the tightest budget's headers.
+
+    The headers go on ``response`` (a success answer) and are kept in the request's scope:
+    FastAPI drops a dependency's headers when the route then raises (a 401, 403, 404, 422),
+    and a refused request spent a unit of budget all the same, so
+    :func:`with_rate_limit_headers` puts them back on that answer.
+    """
     decision = tightest(results)
     headers = decision.headers()
     if not decision.allowed:
         raise HTTPException(status_code=429, detail="rate limit exceeded", headers=headers)
-    out = response.headers
+    out = response.headers  # an admission's headers have no Retry-After
     for name, value in headers.items():
-        if name != "Retry-After":
-            out.append(name, value)  # new names: no scan for an old value to replace
+        out.append(name, value)  # new names: no scan for an old value to replace
+    request.scope[_BUDGET] = headers
+
+
+def with_rate_limit_headers(request: Request, response: Response) -> Response:
+    """``response`` (an error answer) with the budget :func:`enforce` admitted the request on."""
+    for name, value in request.scope.get(_BUDGET, {}).items():
+        if name not in response.headers:
+            response.headers[name] = value
+    return response
 
 
 async def rate_limit(request: Request, response: Response, state: State) -> None:
@@ -113,7 +131,7 @@ async def rate_limit(request: Request, response: Response, state: State) -> None
     session_id = request.cookies.get(SESSION_COOKIE)
     if session_id and is_valid_session_id(session_id):
         checks.append(state.limiters["session"].check(session_id))
-    enforce(list(await asyncio.gather(*checks)), response)
+    enforce(list(await asyncio.gather(*checks)), request, response)
 
 
 _UNCHECKED = object()
@@ -226,7 +244,7 @@ async def authenticate(request: Request, response: Response) -> Caller:
 
     response.headers.append("Cache-Control", "private")
     response.headers.append("Vary", "Cookie")
-    enforce(results, response)
+    enforce(results, request, response)
     if session is _UNCHECKED:
         raise unavailable()
     if not isinstance(session, Session):

@@ -14,12 +14,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cachelab import __version__
 from cachelab.app.api import API_ROUTERS
+from cachelab.app.auth import with_rate_limit_headers
 from cachelab.app.cost_header import CostHeaderMiddleware
 from cachelab.app.db import Database
 from cachelab.app.docs import add_offline_docs
@@ -128,9 +131,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         # 422 with the problems, never echoing the raw input back (it may be huge or hostile).
         errors: list[dict[str, Any]] = [{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors()]
-        return JSONResponse({"detail": errors}, status_code=422)
+        return with_rate_limit_headers(request, JSONResponse({"detail": errors}, status_code=422))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return with_rate_limit_headers(request, await http_exception_handler(request, exc))
 
     return app
