@@ -7,8 +7,9 @@ parser, so the figure is the app's own cost per request, and the round trips
 and commands are exact. The floor is ``GET /api/live``, which touches neither
 Redis nor the database; a warm ``GET /api/tenants/{t}/kpis`` pays, on top of
 it, the session check, two rate limits and the cache read (one pipelined
-round trip, four commands) and the response; ``GET /api/dashboard``, keyed by
-the caller, reads its session first and then its cache entry. ``cachelab report`` divides each
+round trip, four commands) and the response; ``GET /api/dashboard`` is keyed by
+its caller, and its read rides in the same round once this process has read
+the session. ``cachelab report`` divides each
 by the PING floor of its trial; the summary's "hot path" row is their ratio.
 The ``fast`` rows are the same two requests on an app with
 ``CACHELAB_NEAR_CACHE=on`` and ``CACHELAB_FAST_READS=on``
@@ -57,7 +58,7 @@ def dashboard(
         arun(app.aclose())
 
 
-#: The tenant's cached reads, and the caller's own dashboard (a session read, then its cache entry).
+#: The tenant's cached reads, and the caller's own dashboard.
 CACHED_READS = {"kpis": f"/api/tenants/{TENANT}/kpis", "areas": f"/api/tenants/{TENANT}/areas",
                 "dashboard": "/api/dashboard"}  # fmt: skip
 

@@ -385,6 +385,11 @@ def list_tags_touched_by(row: Mapping[str, Any], changes: Mapping[str, Any]) -> 
 
 
 @tenant.get("/initiatives/{initiative_id}")
+# The path's id as sent: one that is not the canonical integer ("01") names another key, read and
+# then left unused (the route reads the canonical key itself). Not a fast read: rows are not near-cached.
+@cache_read(lambda c: c.initiative,
+            lambda cache, params: cache.key(params["tenant_id"], "row", params["initiative_id"]),
+            as_is=False)  # fmt: skip
 async def get_initiative(
     tenant_id: str,
     initiative_id: int,
@@ -399,6 +404,7 @@ async def get_initiative(
         state.caches.initiative,
         lambda c: c.key(tenant_id, "row", initiative_id),
         lambda: state.db.get_initiative(tenant_id, initiative_id),
+        caller=caller,
     )
     return json_response(request, response, value)
 
@@ -543,12 +549,23 @@ def dashboard_key(cache: Cache, tenant_id: str, role: str, user_id: object) -> s
     return cache.key(tenant_id, "dashboard", role, user_id)
 
 
+def _dashboard_reads(state: AppState, caller: Mapping[str, Any]) -> list[list[str]]:
+    """The caller's dashboard entry, for the auth round; none for a session not seen lately."""
+    cache = state.caches.dashboard
+    if cache is None or state.caches.near is not None or not caller:
+        return []
+    key = dashboard_key(cache, caller["tenant_id"], caller["role"], caller["user_id"])
+    return [cache.read_keys(key, DASHBOARD_TAGS)]
+
+
 @authenticated.get("/dashboard")
+@reads_cache(_dashboard_reads, by_caller=True)
 async def dashboard(
     caller: CurrentCaller, request: Request, response: Response
 ) -> dict[str, Any]:
     """Per-user, per-role dashboard (keyed by tenant, role and user): soft TTL (served stale and
-    refreshed) under a hard TTL."""
+    refreshed) under a hard TTL. Its cache read rides in the auth round when this process has
+    read the caller's session in the last minute (one round trip warm), else follows it (two)."""
     state = app_state(request)
     value = await cached(
         response,
@@ -556,6 +573,7 @@ async def dashboard(
         lambda c: dashboard_key(c, caller.tenant_id, caller.role, caller.user_id),
         lambda: state.db.dashboard(caller.user_id, caller.role),
         tags=DASHBOARD_TAGS,
+        caller=caller,
     )
     return json_response(request, response, value)
 

@@ -140,19 +140,30 @@ _UNCHECKED = object()
 CacheReads = Callable[[AppState, Mapping[str, str]], list[list[str]]]
 
 
-def reads_cache(reads: CacheReads) -> Callable[[Endpoint], Endpoint]:
+def reads_cache(reads: CacheReads, *, by_caller: bool = False) -> Callable[[Endpoint], Endpoint]:
     """Mark an endpoint whose first Redis read can ride in the auth round (see :func:`authenticate`).
 
     ``reads`` names the keys of each cache read the endpoint starts with
     (:meth:`~cachelab.patterns.cache.Cache.read_keys`); an empty list means none this time
-    (caching off, or a near cache, which reads its L1 first).
+    (caching off, or a near cache, which reads its L1 first). It is given the path's
+    parameters or, ``by_caller``, the caller's names (:func:`caller_names`) as this process
+    last read the session: the key of a route keyed by its caller is not in the path, and the
+    session read that would tell is in the same round. A session this process has not read
+    in the last minute gives ``{}``, and the route reads its entry after the round.
     """
 
     def mark(endpoint: Endpoint) -> Endpoint:
         endpoint.cache_reads = reads  # type: ignore[attr-defined]
+        endpoint.cache_reads_by_caller = by_caller  # type: ignore[attr-defined]
         return endpoint
 
     return mark
+
+
+def caller_names(session: Session) -> dict[str, Any]:
+    """A session's ``tenant_id``, ``role`` and ``user_id``: what a route keyed by its caller is keyed by."""
+    return {"tenant_id": session.data.get("tenant_id"), "role": session.data.get("role"),
+            "user_id": session.user_id}  # fmt: skip
 
 
 async def authenticate(request: Request, response: Response) -> Caller:
@@ -179,7 +190,13 @@ async def authenticate(request: Request, response: Response) -> Caller:
     if well_formed:
         checks.append(("session", session_id))
     endpoint = request.scope.get("endpoint")
-    reads = endpoint.cache_reads(state, request.path_params) if hasattr(endpoint, "cache_reads") else []
+    reads = []
+    if hasattr(endpoint, "cache_reads"):
+        names: Mapping[str, Any] = request.path_params
+        if endpoint.cache_reads_by_caller:
+            seen = state.seen_sessions.get(session_id) if well_formed else None
+            names = caller_names(seen) if seen is not None else {}
+        reads = endpoint.cache_reads(state, names)
 
     rounds: dict[ResilientRedis, list[BatchCall]] = {}
     # Per check: its limiter, identifier, the decision of a leased unit (or None: ask Redis)
@@ -234,8 +251,10 @@ async def authenticate(request: Request, response: Response) -> Caller:
     if session_call is not None:
         reply = _next(replies, state.sessions.rr)
         session = reply if reply is _UNCHECKED else state.sessions.session_from_reply(session_id, reply)
-        if state.trusted is not None and isinstance(session, Session):
-            state.trusted.remember(session)
+        if isinstance(session, Session):
+            state.seen_sessions.remember(session)
+            if state.trusted is not None:
+                state.trusted.remember(session)
     prefetched = {}
     for keys in reads:
         reply = _next(replies, state.rr)
@@ -262,6 +281,7 @@ async def authenticate(request: Request, response: Response) -> Caller:
 
 def forget_session(state: AppState, session_id: str) -> None:
     """The session is ending here (log-out, login's rotation): stop trusting it in this process at once."""
+    state.seen_sessions.forget(session_id)
     if state.trusted is not None:
         state.trusted.forget(session_id)
     if "session" in state.leases:

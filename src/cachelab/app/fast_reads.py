@@ -47,7 +47,7 @@ from typing import Any
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from cachelab.app.auth import SESSION_COOKIE, tightest
+from cachelab.app.auth import SESSION_COOKIE, caller_names, tightest
 from cachelab.app.caching import AppCaches
 from cachelab.app.client_address import client_address
 from cachelab.app.conditional import JSON, encode, entity_tag, matches
@@ -156,8 +156,7 @@ class FastReads:
         session = trusted.get(session_id)
         if session is None:
             return "session_not_trusted"
-        caller = {"tenant_id": session.data.get("tenant_id"), "role": session.data.get("role"),
-                  "user_id": session.user_id}  # fmt: skip
+        caller = caller_names(session)
         if params.setdefault("tenant_id", caller["tenant_id"]) != caller["tenant_id"]:
             return "other_tenant"  # a tenant's path, not the caller's tenant
         cache = fast.pick(state.caches)

@@ -42,6 +42,9 @@ class AppState:
     #: CACHELAB_FAST_READS (:mod:`cachelab.app.fast_reads`): sessions read in the last
     #: CACHELAB_SESSION_TRUST seconds, and leases of the request limiters' quota ("ip", "session").
     trusted: TrustedSessions | None = None
+    #: Every session this process read in the last minute. Only a hint of whose entry a route keyed
+    #: by its caller (the dashboard) reads in the auth round; that round's own session read decides.
+    seen_sessions: TrustedSessions = field(default_factory=lambda: TrustedSessions(60.0))
     leases: dict[str, QuotaLeases] = field(default_factory=dict)
     #: What the fast-read middleware did with each request for a fast-read route, by outcome.
     fast_reads: Counter[str] = field(default_factory=Counter)
