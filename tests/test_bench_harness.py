@@ -87,7 +87,9 @@ def test_cost_pass_runs_in_smoke_mode_and_counts_a_pipeline_as_one_round_trip(re
 
         cost = measure_cost_async(loop, lambda: asyncio.sleep(0), calls=50, meter=meter)
         assert cost.round_trips == 0 and cost.total_commands == 0
-        assert cost.bytes_in == 0 and cost.bytes_out == 0  # the meter's own INFO traffic is not counted
+        # The meter's own INFO traffic is not counted; what is left is INFO's reply changing length
+        # as its counters gain or lose a digit between the calibration and the last snapshot.
+        assert abs(cost.bytes_in) < 64 and abs(cost.bytes_out) < 64
     finally:
         meter.close()
         loop.run_until_complete(rredis.aclose())

@@ -138,7 +138,9 @@ def test_serve_with_an_unreachable_redis_url_warns_in_one_line_and_starts_degrad
     port, dead_redis = free_port(), f"redis://127.0.0.1:{free_port()}/0"
     proc = subprocess.Popen(
         [sys.executable, "-m", "cachelab", "serve", "--port", str(port), "--job-workers", "0", *SEED_SMALL],
-        cwd=tmp_path, env=_clean_env(REDIS_URL=dead_redis), stdout=subprocess.PIPE,
+        # Its own state folder: the seed password it generates must not land in the user's ~/.local/state.
+        cwd=tmp_path, env=_clean_env(REDIS_URL=dead_redis, XDG_STATE_HOME=str(tmp_path / "state")),
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:

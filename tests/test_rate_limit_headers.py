@@ -39,6 +39,12 @@ async def test_error_answers_after_the_rate_check_carry_the_budget_they_spent(
         # Each answer is one more unit spent, error or not, and each says so.
         assert remaining == sorted(remaining, reverse=True) and len(set(remaining)) == len(remaining)
 
+        # Login is checked twice (the public routes' limit, then its own per-account one): one set of
+        # headers, the tighter budget's, not both.
+        body = orjson.dumps({"email": app.accounts()[0]["email"], "password": app.password})
+        status, headers, _ = await app.request("POST", "/api/login", body=body)
+        assert status == 200 and headers["x-ratelimit-limit"] == "10", headers  # 10 per account
+
         # Without a session: still checked per address first, so a 401 carries its budget too.
         status, headers, _ = await app.request("GET", f"/api/tenants/{A}/kpis")
         assert status == 401 and all(name in headers for name in BUDGET)

@@ -185,7 +185,7 @@ def test_slos_parse_evaluate_fail_without_data_and_skip_what_was_not_measured():
         ("z<1", False),
         ("outage.jobs_lost<=0", None),
     ]
-    assert results[2]["note"] == "no data" and results[3]["note"] == "step skipped"
+    assert results[2]["note"] == "no data" and results[3]["note"] == "notebooks step skipped"
 
 
 def test_capacity_scales_measured_costs_to_1000_requests_per_second():

@@ -112,8 +112,15 @@ def enforce(results: list[RateLimitResult], request: Request, response: Response
     if not decision.allowed:
         raise HTTPException(status_code=429, detail="rate limit exceeded", headers=headers)
     out = response.headers  # an admission's headers have no Retry-After
-    for name, value in headers.items():
-        out.append(name, value)  # new names: no scan for an old value to replace
+    earlier = request.scope.get(_BUDGET)
+    if earlier is None:
+        for name, value in headers.items():
+            out.append(name, value)  # new names: no scan for an old value to replace
+    elif int(earlier["X-RateLimit-Remaining"]) <= int(headers["X-RateLimit-Remaining"]):
+        return  # a second set of checks (login's, after the route's): the tighter budget stands
+    else:
+        for name, value in headers.items():
+            out[name] = value
     request.scope[_BUDGET] = headers
 
 

@@ -132,7 +132,10 @@ class InProcessApp:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 for k, v in message.get("headers", ()):
-                    response_headers[k.decode().lower()] = v.decode()
+                    name, value = k.decode().lower(), v.decode()
+                    if name in response_headers and name != "set-cookie":  # folded, as HTTP allows
+                        value = f"{response_headers[name]}, {value}"
+                    response_headers[name] = value
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
 

@@ -187,8 +187,8 @@ def evaluate_slos(
         metric = metrics.get(name)
         value = metric.value if metric is not None else None
         missing = not isinstance(value, int | float) or (isinstance(value, float) and math.isnan(value))
-        if missing and step_of(name) in skipped:  # an SLO on a skipped step's metric is not evaluated
-            results.append({"slo": text, "value": None, "passed": None, "note": "step skipped"})
+        if missing and (step := step_of(name)) in skipped:  # an SLO on a skipped step's metric: not evaluated
+            results.append({"slo": text, "value": None, "passed": None, "note": f"{step} step skipped"})
             continue
         results.append(
             {

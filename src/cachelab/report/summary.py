@@ -93,11 +93,12 @@ class SummaryInput:
 
 def _verdict_line(s: SummaryInput) -> str:
     failed = [x for x in s.slos if x["passed"] is False]
-    unmeasured = sum(x["passed"] is None for x in s.slos)
+    unmeasured = [x for x in s.slos if x["passed"] is None]
     if failed:
         parts = [f"SLOs: **{len(failed)} failed**"]
     else:
-        parts = ["SLOs: all passed" + (f" ({unmeasured} not measured: step skipped)" if unmeasured else "")]
+        why = ", ".join(sorted({x.get("note") or "no data" for x in unmeasured}))
+        parts = ["SLOs: all passed" + (f" ({len(unmeasured)} not measured: {why})" if unmeasured else "")]
     if s.against is not None:
         regressions = sum(r.verdict == stats.REGRESSION for r in s.against[1])
         gone = len(missing(s.against[1]))
