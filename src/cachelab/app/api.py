@@ -135,23 +135,26 @@ def cache_read(
     key: Callable[[Cache, Mapping[str, str]], str],
     *,
     as_is: bool = True,
+    tags: tuple[str, ...] = (),
+    by_caller: bool = False,
 ) -> Any:
     """Mark an endpoint whose cache read rides in the auth round (:func:`~cachelab.app.auth.reads_cache`):
     ``pick`` chooses the cache, ``key`` builds the key from the path parameters. Not with a near
     cache, whose read goes to its in-process copy first. ``as_is``: the endpoint answers the cached
     value as it is, so with fast reads a warm one may be answered in front of the route
-    (:mod:`cachelab.app.fast_reads`)."""
+    (:mod:`cachelab.app.fast_reads`). ``tags``: the entry's tags, read with it. ``by_caller``:
+    ``key`` is built from the caller's names, not the path's (see ``reads_cache``)."""
 
     def reads(state: AppState, params: Mapping[str, str]) -> list[list[str]]:
         cache = pick(state.caches)
         if cache is None or state.caches.near is not None:
             return []
-        return [cache.read_keys(key(cache, params))]
+        return [cache.read_keys(key(cache, params), tags)]
 
     def mark(endpoint: Any) -> Any:
         if as_is:
-            fast_read(endpoint, pick, key)
-        return reads_cache(reads)(endpoint)
+            fast_read(endpoint, pick, key, tags=tags)
+        return reads_cache(reads, by_caller=by_caller)(endpoint)
 
     return mark
 
@@ -549,17 +552,11 @@ def dashboard_key(cache: Cache, tenant_id: str, role: str, user_id: object) -> s
     return cache.key(tenant_id, "dashboard", role, user_id)
 
 
-def _dashboard_reads(state: AppState, caller: Mapping[str, Any]) -> list[list[str]]:
-    """The caller's dashboard entry, for the auth round; none for a session not seen lately."""
-    cache = state.caches.dashboard
-    if cache is None or state.caches.near is not None or not caller:
-        return []
-    key = dashboard_key(cache, caller["tenant_id"], caller["role"], caller["user_id"])
-    return [cache.read_keys(key, DASHBOARD_TAGS)]
-
-
 @authenticated.get("/dashboard")
-@reads_cache(_dashboard_reads, by_caller=True)
+# Keyed by its caller: the key is built from the session's tenant, role and user, never the path.
+@cache_read(lambda c: c.dashboard,
+            lambda cache, who: dashboard_key(cache, who["tenant_id"], who["role"], who["user_id"]),
+            tags=DASHBOARD_TAGS, by_caller=True)  # fmt: skip
 async def dashboard(
     caller: CurrentCaller, request: Request, response: Response
 ) -> dict[str, Any]:
@@ -577,11 +574,6 @@ async def dashboard(
     )
     return json_response(request, response, value)
 
-
-# Keyed by its caller, so a fast read builds the key from the trusted session's tenant, role and user.
-fast_read(dashboard, lambda c: c.dashboard,
-          lambda cache, who: dashboard_key(cache, who["tenant_id"], who["role"], who["user_id"]),
-          tags=DASHBOARD_TAGS)  # fmt: skip
 
 
 # -- jobs --------------------------------------------------------------------

@@ -95,40 +95,40 @@ def tightest(results: list[RateLimitResult]) -> RateLimitResult:
     return min(results, key=lambda r: (r.allowed, r.remaining))
 
 
-#: Where :func:`enforce` leaves an admitted request's budget for an error raised after it.
-_BUDGET = "cachelab.rate_limit_headers"
+#: Where :func:`enforce` leaves the decision an admitted request's headers come from.
+_BUDGET = "cachelab.rate_limit"
 
 
 def enforce(results: list[RateLimitResult], request: Request, response: Response) -> None:
     """429 with Retry-After if any check refused; otherwise the tightest budget's headers.
 
-    The headers go on ``response`` (a success answer) and are kept in the request's scope:
-    FastAPI drops a dependency's headers when the route then raises (a 401, 403, 404, 422),
-    and a refused request spent a unit of budget all the same, so
-    :func:`with_rate_limit_headers` puts them back on that answer.
+    The headers go on ``response`` (a success answer) and the decision is kept in the
+    request's scope: FastAPI drops a dependency's headers when the route then raises (a 401,
+    403, 404, 422), and a refused request spent a unit of budget all the same, so
+    :func:`with_rate_limit_headers` puts them back on that answer. A request checked twice
+    (login: the public routes' limit, then its own) reports the tighter of the two.
     """
     decision = tightest(results)
-    headers = decision.headers()
     if not decision.allowed:
-        raise HTTPException(status_code=429, detail="rate limit exceeded", headers=headers)
+        raise HTTPException(status_code=429, detail="rate limit exceeded", headers=decision.headers())
+    earlier: RateLimitResult | None = request.scope.get(_BUDGET)
+    if earlier is not None and tightest([earlier, decision]) is earlier:
+        return
+    request.scope[_BUDGET] = decision
     out = response.headers  # an admission's headers have no Retry-After
-    earlier = request.scope.get(_BUDGET)
-    if earlier is None:
-        for name, value in headers.items():
-            out.append(name, value)  # new names: no scan for an old value to replace
-    elif int(earlier["X-RateLimit-Remaining"]) <= int(headers["X-RateLimit-Remaining"]):
-        return  # a second set of checks (login's, after the route's): the tighter budget stands
-    else:
-        for name, value in headers.items():
-            out[name] = value
-    request.scope[_BUDGET] = headers
+    # New names are appended (no scan for an old value); a tighter second decision replaces.
+    write = out.append if earlier is None else out.__setitem__
+    for name, value in decision.headers().items():
+        write(name, value)
 
 
 def with_rate_limit_headers(request: Request, response: Response) -> Response:
     """``response`` (an error answer) with the budget :func:`enforce` admitted the request on."""
-    for name, value in request.scope.get(_BUDGET, {}).items():
-        if name not in response.headers:
-            response.headers[name] = value
+    decision: RateLimitResult | None = request.scope.get(_BUDGET)
+    if decision is not None:
+        for name, value in decision.headers().items():
+            if name not in response.headers:
+                response.headers[name] = value
     return response
 
 
@@ -155,8 +155,8 @@ def reads_cache(reads: CacheReads, *, by_caller: bool = False) -> Callable[[Endp
     (caching off, or a near cache, which reads its L1 first). It is given the path's
     parameters or, ``by_caller``, the caller's names (:func:`caller_names`) as this process
     last read the session: the key of a route keyed by its caller is not in the path, and the
-    session read that would tell is in the same round. A session this process has not read
-    in the last minute gives ``{}``, and the route reads its entry after the round.
+    session read that would tell is in the same round. For a session this process has not
+    read in the last minute ``reads`` is not called, and the route reads its entry after the round.
     """
 
     def mark(endpoint: Endpoint) -> Endpoint:
@@ -199,11 +199,10 @@ async def authenticate(request: Request, response: Response) -> Caller:
     endpoint = request.scope.get("endpoint")
     reads = []
     if hasattr(endpoint, "cache_reads"):
-        names: Mapping[str, Any] = request.path_params
-        if endpoint.cache_reads_by_caller:
-            seen = state.seen_sessions.get(session_id) if well_formed else None
-            names = caller_names(seen) if seen is not None else {}
-        reads = endpoint.cache_reads(state, names)
+        if not endpoint.cache_reads_by_caller:
+            reads = endpoint.cache_reads(state, request.path_params)
+        elif well_formed and (seen := state.seen_sessions.get(session_id)) is not None:
+            reads = endpoint.cache_reads(state, caller_names(seen))
 
     rounds: dict[ResilientRedis, list[BatchCall]] = {}
     # Per check: its limiter, identifier, the decision of a leased unit (or None: ask Redis)

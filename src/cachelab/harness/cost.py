@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import redis
+from redis.utils import str_if_bytes
 
 from cachelab.client import RoundTripCounter
 
@@ -247,8 +248,8 @@ def settled_memory_usage(client: redis.Redis, key: str) -> int | None:
     left is the value's size at rest; sorted sets still vary by a fraction of
     a percent, because a skiplist node's height is random.
     """
-    if _text(client.object("encoding", key)) in ("hashtable", "skiplist"):
-        lookup, size = _LOOKUP_AND_SIZE[_text(client.type(key))]
+    if str_if_bytes(client.object("encoding", key)) in ("hashtable", "skiplist"):
+        lookup, size = _LOOKUP_AND_SIZE[str_if_bytes(client.type(key))]
         remaining = min(2 * int(client.execute_command(size, key)) + 16, _SETTLE_CAP)
         while remaining > 0:
             pipe = client.pipeline(transaction=False)
@@ -257,10 +258,6 @@ def settled_memory_usage(client: redis.Redis, key: str) -> int | None:
             pipe.execute()
             remaining -= _SETTLE_CHUNK
     return client.memory_usage(key, samples=0)
-
-
-def _text(reply: bytes | str | None) -> str:
-    return reply.decode() if isinstance(reply, bytes) else reply or ""
 
 
 def _minus(after: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
