@@ -207,13 +207,15 @@ async def test_naive_limiter_killed_between_incr_and_expire_leaves_a_key_that_ne
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), 30)
         assert line.strip() == b"INCR-DONE"
+        assert proc.returncode is None  # still asleep between the two calls when the kill lands
         os.kill(proc.pid, signal.SIGKILL)  # after INCR, before EXPIRE
     finally:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
         await asyncio.wait_for(proc.wait(), 10)
-    assert proc.returncode == -signal.SIGKILL
+    # Its exit status is not asserted: asyncio's child watcher reports 255 when another waitpid in
+    # this process got there first (seen once in CI). The key below is the evidence that counts.
     key = make_key("cl", "victim", "rl", "naive")
     assert redis_admin.get(key) == b"1"
     assert redis_admin.ttl(key) == -1  # this identifier's counter now lives forever
